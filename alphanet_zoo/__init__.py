@@ -1,0 +1,23 @@
+"""alphanet_zoo: AlphaNet models, the weight-sharing supernet, extraction, FLOPs and more.
+
+    >>> import alphanet_zoo
+    >>> model = alphanet_zoo.AlphaNet("a0")          # a standalone subnet
+    >>> supernet = alphanet_zoo.Supernet.from_checkpoint("alphanet_pretrained.pth.tar")
+    >>> a5 = supernet.extract("a5")                   # its weights, sliced from the supernet
+    >>> alphanet_zoo.count_flops("a5")                # 491.48 MFLOPs, the paper's convention
+"""
+from .calibration import calibrate_bn
+from .checkpoint import CheckpointError
+from .config import SEARCH_SPACE, ArchConfig, SearchSpace, StageSpace
+from .flops import count_flops, count_flops_fvcore
+from .model import AlphaNet
+from .registry import MODELS, ModelInfo, get_arch, list_models, model_info, resolve_arch
+from .supernet import Supernet
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlphaNet", "ArchConfig", "CheckpointError", "MODELS", "ModelInfo", "SEARCH_SPACE", "SearchSpace",
+    "StageSpace", "Supernet", "calibrate_bn", "count_flops", "count_flops_fvcore", "get_arch",
+    "list_models", "model_info", "resolve_arch",
+]
