@@ -1,0 +1,1 @@
+"""Evolutionary search for the best subnet at a FLOPs budget."""

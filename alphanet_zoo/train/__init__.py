@@ -1,0 +1,1 @@
+"""Alpha-divergence supernet training with the sandwich rule."""
