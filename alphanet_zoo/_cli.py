@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Sequence
 
 from .checkpoint import CheckpointError
 from .config import ArchConfig
+from .hub import WeightsIntegrityError, WeightsUnavailableError
 from .registry import MODELS, model_info
 
 EXIT_ERROR = 2
@@ -69,8 +70,8 @@ def cli_main(prog: str) -> Callable[[Callable[[Sequence[str] | None], int | None
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted", file=sys.stderr)
                 return EXIT_INTERRUPTED
-            except (CLIError, CheckpointError, FileNotFoundError, PermissionError, IsADirectoryError,
-                    NotADirectoryError, ValueError, TypeError) as e:
+            except (CLIError, CheckpointError, WeightsUnavailableError, WeightsIntegrityError, FileNotFoundError,
+                    PermissionError, IsADirectoryError, NotADirectoryError, ValueError, TypeError) as e:
                 if os.environ.get("ALPHANET_DEBUG"):
                     raise
                 print(f"{prog}: error: {e}", file=sys.stderr)

@@ -64,6 +64,8 @@ def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():
+            raise CheckpointError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): {e}") from None
         raise CheckpointError(
             f"refusing to load {path}: it is not plain tensor data (weights_only=True rejected it, "
             f"so it may hold code). Convert it to safetensors or re-save it as a plain state dict. "

@@ -9,6 +9,7 @@ from torch import nn
 from .config import SEARCH_SPACE, ArchConfig
 from .layers import ConvBNAct, MBBlock
 from .layout import NetLayout, subnet_layout
+from .pretrained import PretrainedMixin
 from .registry import resolve_arch
 
 # Drop-connect (stochastic depth) runs in the last two stages only, its rate growing with the
@@ -26,6 +27,12 @@ def drop_connect_rates(depths: Sequence[int], rate: float) -> list[list[float]]:
         rates.append([rate * (offset + j) / total if on else 0.0 for j in range(depth)])
         offset += max_depth
     return rates
+
+
+def _init_linear(linear: nn.Linear) -> None:
+    bound = 1.0 / linear.in_features ** 0.5
+    nn.init.uniform_(linear.weight, -bound, bound)
+    nn.init.zeros_(linear.bias)
 
 
 class NetworkModules(nn.Module):
@@ -63,12 +70,10 @@ class NetworkModules(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 m.reset_parameters()
             elif isinstance(m, nn.Linear):
-                bound = 1.0 / m.in_features ** 0.5
-                nn.init.uniform_(m.weight, -bound, bound)
-                nn.init.zeros_(m.bias)
+                _init_linear(m)
 
 
-class AlphaNet(NetworkModules):
+class AlphaNet(NetworkModules, PretrainedMixin):
     """A standalone AlphaNet subnet: ``AlphaNet("a0")`` or ``AlphaNet(ArchConfig(...))``.
 
     The forward is pure: it runs on the input as given (resize to ``arch.resolution`` belongs
@@ -89,6 +94,15 @@ class AlphaNet(NetworkModules):
         self.arch = arch
         self.num_classes = num_classes
         self.reset_parameters()
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier by a freshly initialised one for ``num_classes`` (fine-tuning)."""
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        old = self.classifier
+        self.classifier = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
+        _init_linear(self.classifier)
+        self.num_classes = num_classes
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem, MB stages and the final 1x1 expansion: (N, 3, H, W) -> (N, 6 * width[7], H/32, W/32)."""

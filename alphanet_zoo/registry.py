@@ -12,6 +12,27 @@ from typing import Any, Mapping
 from .config import ArchConfig
 
 PAPER = "AlphaNet: Improved Training of Supernets with Alpha-Divergence (Wang et al., ICML 2021), arXiv:2102.07954"
+PAPER_URL = "https://arxiv.org/abs/2102.07954"
+WEIGHTS_LICENSE = "cc-by-nc-4.0"
+HUB_ORG = "alphanet-zoo"
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a model's standalone weights live on the Hugging Face Hub, and how they were made.
+
+    ``revision`` (a commit id) and ``sha256`` (of ``model.safetensors``) are pinned when the weights
+    are published; until then they are empty, downloads follow ``main`` and are checked against
+    the Hub's own content hash (the LFS etag).
+    """
+
+    hub_repo: str
+    revision: str = ""
+    sha256: str = ""
+    filename: str = "model.safetensors"
+    license: str = WEIGHTS_LICENSE
+    source: str = ("the authors' supernet alphanet_pretrained.pth.tar, extracted and BN-calibrated "
+                   "(64 batches of 256 ImageNet training images, seed 0) with alphanet-extract")
 
 
 @dataclass(frozen=True)
@@ -24,8 +45,37 @@ class ModelInfo:
     official_name: str  # name in the official README (``alphanet_a5_base``)
     published_mflops: int  # the paper's table (rounded)
     published_top1: float  # ImageNet top-1 %, from the paper
+    mflops: float  # the analytic counter's value (`count_flops`), paper convention
+    params: int  # parameters of the standalone model (no dead weights)
     published_top5: float | None = None  # not published for these models
     aliases: tuple[str, ...] = ()
+
+    @property
+    def weights(self) -> WeightsInfo:
+        return WeightsInfo(hub_repo=f"{HUB_ORG}/alphanet-{self.name.replace('_', '-')}",
+                           **_PUBLISHED_WEIGHTS.get(self.name, {}))
+
+    @property
+    def preprocessing(self):
+        """The evaluation preprocessing of the published numbers (`transforms.Preprocessing`)."""
+        from .transforms import Preprocessing
+
+        return Preprocessing(resolution=self.arch.resolution)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready metadata, as written into ``config.json`` and model cards."""
+        return {"name": self.name, "official_key": self.official_key, "official_name": self.official_name,
+                "architecture": self.arch.to_dict(), "mflops": self.mflops, "params": self.params,
+                "published": {"top1": self.published_top1, "top5": self.published_top5,
+                              "mflops": self.published_mflops},
+                "preprocessing": self.preprocessing.to_dict(), "paper": PAPER, "license": WEIGHTS_LICENSE,
+                "weights": {"hub_repo": self.weights.hub_repo, "revision": self.weights.revision,
+                            "sha256": self.weights.sha256, "source": self.weights.source}}
+
+
+# Pins of published weights by model name: {"revision": commit id, "sha256": of model.safetensors}.
+# Empty until the weights are uploaded (alphanet-extract ... --push).
+_PUBLISHED_WEIGHTS: dict[str, dict[str, str]] = {}
 
 
 def _arch(resolution, width, kernel_size, expand_ratio, depth) -> ArchConfig:
@@ -36,28 +86,28 @@ def _arch(resolution, width, kernel_size, expand_ratio, depth) -> ArchConfig:
 _MODELS = (
     ModelInfo("a0", _arch(192, [16, 16, 24, 32, 64, 112, 192, 216, 1792], [3, 3, 3, 3, 3, 3, 3],
                           [1, 4, 4, 4, 4, 6, 6], [1, 3, 3, 3, 3, 3, 1]),
-              "a0", "alphanet_a0", 203, 77.87),
+              "a0", "alphanet_a0", 203, 77.87, 203.389568, 8_954_184),
     ModelInfo("a1", _arch(224, [16, 16, 24, 32, 64, 112, 192, 216, 1984], [3, 3, 3, 5, 3, 5, 3],
                           [1, 4, 4, 4, 4, 6, 6], [1, 3, 3, 3, 3, 3, 1]),
-              "a1", "alphanet_a1", 279, 78.94),
+              "a1", "alphanet_a1", 279, 78.94, 279.238816, 9_452_872),
     ModelInfo("a2", _arch(224, [16, 16, 24, 32, 64, 112, 200, 224, 1984], [3, 3, 3, 3, 3, 5, 3],
                           [1, 4, 5, 4, 4, 6, 6], [1, 3, 3, 3, 3, 4, 1]),
-              "a2", "alphanet_a2", 317, 79.20),
+              "a2", "alphanet_a2", 317, 79.20, 316.73008, 11_149_824),
     ModelInfo("a3", _arch(224, [16, 16, 24, 32, 64, 112, 208, 224, 1984], [3, 3, 3, 5, 3, 3, 3],
                           [1, 4, 4, 4, 4, 6, 6], [2, 3, 3, 4, 3, 5, 1]),
-              "a3", "alphanet_a3", 357, 79.41),
+              "a3", "alphanet_a3", 357, 79.41, 356.5184, 12_784_928),
     ModelInfo("a4", _arch(256, [16, 16, 24, 32, 64, 112, 192, 216, 1984], [3, 3, 3, 5, 3, 5, 3],
                           [1, 4, 4, 5, 4, 6, 6], [1, 3, 3, 4, 3, 5, 1]),
-              "a4", "alphanet_a4", 444, 80.01),
+              "a4", "alphanet_a4", 444, 80.01, 443.530752, 11_809_640),
     ModelInfo("a5", _arch(256, [16, 16, 24, 32, 64, 112, 208, 216, 1984], [3, 3, 3, 3, 3, 5, 3],
                           [1, 4, 4, 5, 4, 6, 6], [1, 3, 3, 4, 4, 5, 1]),
-              "a5", "alphanet_a5_small", 491, 80.29, aliases=("a5_small",)),
+              "a5", "alphanet_a5_small", 491, 80.29, 491.481088, 12_970_512, aliases=("a5_small",)),
     ModelInfo("a5_base", _arch(288, [16, 16, 24, 32, 64, 112, 200, 216, 1984], [3, 3, 5, 5, 3, 3, 3],
                                [1, 4, 4, 4, 5, 6, 6], [2, 3, 4, 3, 3, 5, 1]),
-              "a5_1", "alphanet_a5_base", 596, 80.62, aliases=("a5_1",)),
+              "a5_1", "alphanet_a5_base", 596, 80.62, 594.786, 12_404_424, aliases=("a5_1",)),
     ModelInfo("a6", _arch(288, [16, 16, 24, 32, 64, 112, 216, 224, 1984], [3, 3, 3, 3, 3, 5, 3],
                           [1, 4, 6, 5, 4, 6, 6], [1, 3, 3, 4, 4, 6, 1]),
-              "a6", "alphanet_a6", 709, 80.78),
+              "a6", "alphanet_a6", 709, 80.78, 709.007232, 15_154_792),
 )
 
 MODELS: dict[str, ModelInfo] = {m.name: m for m in _MODELS}

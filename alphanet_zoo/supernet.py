@@ -120,20 +120,35 @@ class Supernet(NetworkModules):
         ``bn_tracking`` buffers and never-run shortcut convs are skipped on purpose
         (`checkpoint.OFFICIAL_SKIPPED`). Anything else missing, unexpected or mis-shaped is an error.
         """
-        state = read_state_dict(path, map_location)
-        if is_official_layout(state):
-            state, _skipped = from_official(state)
-        else:
-            state = {k.removeprefix("module."): v for k, v in state.items()}
+        return cls.from_state_dict(read_state_dict(path, map_location), what=f"supernet checkpoint {path}")
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor], what: str = "supernet state dict") -> "Supernet":
+        """A supernet holding ``state`` (official layout or ours; a ``module.`` prefix is ignored)."""
+        state = cls._own_names(state)
         classifier = state.get("classifier.weight")
         num_classes = classifier.shape[0] if classifier is not None and classifier.dim() == 2 else 1000
         with torch.device("meta"):
             model = cls(num_classes)
         expected = model.state_dict()
-        check_state_dict(state, {k: v.shape for k, v in expected.items()}, f"supernet checkpoint {path}")
-        state = {k: v.to(expected[k].dtype) for k, v in state.items()}
-        model.load_state_dict(state, strict=True, assign=True)
+        check_state_dict(state, {k: v.shape for k, v in expected.items()}, what)
+        model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True, assign=True)
         return model
+
+    @staticmethod
+    def _own_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if is_official_layout(state):
+            return from_official(state)[0]
+        return {k.removeprefix("module."): v for k, v in state.items()}
+
+    @classmethod
+    def is_supernet_state(cls, state: Mapping[str, torch.Tensor]) -> bool:
+        """True if ``state`` has the supernet's keys (any layout), as opposed to a subnet's."""
+        if is_official_layout(state):
+            return True
+        with torch.device("meta"):
+            expected = cls().state_dict().keys()
+        return set(cls._own_names(state)) == set(expected)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the supernet as ``.safetensors`` (atomically); `from_checkpoint` reads it back."""

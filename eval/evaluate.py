@@ -1,0 +1,114 @@
+"""The evaluation loop: top-1 and top-5 accuracy and throughput of a classifier over a loader.
+
+The classifier is any callable from an image batch to logits: a PyTorch model (`TorchClassifier`
+runs it in eval mode without gradients on a device) or an ONNX Runtime session
+(`alphanet_zoo.eval.onnx_model.OnnxClassifier`). Top-k is ``logits.topk(k)``, as the official
+accuracy function computes it. Results accumulate in an `EvalResult` the caller may pass in, so
+what was measured survives an interruption (Ctrl-C) of the loop.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from .data import BadImageError
+
+Classifier = Callable[[torch.Tensor], torch.Tensor]
+
+
+class TorchClassifier:
+    """A PyTorch model as a classifier: eval mode, no gradients, inputs moved to its device."""
+
+    def __init__(self, model: nn.Module, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images.to(self.device, non_blocking=True)).float()
+
+
+@dataclass
+class Prediction:
+    """One image's outcome: its dataset index, label and the five best classes (best first)."""
+
+    index: int
+    target: int
+    top5: list[int]
+
+
+@dataclass
+class EvalResult:
+    """Counts and timings of one evaluation; ``top1``/``top5`` are percentages."""
+
+    images: int = 0
+    correct1: int = 0
+    correct5: int = 0
+    seconds: float = 0.0
+    bad_images: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    predictions: list[Prediction] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def top1(self) -> float | None:
+        return 100.0 * self.correct1 / self.images if self.images else None
+
+    @property
+    def top5(self) -> float | None:
+        return 100.0 * self.correct5 / self.images if self.images else None
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.images / self.seconds if self.images and self.seconds > 0 else None
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor,
+               keep_predictions: bool = False) -> None:
+        """Add a batch of logits (N, C) for ``targets`` (N,)."""
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices.cpu()
+        hits = top.eq(targets.view(-1, 1))
+        self.correct1 += int(hits[:, 0].sum())
+        self.correct5 += int(hits.any(dim=1).sum())
+        self.images += len(targets)
+        if keep_predictions:
+            self.predictions.extend(Prediction(int(i), int(t), p.tolist())
+                                    for i, t, p in zip(indices, targets, top))
+
+
+def evaluate(classifier: Classifier, loader: Iterable, *, result: EvalResult | None = None,
+             skip_bad_images: bool = False, keep_predictions: bool = False,
+             on_batch: Callable[[EvalResult, int], None] | None = None) -> EvalResult:
+    """Run ``classifier`` over ``loader`` (batches of ``(images, targets, indices, errors)``, as
+    `alphanet_zoo.eval.data.eval_loader` makes them) and count top-1/top-5 hits.
+
+    An image whose file could not be decoded raises `BadImageError` naming it, unless
+    ``skip_bad_images``: then it is left out and listed in ``result.bad_images``. ``on_batch(result,
+    n)`` is called after each batch of ``n`` loaded images (for a progress bar). ``result.seconds``
+    is the loop's wall time, data loading included, kept current as the loop runs.
+    """
+    result = result if result is not None else EvalResult()
+    dataset = getattr(loader, "dataset", None)
+    start = time.perf_counter()
+    elapsed = result.seconds
+    for images, targets, indices, errors in loader:
+        good = [j for j, error in enumerate(errors) if not error]
+        for j, error in enumerate(errors):
+            if error:
+                path = str(dataset.samples[int(indices[j])].path) if dataset is not None else f"#{int(indices[j])}"
+                if not skip_bad_images:
+                    raise BadImageError(path, error)
+                result.bad_images.append((path, error))
+        if len(good) < len(errors):
+            keep = torch.tensor(good, dtype=torch.long)
+            images, targets, indices = images[keep], targets[keep], indices[keep]
+        if len(good):
+            logits = classifier(images)
+            result.update(logits, targets, indices, keep_predictions)
+        result.seconds = elapsed + time.perf_counter() - start
+        if on_batch is not None:
+            on_batch(result, len(errors))
+    return result

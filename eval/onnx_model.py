@@ -1,0 +1,130 @@
+"""An exported ONNX file as a classifier, run with ONNX Runtime, and what it says about itself.
+
+The file's preprocessing comes from its ``metadata_props`` (key ``preprocessing``, the JSON of
+`alphanet_zoo.transforms.Preprocessing`, as ``alphanet-export`` writes it), or else from a static
+input shape (N, 3, R, R). Its architecture, when stored (key ``architecture``, or ``arch``), gives
+the FLOPs and, for a published model, the paper's numbers.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alphanet_zoo.config import ArchConfig
+from alphanet_zoo.transforms import Preprocessing
+
+
+class OnnxModelError(ValueError):
+    """An ONNX file that cannot be evaluated as an image classifier."""
+
+
+def _metadata(session) -> dict[str, str]:
+    return dict(session.get_modelmeta().custom_metadata_map or {})
+
+
+def _json_entry(metadata: dict[str, str], key: str, path: Path):
+    for name, text in metadata.items():
+        if name == key or name.endswith("." + key) or name.endswith("/" + key):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as e:
+                raise OnnxModelError(f"{path}: metadata {name!r} is not valid JSON: {e}") from None
+    return None
+
+
+class OnnxClassifier:
+    """An ONNX image classifier: ``classifier(images (N, 3, R, R) float tensor) -> logits tensor``.
+
+    ``providers`` default to CUDA then CPU for ``device="cuda"`` and CPU otherwise. A file with a
+    fixed batch size is fed in chunks of that size (the last one padded).
+    """
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu", providers: list[str] | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ONNX file not found: {self.path}")
+        if providers is None:
+            available = ort.get_available_providers()
+            providers = ["CPUExecutionProvider"]
+            if str(device).startswith("cuda"):
+                if "CUDAExecutionProvider" not in available:
+                    raise OnnxModelError("--device cuda: this onnxruntime has no CUDAExecutionProvider "
+                                         "(install onnxruntime-gpu)")
+                providers.insert(0, "CUDAExecutionProvider")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: ORT's warnings go to stderr, bypassing Python
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types for a bad file
+            raise OnnxModelError(f"cannot load {self.path} with ONNX Runtime: {e}") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1:
+            raise OnnxModelError(f"{self.path} has {len(inputs)} inputs; expected one image batch")
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        self.input_shape = list(inputs[0].shape)
+        if len(self.input_shape) != 4 or self.input_shape[1] not in (3, "3"):
+            raise OnnxModelError(f"{self.path}: input {self.input_name!r} has shape {self.input_shape}; "
+                                 "expected (N, 3, H, W)")
+        self.metadata = _metadata(self.session)
+        self.fixed_batch = self.input_shape[0] if isinstance(self.input_shape[0], int) else None
+        self._dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
+
+    def preprocessing(self) -> Preprocessing | None:
+        """The file's preprocessing: from its metadata, else its static input size; None if unknown."""
+        stored = _json_entry(self.metadata, "preprocessing", self.path)
+        if stored is not None:
+            try:
+                return Preprocessing.from_dict(stored)
+            except (TypeError, ValueError) as e:
+                raise OnnxModelError(f"{self.path}: metadata 'preprocessing' is not usable: {e}") from None
+        h, w = self.input_shape[2:]
+        if isinstance(h, int) and isinstance(w, int):
+            if h != w:
+                raise OnnxModelError(f"{self.path}: input is {h}x{w}; AlphaNet inputs are square")
+            return Preprocessing(resolution=h)
+        return None
+
+    def static_resolution(self) -> int | None:
+        h = self.input_shape[2]
+        return h if isinstance(h, int) else None
+
+    def arch(self) -> ArchConfig | None:
+        """The architecture stored in the file's metadata (key ``architecture`` or ``arch``), if any."""
+        stored = _json_entry(self.metadata, "architecture", self.path)
+        if stored is None:
+            stored = _json_entry(self.metadata, "arch", self.path)
+        if stored is None:
+            return None
+        try:
+            return ArchConfig.from_dict(stored).validate()
+        except (TypeError, ValueError, KeyError) as e:
+            raise OnnxModelError(f"{self.path}: metadata 'arch' is not an AlphaNet architecture: {e}") from None
+
+    def model_name(self) -> str | None:
+        """The model name stored in the metadata (``model_name``), if any."""
+        name = self.metadata.get("model_name")
+        return name if isinstance(name, str) and name else None
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.detach().cpu().numpy().astype(self._dtype, copy=False)
+        if self.fixed_batch is None or self.fixed_batch == len(x):
+            out = self._run(x)
+        else:
+            b, chunks = self.fixed_batch, []
+            for start in range(0, len(x), b):
+                chunk = x[start:start + b]
+                n = len(chunk)
+                if n < b:
+                    chunk = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), chunk.dtype)])
+                chunks.append(self._run(chunk)[:n])
+            out = np.concatenate(chunks)
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))

@@ -1,0 +1,299 @@
+"""``alphanet-bench``: latency (batch 1) and throughput (batch N) of AlphaNet models per backend.
+
+    alphanet-bench --arch a0,a6 --threads 2 --batch 16 --json bench.json
+
+Backends: ``eager`` (the PyTorch model as built), ``eager-cl`` (the same with channels-last
+weights), ``torchscript`` and ``onnxruntime`` (the files `to_torchscript` and `to_onnx` write,
+loaded back). Each backend's logits are compared with eager's before it is timed. Times are
+medians over ``--repeats`` calls after ``--warmup`` calls; a large fp32 matrix product measured at
+the same thread count gives the machine's ceiling, against which each row's GFLOP/s is set
+(2 FLOPs per multiply-add of the paper's MFLOPs count). Weights are random unless ``--supernet``
+is given: timings do not depend on weight values.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from alphanet_zoo._cli import CLIError, cli_main, parse_archs, progress
+from alphanet_zoo._io import atomic_path
+from alphanet_zoo.config import ArchConfig
+
+from .metadata import INPUT_NAME
+
+PROG = "alphanet-bench"
+BACKENDS = ("eager", "eager-cl", "torchscript", "onnxruntime")
+GEMM_SIZE = 3072
+
+
+@dataclass
+class Runner:
+    """A backend ready to run: ``run(prepare(x))`` gives logits; ``prepare`` is not timed."""
+
+    backend: str
+    run: Callable[[Any], Any]
+    prepare: Callable[[torch.Tensor], Any] = lambda x: x
+
+
+@dataclass
+class Row:
+    """One measurement: a model on a backend at one batch size."""
+
+    model: str
+    backend: str
+    batch: int
+    threads: int
+    params: int
+    mflops: float
+    ms_per_batch: float  # median
+    ms_per_image: float
+    images_per_s: float
+    gflops_per_s: float  # 2 * MFLOPs * images/s
+    ceiling_fraction: float | None  # of the measured matrix-product GFLOP/s
+    speedup_vs_eager: float | None
+    max_abs_diff_vs_eager: float
+    times_ms: list[float] = field(default_factory=list)
+
+
+def make_runner(backend: str, model: nn.Module, workdir: Path, threads: int) -> Runner:
+    """A `Runner` for ``backend``; exported backends write their file into ``workdir``."""
+    from .onnx_export import to_onnx
+    from .runtime import load_torchscript, onnxruntime_session
+    from .torchscript_export import to_torchscript
+
+    if backend == "eager":
+        return Runner(backend, model)
+    if backend == "eager-cl":
+        import copy
+
+        return Runner(backend, copy.deepcopy(model).to(memory_format=torch.channels_last))
+    if backend == "torchscript":
+        path = workdir / "model.pt"
+        to_torchscript(model, path, verify=False)
+        return Runner(backend, load_torchscript(path))
+    if backend == "onnxruntime":
+        path = workdir / "model.onnx"
+        to_onnx(model, path, verify=False)
+        session = onnxruntime_session(path, threads)
+        return Runner(backend, lambda x: session.run(None, {INPUT_NAME: x})[0], lambda x: x.numpy())
+    raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+
+
+def time_calls(run: Callable[[Any], Any], inputs: Any, warmup: int, repeats: int) -> list[float]:
+    """Seconds per call of ``run(inputs)``, ``repeats`` times after ``warmup`` untimed calls."""
+    with torch.inference_mode():
+        for _ in range(warmup):
+            run(inputs)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run(inputs)
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def gemm_gflops(threads: int, size: int = GEMM_SIZE, repeats: int = 5) -> float:
+    """Median GFLOP/s of an fp32 ``size`` x ``size`` matrix product at ``threads`` threads."""
+    torch.set_num_threads(threads)
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator)
+    b = torch.randn(size, size, generator=generator)
+    times = time_calls(lambda ab: torch.mm(*ab), (a, b), warmup=2, repeats=repeats)
+    return 2 * size ** 3 / statistics.median(times) / 1e9
+
+
+def _max_diff(got: Any, expected: torch.Tensor) -> float:
+    return (torch.as_tensor(got).float() - expected).abs().max().item()
+
+
+def benchmark_model(name: str, model: nn.Module, backends: Sequence[str], *, batch: int, threads: int,
+                    warmup: int, repeats: int, ceiling: float | None = None,
+                    extra_runners: dict[str, Callable[[nn.Module], Runner]] | None = None,
+                    on_backend: Callable[[str], None] | None = None) -> list[Row]:
+    """Rows for one model: each backend at batch 1 and at ``batch``.
+
+    ``extra_runners`` maps more backend names to runner factories (for benchmark scripts).
+    """
+    from alphanet_zoo.flops import count_flops
+
+    torch.set_num_threads(threads)
+    model.eval()
+    mflops = count_flops(model.arch, model.num_classes)
+    params = sum(p.numel() for p in model.parameters())
+    resolution = model.arch.resolution
+    sizes = sorted({1, batch})
+    generator = torch.Generator().manual_seed(0)
+    inputs = {n: torch.randn(n, 3, resolution, resolution, generator=generator) for n in sizes}
+    with torch.inference_mode():
+        expected = {n: model(x).float() for n, x in inputs.items()}
+    rows: list[Row] = []
+    eager_ms: dict[int, float] = {}
+    factories = dict(extra_runners or {})
+    with tempfile.TemporaryDirectory(prefix="alphanet_bench_") as tmp:
+        for backend in backends:
+            if on_backend:
+                on_backend(backend)
+            runner = (factories[backend](model) if backend in factories
+                      else make_runner(backend, model, Path(tmp), threads))
+            for n in sizes:
+                prepared = runner.prepare(inputs[n])
+                with torch.inference_mode():
+                    diff = _max_diff(runner.run(prepared), expected[n])
+                times = time_calls(runner.run, prepared, warmup, repeats)
+                ms = statistics.median(times) * 1e3
+                if backend == "eager":
+                    eager_ms[n] = ms
+                images_per_s = n / ms * 1e3
+                gflops = 2 * mflops * images_per_s / 1e3
+                rows.append(Row(
+                    model=name, backend=backend, batch=n, threads=threads, params=params, mflops=round(mflops, 2),
+                    ms_per_batch=ms, ms_per_image=ms / n, images_per_s=images_per_s, gflops_per_s=gflops,
+                    ceiling_fraction=gflops / ceiling if ceiling else None,
+                    speedup_vs_eager=eager_ms[n] / ms if n in eager_ms else None,
+                    max_abs_diff_vs_eager=diff, times_ms=[t * 1e3 for t in times]))
+            del runner
+    return rows
+
+
+def environment(threads: int) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import onnxruntime
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads, "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """The rows as a fixed-width text table."""
+    header = (f"{'model':<10}{'backend':<13}{'batch':>6}{'ms/batch':>10}{'ms/image':>10}{'images/s':>10}"
+              f"{'vs eager':>9}{'GFLOP/s':>9}{'ceiling':>9}{'params':>12}{'MFLOPs':>9}{'max diff':>10}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        speedup = f"{r.speedup_vs_eager:.2f}x" if r.speedup_vs_eager else "-"
+        ceiling = f"{100 * r.ceiling_fraction:.0f}%" if r.ceiling_fraction else "-"
+        lines.append(f"{r.model:<10}{r.backend:<13}{r.batch:>6}{r.ms_per_batch:>10.2f}{r.ms_per_image:>10.2f}"
+                     f"{r.images_per_s:>10.1f}{speedup:>9}{r.gflops_per_s:>9.1f}{ceiling:>9}{r.params:>12,}"
+                     f"{r.mflops:>9.2f}{r.max_abs_diff_vs_eager:>10.1e}")
+    return "\n".join(lines)
+
+
+def _parse_list(value: str, what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise CLIError(f"--{what} needs at least one value")
+    return items
+
+
+def _parse_backends(value: str) -> list[str]:
+    if value.strip().lower() == "all":
+        return list(BACKENDS)
+    backends = _parse_list(value, "backend")
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise CLIError(f"unknown backend {unknown[0]!r}; valid backends: {', '.join(BACKENDS)} (or all)")
+    if "eager" not in backends:
+        backends.insert(0, "eager")  # the reference every other backend is compared with
+    return list(dict.fromkeys(backends))
+
+
+def _parse_models(value: str) -> list[tuple[str, ArchConfig]]:
+    models: list[tuple[str, ArchConfig]] = []
+    for item in _parse_list(value, "arch"):
+        models.extend(parse_archs(item))
+    return list(dict.fromkeys(models))
+
+
+def _positive(flag: str, value: int, minimum: int = 1) -> int:
+    if value < minimum:
+        raise CLIError(f"{flag} must be at least {minimum}, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Latency (batch 1) and throughput (batch N) of AlphaNet models on eager PyTorch, "
+                               "TorchScript and ONNX Runtime, with params, MFLOPs and the machine's GEMM ceiling.")
+    parser.add_argument("--arch", default="a0,a6",
+                        help="comma-separated models (names, aliases, .json files) or 'all' (default a0,a6)")
+    parser.add_argument("--backend", default="all",
+                        help=f"comma-separated backends from {', '.join(BACKENDS)}, or 'all' (default)")
+    parser.add_argument("--batch", type=int, default=16, help="batch size of the throughput rows (default 16)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch and ONNX Runtime intra-op threads (default: all cores)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls; the median is reported (default 10)")
+    parser.add_argument("--supernet", metavar="CKPT", help="take weights from a supernet checkpoint (default: random)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--no-gemm", action="store_true", help="skip measuring the matrix-product ceiling")
+    return parser
+
+
+@cli_main(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
+    from alphanet_zoo import AlphaNet, Supernet
+
+    args = build_parser().parse_args(argv)
+    models = _parse_models(args.arch)
+    backends = _parse_backends(args.backend)
+    batch = _positive("--batch", args.batch)
+    threads = _positive("--threads", args.threads)
+    warmup = _positive("--warmup", args.warmup, 0)
+    repeats = _positive("--repeats", args.repeats)
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        raise CLIError(f"cannot write {args.json}: folder {Path(args.json).parent} does not exist")
+    supernet = Supernet.from_checkpoint(args.supernet) if args.supernet else None
+
+    torch.set_num_threads(threads)
+    ceiling = None if args.no_gemm else gemm_gflops(threads)
+    rows: list[Row] = []
+    bar = progress(None, total=len(models) * len(backends), desc="benchmark", unit="backend")
+    for name, arch in models:
+        if supernet is not None:
+            model = supernet.extract(arch)
+        else:
+            torch.manual_seed(0)
+            model = AlphaNet(arch).eval()
+        rows += benchmark_model(name, model, backends, batch=batch, threads=threads, warmup=warmup,
+                                repeats=repeats, ceiling=ceiling,
+                                on_backend=lambda b, name=name: (bar.set_postfix_str(f"{name} {b}"), bar.update()))
+    bar.close()
+
+    print(f"{PROG}: {threads} thread(s), warm-up {warmup}, median of {repeats}; "
+          f"weights {'from ' + Path(args.supernet).name if supernet else 'random (timings do not depend on them)'}")
+    if ceiling:
+        print(f"fp32 matrix product {GEMM_SIZE}x{GEMM_SIZE}: {ceiling:.1f} GFLOP/s (the 'ceiling' column is each "
+              f"row's GFLOP/s, 2 x MFLOPs x images/s, as a fraction of it)")
+    print(format_table(rows))
+    if args.json:
+        report = {"environment": environment(threads), "gemm": {"size": GEMM_SIZE, "gflops_per_s": ceiling},
+                  "settings": {"batch": batch, "warmup": warmup, "repeats": repeats, "backends": backends,
+                               "weights": args.supernet or "random"},
+                  "rows": [asdict(r) for r in rows]}
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

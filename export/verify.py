@@ -1,0 +1,190 @@
+"""Proof that an exported file computes what the PyTorch model computes.
+
+`verify_onnx`: ``onnx.checker`` (full check, with strict shape inference), a look at the graph
+(input and output names, no unfolded BatchNorm), then ONNX Runtime against the model on random
+inputs. `verify_torchscript`: ``torch.jit.load`` against the model. Both raise
+`ExportVerificationError` when the largest absolute difference of the logits exceeds the tolerance.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .metadata import INPUT_NAME, OUTPUT_NAME
+
+DEFAULT_TOLERANCE = 1e-4
+# Batch sizes to verify a dynamic-batch export at: neither is the traced size (2), and 1 catches
+# a squeezed batch dimension.
+VERIFY_BATCH_SIZES = (1, 3)
+# Ops an eval-mode AlphaNet graph must not hold: BatchNorm belongs folded into the convolutions,
+# dropout is a no-op at inference.
+FORBIDDEN_ONNX_OPS = frozenset({"BatchNormalization", "Dropout"})
+
+
+class ExportVerificationError(RuntimeError):
+    """An exported file failed its checks: malformed, or its outputs differ from the PyTorch model's."""
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What a verification checked and found."""
+
+    format: str  # "onnx" or "torchscript"
+    runtime: str  # what ran the file, with its version
+    batch_sizes: tuple[int, ...]
+    max_abs_diff: float
+    tolerance: float
+    checks: tuple[str, ...] = ()  # structural checks passed before running it
+
+    def summary(self) -> str:
+        """One line for a command's output."""
+        done = "; ".join((*self.checks, f"{self.runtime} vs PyTorch: max abs diff {self.max_abs_diff:.2e} "
+                                        f"(batch {', '.join(map(str, self.batch_sizes))}; "
+                                        f"tolerance {self.tolerance:.0e})"))
+        return f"verified: {done}"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """An exported file: where it is, what it holds and how it was verified (None: not verified)."""
+
+    path: Path
+    format: str
+    metadata: dict[str, Any]
+    verification: Verification | None
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode inside the block and restore its mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def random_inputs(resolution: int, batch_sizes: Sequence[int], seed: int = 0) -> list[torch.Tensor]:
+    """Standard-normal image batches (N, 3, R, R), one per batch size, reproducible from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, 3, resolution, resolution, generator=generator) for n in batch_sizes]
+
+
+def compare(run: Callable[[torch.Tensor], np.ndarray | torch.Tensor], model: nn.Module,
+            inputs: Sequence[torch.Tensor], what: str) -> float:
+    """Largest absolute difference between ``run(x)`` and ``model(x)`` over ``inputs``."""
+    worst = 0.0
+    with eval_mode(model), torch.inference_mode():
+        for x in inputs:
+            expected = model(x).float()
+            got = torch.as_tensor(np.asarray(run(x)))
+            if got.shape != expected.shape:
+                raise ExportVerificationError(f"{what} gave logits of shape {list(got.shape)} for a batch of "
+                                              f"{x.shape[0]}, PyTorch {list(expected.shape)}")
+            diff = (got.float() - expected).abs().max().item()
+            if not np.isfinite(diff):
+                raise ExportVerificationError(f"{what} gave non-finite logits")
+            worst = max(worst, diff)
+    return worst
+
+
+def _check_diff(diff: float, tolerance: float, what: str, label: str) -> None:
+    if diff > tolerance:
+        raise ExportVerificationError(f"{what} output of {label} differs from PyTorch by {diff:.3g} "
+                                      f"(max abs; tolerance {tolerance:.0e})")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def check_onnx_graph(path: str | os.PathLike, label: str | None = None) -> tuple[str, ...]:
+    """``onnx.checker`` full check plus the graph's interface and op set; returns what passed."""
+    import onnx
+
+    path = Path(path)
+    label = label or path.name
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise ExportVerificationError(f"onnx.checker rejected {label}: {_first_line(e)}") from None
+    graph = onnx.load(str(path)).graph
+    inputs, outputs = [i.name for i in graph.input], [o.name for o in graph.output]
+    if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
+        raise ExportVerificationError(f"{label} has inputs {inputs} and outputs {outputs}; "
+                                      f"expected [{INPUT_NAME!r}] and [{OUTPUT_NAME!r}]")
+    forbidden = sorted({n.op_type for n in graph.node} & FORBIDDEN_ONNX_OPS)
+    if forbidden:
+        raise ExportVerificationError(f"{label} holds {', '.join(forbidden)} nodes: an inference graph "
+                                      f"should have BatchNorm folded into its convolutions and no dropout")
+    return ("onnx.checker full check passed",)
+
+
+def verify_onnx(path: str | os.PathLike, model: nn.Module, *, batch_sizes: Sequence[int] = VERIFY_BATCH_SIZES,
+                tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, label: str | None = None) -> Verification:
+    """Check an ONNX file and run it with ONNX Runtime against ``model``; raise on any failure.
+
+    ``label`` names the file in messages (default: its name).
+    """
+    import onnxruntime as ort
+
+    from .runtime import onnxruntime_session
+
+    path = Path(path)
+    label = label or path.name
+    checks = check_onnx_graph(path, label)
+    what = f"onnxruntime {ort.__version__}"
+    try:
+        session = onnxruntime_session(path)
+    except Exception as e:  # ORT raises its own exception types for graphs it cannot load
+        raise ExportVerificationError(f"ONNX Runtime cannot load {label}: {_first_line(e)}") from None
+    inputs = random_inputs(model.arch.resolution, batch_sizes, seed)
+    try:
+        diff = compare(lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0], model, inputs, what)
+    except ExportVerificationError:
+        raise
+    except Exception as e:
+        raise ExportVerificationError(f"ONNX Runtime failed to run {label}: {_first_line(e)}") from None
+    _check_diff(diff, tolerance, what, label)
+    return Verification("onnx", what, tuple(batch_sizes), diff, tolerance, checks)
+
+
+def verify_torchscript(path: str | os.PathLike, model: nn.Module, *,
+                       batch_sizes: Sequence[int] = VERIFY_BATCH_SIZES, tolerance: float = DEFAULT_TOLERANCE,
+                       seed: int = 0, label: str | None = None) -> Verification:
+    """Load a TorchScript file with ``torch.jit.load`` and run it against ``model``; raise on any failure."""
+    from .runtime import load_torchscript
+
+    path = Path(path)
+    label = label or path.name
+    try:
+        module, metadata = load_torchscript(path, with_metadata=True)
+    except Exception as e:  # torch.jit.load raises RuntimeError, ValueError, zip errors... on a bad file
+        raise ExportVerificationError(f"torch.jit.load cannot load {label}: {_first_line(e)}") from None
+    if not metadata:
+        raise ExportVerificationError(f"{label} holds no metadata (config.json)")
+    what = f"torch.jit.load (torch {torch.__version__})"
+    inputs = random_inputs(model.arch.resolution, batch_sizes, seed)
+    try:
+        diff = compare(module, model, inputs, what)
+    except ExportVerificationError:
+        raise
+    except Exception as e:
+        raise ExportVerificationError(f"the TorchScript module in {label} failed to run: {_first_line(e)}") \
+            from None
+    _check_diff(diff, tolerance, what, label)
+    return Verification("torchscript", what, tuple(batch_sizes), diff, tolerance,
+                        ("config.json metadata present",))

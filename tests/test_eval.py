@@ -1,0 +1,569 @@
+"""alphanet-eval end to end: both folder layouts, exact accuracy on generated images, the official
+preprocessing, ONNX Runtime against PyTorch, bad inputs, Ctrl-C, --arch all and the plot.
+
+Images are generated (PNG and JPEG, several sizes, RGB, grayscale, RGBA and palette) and labelled
+from the official evaluation pipeline's own predictions (written out below with torchvision, not
+with the package's transform): some with the top-1 class, some with the third class, some with a
+class far down the ranking, so top-1 and top-5 are known exactly.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+import alphanet_zoo
+from alphanet_zoo.imagenet import synsets
+from alphanet_zoo.eval import cli
+from alphanet_zoo.eval.data import (GROUND_TRUTH_FILE, SYNSET_FOLDERS, ImageDataset, Sample, eval_loader,
+                                    open_dataset)
+from alphanet_zoo.eval.evaluate import TorchClassifier, evaluate
+from conftest import PARITY_DIR
+
+ARCH = "a0"
+SYNSETS = synsets()
+OFFICIAL_MEAN = [v / 255 for v in (123.675, 116.28, 103.53)]
+OFFICIAL_STD = [v / 255 for v in (58.395, 57.12, 57.375)]
+RESULT_KEYS = {"name", "arch", "backend", "weights", "calibrated", "partial", "top1", "top5", "correct1",
+               "correct5", "images", "bad_images", "bad_image_files", "mflops", "mflops_fvcore", "params",
+               "images_per_s", "eval_s", "wall_s", "published_top1", "published_top5", "published_mflops",
+               "top1_diff", "mflops_diff"}
+
+
+# -- the official evaluation pipeline, written out independently ---------------------------------
+
+def official_logits(model, path: Path) -> torch.Tensor:
+    """PIL RGB, bicubic Resize(256), CenterCrop(224), ToTensor, Normalize, bicubic resize to R; one image."""
+    from torchvision import transforms as T
+
+    with open(path, "rb") as f:
+        image = Image.open(f).convert("RGB")
+    x = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224), T.ToTensor(),
+                   T.Normalize(OFFICIAL_MEAN, OFFICIAL_STD)])(image).unsqueeze(0)
+    r = model.arch.resolution
+    x = F.interpolate(x, size=(r, r), mode="bicubic", align_corners=False)
+    with torch.no_grad():
+        return model.eval()(x)[0]
+
+
+# -- generated images -----------------------------------------------------------------------------
+
+def _picture(rng: np.random.RandomState, w: int, h: int, kind: int) -> Image.Image:
+    if kind == 0:
+        return Image.fromarray((rng.rand(h, w, 3) * 255).astype(np.uint8))
+    if kind == 1:
+        yy, xx = np.mgrid[0:h, 0:w]
+        return Image.fromarray(np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 3 % 256], -1).astype(np.uint8))
+    if kind == 2:
+        image = Image.new("RGB", (w, h), tuple(int(v) for v in rng.randint(0, 255, 3)))
+        draw = ImageDraw.Draw(image)
+        for _ in range(6):
+            draw.ellipse([int(rng.randint(0, w // 2)), int(rng.randint(0, h // 2)), int(rng.randint(w // 2, w)),
+                          int(rng.randint(h // 2, h))], fill=tuple(int(v) for v in rng.randint(0, 255, 3)))
+        return image
+    blocks = rng.randint(0, 255, (8, 8, 3))
+    return Image.fromarray(np.kron(blocks, np.ones((h // 8 + 1, w // 8 + 1, 1)))[:h, :w].astype(np.uint8))
+
+
+# (mode, extension) per image: JPEG and PNG, RGB, grayscale, RGBA, palette; extensions in any case
+FORMATS = [("RGB", ".JPEG"), ("RGB", ".png"), ("L", ".jpg"), ("RGBA", ".png"), ("P", ".PNG"), ("L", ".png"),
+           ("RGB", ".jpeg"), ("P", ".png"), ("RGBA", ".PNG"), ("RGB", ".JPG"), ("L", ".JPEG"), ("RGB", ".png")]
+SIZES = [(500, 375), (375, 500), (96, 80), (256, 256), (300, 224), (224, 300), (640, 200), (150, 420)]
+
+
+def make_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(seed)
+    paths = []
+    for i in range(n):
+        mode, ext = FORMATS[i % len(FORMATS)]
+        w, h = SIZES[i % len(SIZES)]
+        image = _picture(rng, w, h, i % 4)
+        if mode == "RGBA":
+            image = image.convert("RGBA")
+            image.putalpha(Image.fromarray((rng.rand(h, w) * 255).astype(np.uint8)))
+        elif mode == "P":
+            image = image.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+        else:
+            image = image.convert(mode)
+        path = folder / f"image_{i:02d}{ext}"
+        image.save(path, quality=90) if ext.lower() in (".jpg", ".jpeg") else image.save(path)
+        paths.append(path)
+    return paths
+
+
+N_IMAGES = 12
+
+
+@pytest.fixture(scope="module")
+def model(supernet):
+    return supernet.extract(ARCH)
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory, model):
+    """Generated images with labels of known outcome: (path, label, outcome) and the expected top-1/top-5.
+
+    outcome 1: the official top-1 class; 5: the third class (top-5 only); 0: a class ranked 500th.
+    """
+    paths = make_images(tmp_path_factory.mktemp("pool"), N_IMAGES)
+    items = []
+    for i, path in enumerate(paths):
+        ranking = official_logits(model, path).argsort(descending=True).tolist()
+        outcome = (1, 5, 0)[i % 3]
+        label = {1: ranking[0], 5: ranking[2], 0: ranking[500]}[outcome]
+        items.append((path, label, outcome))
+    top1 = 100 * sum(o == 1 for *_, o in items) / len(items)
+    top5 = 100 * sum(o in (1, 5) for *_, o in items) / len(items)
+    return items, top1, top5
+
+
+def synset_layout(root: Path, items) -> Path:
+    """Images copied into folders named by their label's synset, plus an empty class folder."""
+    for path, label, _ in items:
+        (root / SYNSETS[label]).mkdir(parents=True, exist_ok=True)
+        (root / SYNSETS[label] / path.name).write_bytes(path.read_bytes())
+    empty = next(s for s in ("n15075141", "n01440764", "n01443537") if not (root / s).exists())
+    (root / empty).mkdir()
+    return root
+
+
+def val_name(k: int, path: Path) -> str:
+    return f"ILSVRC2012_val_{k:08d}{path.suffix}"
+
+
+def flat_layout(root: Path, items, missing: int = 3) -> list[tuple[int, int]]:
+    """Images as ILSVRC2012_val_%08d files, every third number left out (a subset of the ground truth);
+    returns [(image number, label)] for every number the ground truth lists."""
+    root.mkdir(parents=True)
+    rows, k = [], 0
+    for path, label, _ in items:
+        k += 1
+        if k % missing == 0:  # listed in the ground truth, absent from the folder
+            rows.append((k, (label + 7) % 1000))
+            k += 1
+        (root / val_name(k, path)).write_bytes(path.read_bytes())
+        rows.append((k, label))
+    return rows
+
+
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def read_results(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+# -- preprocessing --------------------------------------------------------------------------------
+
+def test_official_preprocessing_parity():
+    """photo.png through the dataset and the loader equals the official eval tensor (224 model: no resize)."""
+    expected = torch.from_numpy(np.load(PARITY_DIR / "photo_official_eval_tensor.npy"))
+    samples = [Sample(PARITY_DIR / "photo.png", 0)] * 3
+    dataset = ImageDataset(samples, alphanet_zoo.transforms("a1"), (3, 224, 224))
+    image, target, index, error = dataset[0]
+    assert error == "" and (target, index) == (0, 0)
+    assert (image - expected).abs().max().item() <= 1e-5
+    images, *_ = next(iter(eval_loader(samples, alphanet_zoo.transforms("a1"), 224, batch_size=3, workers=2)))
+    assert images.shape == (3, 3, 224, 224)
+    assert (images - expected).abs().max().item() <= 1e-5
+    # a 192 model gets that tensor resized bicubically, as the official forward does
+    images192, *_ = next(iter(eval_loader(samples[:1], alphanet_zoo.transforms("a0"), 192, batch_size=1)))
+    resized = F.interpolate(expected[None], size=(192, 192), mode="bicubic", align_corners=False)
+    assert (images192 - resized).abs().max().item() <= 1e-5
+
+
+def test_loader_matches_official_pipeline_on_every_image_mode(labelled, model):
+    items, _, _ = labelled
+    samples = [Sample(p, label) for p, label, _ in items]
+    loader = eval_loader(samples, alphanet_zoo.transforms(model), 192, batch_size=5, workers=0)
+    result = evaluate(TorchClassifier(model), loader, keep_predictions=True)
+    for p in result.predictions:
+        assert p.top5[0] == int(official_logits(model, samples[p.index].path).argmax())
+
+
+# -- the synset-folder layout ---------------------------------------------------------------------
+
+def test_synset_layout_exact_accuracy_json_and_predictions(tmp_path, labelled, official_checkpoint, capsys):
+    items, top1, top5 = labelled
+    data = synset_layout(tmp_path / "val", items)
+    out, preds = tmp_path / "results.json", tmp_path / "preds.jsonl"
+    code, stdout, _ = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--data", data, "--workers", 2,
+                               "--batch-size", 5, "--output", out, "--save-predictions", preds], capsys)
+    assert code == 0
+    res = read_results(out)
+    assert res["format"] == "alphanet_zoo.eval/1" and res["partial"] is False
+    assert res["layout"] == SYNSET_FOLDERS and res["calibration"] is None
+    assert RESULT_KEYS <= res.keys() and len(res["models"]) == 1 and RESULT_KEYS == res["models"][0].keys()
+    assert res["images"] == N_IMAGES
+    assert res["top1"] == pytest.approx(top1) and res["top5"] == pytest.approx(top5)
+    assert res["correct1"] == round(top1 * N_IMAGES / 100)
+    info = alphanet_zoo.model_info(ARCH)
+    assert res["mflops"] == pytest.approx(alphanet_zoo.count_flops(ARCH), abs=0.01)
+    assert res["published_top1"] == info.published_top1 and res["published_mflops"] == info.published_mflops
+    assert res["published_top5"] is None
+    assert res["top1_diff"] == pytest.approx(top1 - info.published_top1, abs=1e-3)
+    assert res["params"] == sum(p.numel() for p in alphanet_zoo.AlphaNet(ARCH).parameters())
+    assert res["mflops_fvcore"] > res["mflops"]  # fvcore also counts BN, pooling, the SE multiply
+    assert res["images_per_s"] > 0 and res["backend"] == "pytorch"
+    assert "a0" in stdout and "77.87" in stdout and f"{top1:.2f}" in stdout
+    # predictions: one line per image, in the fixed order, with the folder's canonical class index
+    lines = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert len(lines) == N_IMAGES and all(set(line) == {"model", "path", "target", "top5"} for line in lines)
+    by_name = {p.name: (label, outcome) for p, label, outcome in items}
+    expected_order = sorted(lines, key=lambda line: (line["target"], line["path"]))
+    assert lines == expected_order
+    for line in lines:
+        synset, name = line["path"].split("/")
+        label, outcome = by_name[name]
+        assert line["target"] == label == SYNSETS.index(synset)
+        assert len(line["top5"]) == 5
+        assert (line["top5"][0] == label) == (outcome == 1)
+        assert (label in line["top5"]) == (outcome in (1, 5))
+
+
+def test_subset_and_empty_class_folders_use_canonical_indices(tmp_path):
+    for synset, n in (("n15075141", 2), ("n01443537", 1), ("n04589890", 0), ("n01440764", 0)):
+        make_images(tmp_path / synset, n, seed=n)
+    (tmp_path / ".cache").mkdir()  # hidden folders are not classes
+    (tmp_path / "README.txt").write_text("not an image")
+    samples, layout = open_dataset(tmp_path)
+    assert layout == SYNSET_FOLDERS
+    assert [s.target for s in samples] == [1, 999, 999]
+    assert [s.path.parent.name for s in samples] == ["n01443537", "n15075141", "n15075141"]
+
+
+def test_non_synset_folder_is_an_error(tmp_path, official_checkpoint, capsys):
+    make_images(tmp_path / "n01440764", 1)
+    make_images(tmp_path / "cats", 1)
+    code, _, err = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--data", tmp_path], capsys)
+    assert code == 2 and "cats" in err and "not an ImageNet-1k synset" in err
+
+
+@pytest.mark.parametrize("layout", ["nothing", "empty class folders", "no images beside ground truth"])
+def test_empty_dataset_is_an_error(tmp_path, official_checkpoint, capsys, layout):
+    if layout == "empty class folders":
+        (tmp_path / "n01440764").mkdir()
+        (tmp_path / "n01443537").mkdir()
+    elif layout == "no images beside ground truth":
+        (tmp_path / "n01440764").mkdir()
+        (tmp_path / "notes.txt").write_text("x")
+    code, _, err = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--data", tmp_path], capsys)
+    assert code == 2 and "no images found" in err
+
+
+def test_corrupt_image_stops_the_run_unless_skipped(tmp_path, labelled, official_checkpoint, capsys):
+    items, _, _ = labelled
+    data = synset_layout(tmp_path / "val", items[:6])
+    good = items[0][0].read_bytes() if items[0][0].suffix.lower() in (".jpg", ".jpeg") else None
+    assert good is not None
+    folder = data / SYNSETS[items[0][1]]
+    (folder / "truncated.JPEG").write_bytes(good[: len(good) // 3])
+    (folder / "text.jpg").write_text("this is not a JPEG")
+    args = ["--arch", ARCH, "--supernet", official_checkpoint, "--data", data, "--workers", 0, "--batch-size", 4]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "cannot read image" in err and ("text.jpg" in err or "truncated.JPEG" in err)
+    out = tmp_path / "r.json"
+    code, stdout, _ = run_cli(args + ["--skip-bad-images", "--output", out], capsys)
+    assert code == 0
+    res = read_results(out)
+    assert res["images"] == 6 and res["bad_images"] == 2
+    assert sorted(Path(b["path"]).name for b in res["bad_image_files"]) == ["text.jpg", "truncated.JPEG"]
+    assert "skipped unreadable images" in stdout
+    # the good images score as they would alone
+    assert res["correct1"] == sum(o == 1 for *_, o in items[:6])
+    assert res["correct5"] == sum(o in (1, 5) for *_, o in items[:6])
+
+
+# -- the flat layout with a ground-truth file -----------------------------------------------------
+
+def test_loc_solution_csv_layout(tmp_path, labelled, official_checkpoint, capsys):
+    items, top1, top5 = labelled
+    data = tmp_path / "val"
+    rows = flat_layout(data, items)
+    lines = ["ImageId,PredictionString"]
+    for k, label in rows:  # every box repeats the synset, as the Kaggle file does
+        s = SYNSETS[label]
+        lines.append(f"ILSVRC2012_val_{k:08d},{s} 10 20 200 300 {s} 5 5 50 60 ")
+    (data / "LOC_val_solution.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "r.json"
+    code, _, _ = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--data", data, "--workers", 0,
+                          "--output", out], capsys)
+    assert code == 0
+    res = read_results(out)
+    assert res["layout"] == GROUND_TRUTH_FILE and res["images"] == N_IMAGES
+    assert res["top1"] == pytest.approx(top1) and res["top5"] == pytest.approx(top5)
+
+
+def devkit_permutation(seed: int = 3) -> list[str]:
+    """A made-up devkit class order: ILSVRC2012_ID k is synset perm[k - 1] (the real one comes from meta.mat)."""
+    order = list(SYNSETS)
+    np.random.RandomState(seed).shuffle(order)
+    return order
+
+
+def write_map_clsloc(path: Path, order: list[str]) -> None:
+    path.write_text("".join(f"{s} {k} class_{k}\n" for k, s in enumerate(order, start=1)))
+
+
+def write_meta_mat(path: Path, order: list[str], compress: bool = True) -> None:
+    """A devkit-like meta.mat (MAT level 5): struct array ``synsets`` with ILSVRC2012_ID and WNID,
+    plus an inner node (id 1001) as the real one has."""
+    import struct
+    import zlib
+
+    def element(dtype: int, payload: bytes) -> bytes:
+        return struct.pack("<II", dtype, len(payload)) + payload + b"\0" * (-len(payload) % 8)
+
+    def matrix(array_class: int, dims, name: str, body: bytes) -> bytes:
+        return element(14, element(6, struct.pack("<II", array_class, 0))
+                       + element(5, struct.pack(f"<{len(dims)}i", *dims)) + element(1, name.encode()) + body)
+
+    def double(v: float) -> bytes:
+        return matrix(6, [1, 1], "", element(9, struct.pack("<d", v)))
+
+    def chars(s: str) -> bytes:
+        return matrix(4, [1, len(s)], "", element(4, s.encode("utf-16-le")))
+
+    entries = [(k, s) for k, s in enumerate(order, start=1)] + [(1001, "n00001740")]
+    names = b"".join(f.encode().ljust(32, b"\0") for f in ("ILSVRC2012_ID", "WNID"))
+    body = struct.pack("<HHi", 5, 4, 32) + element(1, names)  # field-name length as a small element
+    body += b"".join(double(k) + chars(s) for k, s in entries)
+    variable = matrix(2, [len(entries), 1], "synsets", body)
+    if compress:
+        payload = zlib.compress(variable)
+        variable = struct.pack("<II", 15, len(payload)) + payload
+    header = b"MATLAB 5.0 MAT-file, written by alphanet_zoo tests".ljust(116, b" ") + b"\0" * 8
+    path.write_bytes(header + struct.pack("<H", 0x0100) + b"IM" + variable)
+
+
+@pytest.mark.parametrize("mapping", ["meta.mat", "map_clsloc.txt", "--label-map"])
+def test_devkit_ground_truth_txt_layout(tmp_path, labelled, official_checkpoint, capsys, mapping):
+    items, top1, top5 = labelled
+    data = tmp_path / "val"
+    rows = flat_layout(data, items)
+    order = devkit_permutation()
+    devkit_id = {s: k for k, s in enumerate(order, start=1)}
+    devkit = tmp_path / "ILSVRC2012_devkit_t12" / "data"
+    devkit.mkdir(parents=True)
+    gt = devkit / "ILSVRC2012_validation_ground_truth.txt"
+    gt.write_text("".join(f"{devkit_id[SYNSETS[label]]}\n" for _, label in rows))
+    args = ["--arch", ARCH, "--supernet", official_checkpoint, "--data", data, "--ground-truth", gt,
+            "--workers", 0, "--output", tmp_path / "r.json"]
+    if mapping == "meta.mat":
+        write_meta_mat(devkit / "meta.mat", order)
+    elif mapping == "map_clsloc.txt":
+        write_map_clsloc(devkit / "map_clsloc.txt", order)
+    else:
+        write_map_clsloc(tmp_path / "classes.txt", order)
+        args += ["--label-map", tmp_path / "classes.txt"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    res = read_results(tmp_path / "r.json")
+    assert res["layout"] == GROUND_TRUTH_FILE and res["images"] == N_IMAGES
+    assert res["top1"] == pytest.approx(top1) and res["top5"] == pytest.approx(top5)
+
+
+def test_devkit_ground_truth_without_mapping_is_a_clear_error(tmp_path, labelled, official_checkpoint, capsys):
+    items, _, _ = labelled
+    data = tmp_path / "val"
+    rows = flat_layout(data, items[:2])
+    (data / "ILSVRC2012_validation_ground_truth.txt").write_text("".join(f"{k}\n" for k, _ in rows))
+    code, _, err = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--data", data], capsys)
+    assert code == 2 and "ILSVRC2012_ID" in err and "meta.mat" in err and "LOC_val_solution.csv" in err
+
+
+def test_flat_images_without_ground_truth_or_unlisted_are_errors(tmp_path, labelled, official_checkpoint, capsys):
+    items, _, _ = labelled
+    data = tmp_path / "val"
+    flat_layout(data, items[:2])
+    code, _, err = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--data", data], capsys)
+    assert code == 2 and "no ground-truth file" in err
+    (data / "LOC_val_solution.csv").write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,n01440764 1 2 3 4\n")
+    code, _, err = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--data", data], capsys)
+    assert code == 2 and "ILSVRC2012_val_00000002" in err and "not listed" in err
+
+
+# -- ONNX Runtime -----------------------------------------------------------------------------------
+
+def export_onnx(model, path: Path, with_metadata: bool, dynamic_size: bool = False) -> Path:
+    """The export helper's file (with metadata), or torch's exporter's (no metadata; with
+    ``dynamic_size`` the input's height and width are dynamic too, so the file cannot tell its resolution)."""
+    if with_metadata:
+        try:
+            from alphanet_zoo.export import to_onnx
+        except ImportError:
+            pytest.skip("alphanet_zoo.export.to_onnx is not available in this tree")
+        to_onnx(model, path, verify=False)
+        return path
+    import inspect
+
+    if "dynamo" not in inspect.signature(torch.onnx.export).parameters:
+        pytest.skip("this torch has no TorchScript-based ONNX exporter (dynamo=False)")
+    r = model.arch.resolution
+    axes = {"input": {0: "n", 2: "h", 3: "w"} if dynamic_size else {0: "n"}, "logits": {0: "n"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter, chosen on purpose
+        torch.onnx.export(model.eval(), (torch.zeros(1, 3, r, r),), str(path), dynamo=False, input_names=["input"],
+                          output_names=["logits"], dynamic_axes=axes)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pytorch_run(tmp_path_factory, labelled, official_checkpoint):
+    items, _, _ = labelled
+    root = tmp_path_factory.mktemp("onnx_cmp")
+    data = synset_layout(root / "val", items)
+    out, preds = root / "torch.json", root / "torch.jsonl"
+    assert cli.main([str(a) for a in ["--arch", ARCH, "--supernet", official_checkpoint, "--data", data,
+                                      "--workers", 0, "--batch-size", 4, "--output", out,
+                                      "--save-predictions", preds]]) == 0
+    return data, read_results(out), [json.loads(line) for line in preds.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("with_metadata", [True, False], ids=["export-helper", "torch.onnx"])
+def test_onnx_path_agrees_with_pytorch(tmp_path, model, pytorch_run, capsys, with_metadata):
+    data, torch_res, torch_preds = pytorch_run
+    onnx_file = export_onnx(model, tmp_path / "a0.onnx", with_metadata, dynamic_size=not with_metadata)
+    args = ["--onnx", onnx_file, "--data", data, "--workers", 2, "--batch-size", 5,
+            "--output", tmp_path / "r.json", "--save-predictions", tmp_path / "p.jsonl"]
+    if not with_metadata:  # dynamic input size and no metadata: the resolution must come from --arch
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and "give --arch" in err
+        args += ["--arch", ARCH]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    res = read_results(tmp_path / "r.json")
+    assert res["backend"] == "onnxruntime" and res["name"] == ARCH
+    for key in ("images", "top1", "top5", "correct1", "correct5", "mflops", "params", "published_top1"):
+        assert res[key] == torch_res[key], key
+    preds = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [(p["path"], p["target"], p["top5"][0]) for p in preds] == \
+           [(p["path"], p["target"], p["top5"][0]) for p in torch_preds]
+
+
+def test_onnx_file_with_another_arch_is_refused(tmp_path, model, pytorch_run, capsys):
+    data, _, _ = pytorch_run
+    onnx_file = export_onnx(model, tmp_path / "a0.onnx", with_metadata=False)
+    code, _, err = run_cli(["--onnx", onnx_file, "--arch", "a1", "--data", data], capsys)
+    assert code == 2  # the graph runs at 192; a1 at 224: the ONNX file says so or ORT refuses the input
+    assert "a1" in err or "192" in err or "224" in err
+
+
+# -- weights, calibration, --arch all, interruption ----------------------------------------------
+
+def test_weights_option_matches_supernet_option(tmp_path, pytorch_run, official_checkpoint, capsys):
+    data, torch_res, _ = pytorch_run
+    out = tmp_path / "r.json"
+    code, _, err = run_cli(["--arch", ARCH, "--weights", official_checkpoint, "--data", data, "--workers", 0,
+                            "--output", out], capsys)
+    assert code == 0, err
+    res = read_results(out)
+    assert (res["top1"], res["top5"], res["images"]) == (torch_res["top1"], torch_res["top5"], torch_res["images"])
+
+
+def test_calibrated_evaluation_equals_the_library_path(tmp_path, labelled, supernet, official_checkpoint, capsys):
+    items, _, _ = labelled
+    train = synset_layout(tmp_path / "train", items)
+    val = synset_layout(tmp_path / "val", items[:6])
+    out, preds = tmp_path / "r.json", tmp_path / "p.jsonl"
+    code, _, err = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--data", val, "--workers", 2,
+                            "--calib-data", train, "--calib-batches", 2, "--calib-batch-size", 4, "--seed", 5,
+                            "--output", out, "--save-predictions", preds], capsys)
+    assert code == 0, err
+    res = read_results(out)
+    assert res["calibrated"] is True
+    assert res["calibration"] == {"data": str(train), "batches": 2, "batch_size": 4, "seed": 5}
+    from alphanet_zoo.eval import calibration_batches
+
+    calibrated = alphanet_zoo.calibrate_bn(supernet.extract(ARCH), calibration_batches(train, 192, 2, 4, seed=5), 2)
+    samples, _ = open_dataset(val)
+    expected = evaluate(TorchClassifier(calibrated), eval_loader(samples, alphanet_zoo.transforms(calibrated), 192),
+                        keep_predictions=True)
+    got = [json.loads(line)["top5"] for line in preds.read_text().splitlines()]
+    assert got == [p.top5 for p in expected.predictions]
+    assert res["top1"] == pytest.approx(expected.top1)
+
+
+def test_calibration_options_need_calib_data(tmp_path, official_checkpoint, capsys):
+    code, _, err = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--data", tmp_path,
+                            "--calib-batches", 3], capsys)
+    assert code == 2 and "--calib-data" in err
+
+
+def test_arch_all_with_plot_and_limit(tmp_path, pytorch_run, official_checkpoint, capsys):
+    pytest.importorskip("matplotlib")
+    data, _, _ = pytorch_run
+    out, plot = tmp_path / "all.json", tmp_path / "pareto.png"
+    code, stdout, err = run_cli(["--arch", "all", "--supernet", official_checkpoint, "--data", data, "--limit", 2,
+                                 "--workers", 0, "--output", out, "--plot", plot], capsys)
+    assert code == 0, err
+    res = read_results(out)
+    assert [m["name"] for m in res["models"]] == alphanet_zoo.list_models()
+    assert "top1" not in res  # several models: the per-model keys live in "models"
+    for m in res["models"]:
+        assert RESULT_KEYS == m.keys() and m["images"] == 2 and res["limit"] == 2
+        info = alphanet_zoo.model_info(m["name"])
+        assert m["mflops"] == pytest.approx(alphanet_zoo.count_flops(info.arch), abs=0.01)
+        assert m["published_mflops"] == info.published_mflops
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert all(name in stdout for name in alphanet_zoo.list_models())
+
+
+def test_plot_without_matplotlib_is_a_clear_error(tmp_path, official_checkpoint, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    code, _, err = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--data", tmp_path,
+                            "--plot", tmp_path / "p.png"], capsys)
+    assert code == 2 and "matplotlib" in err and "alphanet_zoo[plot]" in err
+
+
+def test_ctrl_c_reports_and_writes_partial_results(tmp_path, pytorch_run, official_checkpoint, capsys, monkeypatch):
+    data, _, _ = pytorch_run
+
+    class InterruptedClassifier(TorchClassifier):
+        calls = 0
+
+        def __call__(self, images):
+            InterruptedClassifier.calls += 1
+            if InterruptedClassifier.calls == 2:
+                raise KeyboardInterrupt
+            return super().__call__(images)
+
+    monkeypatch.setattr(cli, "TorchClassifier", InterruptedClassifier)
+    out, preds = tmp_path / "r.json", tmp_path / "p.jsonl"
+    code, stdout, err = run_cli(["--arch", "all", "--supernet", official_checkpoint, "--data", data,
+                                 "--batch-size", 4, "--workers", 0, "--output", out, "--save-predictions", preds],
+                                capsys)
+    assert code == 130 and "interrupted" in err
+    res = read_results(out)
+    assert res["partial"] is True and res["models"][0]["partial"] is True and len(res["models"]) == 1
+    assert res["images"] == 4 and res["top1"] is not None
+    assert len(preds.read_text().splitlines()) == 4
+    assert "a0*" in stdout and "interrupted" in stdout
+
+
+def test_bad_arguments_are_clear_errors(tmp_path, official_checkpoint, capsys):
+    base = ["--data", tmp_path]
+    code, _, err = run_cli(["--arch", ARCH] + base, capsys)
+    assert code == 2 and "no weights given" in err
+    code, _, err = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--batch-size", 0] + base, capsys)
+    assert code == 2 and "--batch-size" in err
+    code, _, err = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--data", tmp_path / "nope"], capsys)
+    assert code == 2 and "nope" in err
+    code, _, err = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--output",
+                            tmp_path / "missing" / "r.json"] + base, capsys)
+    assert code == 2 and "missing" in err
+    if not torch.cuda.is_available():
+        code, _, err = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--device", "cuda"] + base, capsys)
+        assert code == 2 and "cuda" in err.lower()

@@ -1,0 +1,384 @@
+"""alphanet-export and alphanet_zoo.export: ONNX and TorchScript files that reproduce the official
+reference logits, carry their metadata, and are never left behind half-written or unverified."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import REFERENCE_NAMES, det
+from onnx import numpy_helper
+
+from alphanet_zoo import SEARCH_SPACE, AlphaNet, count_flops
+from alphanet_zoo.export import (ExportVerificationError, export_metadata, load_torchscript, onnxruntime_session,
+                                 read_metadata, to_onnx, to_torchscript, verify_onnx, verify_torchscript)
+from alphanet_zoo.export import cli, onnx_export, torchscript_export
+from alphanet_zoo.imagenet import class_names
+from alphanet_zoo.transforms import preprocessing_for
+
+TOLERANCE = 1e-4
+MODELS = ("a0", "a5_1")  # official reference keys: the smallest model, and A5-base at 288 px
+FORMATS = ("onnx", "torchscript")
+
+
+def run_file(path: Path, fmt: str, x: torch.Tensor) -> np.ndarray:
+    """Logits of an exported file, computed by its runtime (not by the exporter's model)."""
+    if fmt == "onnx":
+        return onnxruntime_session(path).run(["logits"], {"input": x.numpy()})[0]
+    with torch.inference_mode():
+        return load_torchscript(path)(x).numpy()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, supernet):
+    """(reference key, format) -> (exported file, the extracted model, its export result); built once."""
+    folder = tmp_path_factory.mktemp("exported")
+    cache = {}
+
+    def get(key: str, fmt: str):
+        if (key, fmt) not in cache:
+            model = supernet.extract(REFERENCE_NAMES.get(key, key))
+            path = folder / f"{key}.{'onnx' if fmt == 'onnx' else 'pt'}"
+            result = (to_onnx if fmt == "onnx" else to_torchscript)(model, path)
+            cache[key, fmt] = path, model, result
+        return cache[key, fmt]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def small_arch_file(tmp_path_factory) -> Path:
+    """An architecture .json (a random config of the space) for CLI runs that need no reference."""
+    path = tmp_path_factory.mktemp("arch") / "tiny.json"
+    path.write_text(json.dumps(SEARCH_SPACE.sample(3).to_dict()))
+    return path
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("alphanet-export: error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+# ---------------------------------------------------------------- parity with the official reference
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("key", MODELS)
+def test_exported_file_reproduces_reference_logits(exported, reference, key, fmt):
+    path, _model, result = exported(key, fmt)
+    assert result.verification is not None and result.verification.max_abs_diff <= TOLERANCE
+    sub = reference["subnets"][key]
+    x = det(sub["input"]["seed"], sub["input"]["shape"])
+    expected = np.asarray(sub["logits"], dtype=np.float32).reshape(x.shape[0], -1)
+    got = run_file(path, fmt, x)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_dynamic_batch(exported, reference, fmt):
+    path, _model, _result = exported("a0", fmt)
+    sub = reference["subnets"]["a0"]
+    x = det(sub["input"]["seed"], sub["input"]["shape"])  # 2 images; the export traced other data
+    expected = np.asarray(sub["logits"], dtype=np.float32).reshape(2, -1)
+    one = run_file(path, fmt, x[:1])
+    three = run_file(path, fmt, torch.cat([x, x[:1]]))
+    assert one.shape == (1, 1000) and three.shape == (3, 1000)
+    assert np.abs(one - expected[:1]).max() <= TOLERANCE
+    assert np.abs(three - expected[[0, 1, 0]]).max() <= TOLERANCE
+
+
+# ---------------------------------------------------------------- graph and metadata
+
+def test_onnx_graph_is_a_clean_inference_graph(exported):
+    path, model, _result = exported("a0", "onnx")
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    ops = [n.op_type for n in graph.node]
+    assert not {"BatchNormalization", "Dropout", "Identity"} & set(ops)
+    # one Conv per conv layer of the model (none dropped, none dead), and the classifier as one Gemm
+    assert ops.count("Conv") == sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert ops.count("Gemm") == 1
+    used = {name for node in graph.node for name in node.input}
+    assert all(init.name in used for init in graph.initializer)
+    assert [proto.opset_import[0].domain, proto.opset_import[0].version] == ["", onnx_export.DEFAULT_OPSET]
+    (inp,), (out,) = graph.input, graph.output
+    in_dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    out_dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
+    assert (inp.name, in_dims) == ("input", ["batch", 3, 192, 192])
+    assert (out.name, out_dims) == ("logits", ["batch", 1000])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_metadata_travels_with_the_file(exported, fmt):
+    path, model, result = exported("a5_1", fmt)
+    meta = read_metadata(path)
+    assert meta == json.loads(json.dumps(result.metadata))
+    assert meta["model_name"] == "a5_base"
+    assert meta["architecture"] == model.arch.to_dict()
+    assert meta["preprocessing"] == preprocessing_for(model).to_dict()
+    assert meta["preprocessing"]["resolution"] == 288 and meta["preprocessing"]["crop_size"] == 224
+    assert meta["class_names"] == class_names() and len(meta["class_names"]) == 1000
+    assert meta["license"] == "cc-by-nc-4.0"
+    assert meta["mflops"] == round(count_flops("a5_base"), 2)
+    assert meta["params"] == sum(p.numel() for p in model.parameters())
+    assert meta["input"]["shape"] == ["batch", 3, 288, 288] and meta["output"]["name"] == "logits"
+    assert meta["alphanet_zoo_version"]
+
+
+def test_onnxruntime_user_sees_metadata(exported):
+    """What an ONNX Runtime user without this package reads: strings, JSON where structured."""
+    path, model, _result = exported("a0", "onnx")
+    props = onnxruntime_session(path).get_modelmeta().custom_metadata_map
+    assert json.loads(props["preprocessing"])["mean"] == list(preprocessing_for(model).mean)
+    assert json.loads(props["architecture"])["resolution"] == 192
+    assert props["license"] == "cc-by-nc-4.0" and props["model_name"] == "a0"
+    assert len(json.loads(props["class_names"])) == 1000
+
+
+def test_fixed_batch_and_opset(tmp_path):
+    model = AlphaNet("a0", num_classes=10).eval()
+    result = to_onnx(model, tmp_path / "fixed.onnx", batch=4, opset=17)
+    assert result.verification.batch_sizes == (4,)
+    proto = onnx.load(str(tmp_path / "fixed.onnx"))
+    assert proto.opset_import[0].version == 17
+    assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim] == [4, 3, 192, 192]
+    meta = read_metadata(tmp_path / "fixed.onnx")
+    assert meta["num_classes"] == 10 and "class_names" not in meta  # names only for the 1000 ImageNet classes
+    with pytest.raises(ValueError, match="opset"):
+        to_onnx(model, tmp_path / "bad.onnx", opset=99)
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_export_leaves_the_model_as_it_was(tmp_path):
+    model = AlphaNet("a0").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    to_torchscript(model, tmp_path / "m.pt")  # converts a copy to channels-last, in eval mode
+    to_onnx(model, tmp_path / "m.onnx", verify=False)
+    assert model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]) and v.is_contiguous(), k
+
+
+# ---------------------------------------------------------------- verification catches bad files
+
+def test_verify_rejects_a_file_of_other_weights(exported):
+    path, model, _result = exported("a0", "onnx")
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.classifier.bias += 0.01
+    with pytest.raises(ExportVerificationError, match=r"differs from PyTorch by 0\.01"):
+        verify_onnx(path, other)
+    ts_path, _, _ = exported("a0", "torchscript")
+    with pytest.raises(ExportVerificationError, match=r"differs from PyTorch by 0\.01"):
+        verify_torchscript(ts_path, other)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_verify_rejects_a_truncated_file(exported, tmp_path, fmt):
+    path, model, _result = exported("a0", fmt)
+    cut = tmp_path / f"cut{path.suffix}"
+    data = path.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    verify = verify_onnx if fmt == "onnx" else verify_torchscript
+    with pytest.raises(ExportVerificationError):
+        verify(cut, model)
+
+
+def _corrupt_onnx(monkeypatch):
+    """Make the exporter's graph compute something else: the classifier bias shifted by 1."""
+    real = onnx_export.onnx_model
+
+    def corrupted(model, **kwargs):
+        proto = real(model, **kwargs)
+        for init in proto.graph.initializer:
+            if init.name == "classifier.bias":
+                init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + 1.0, init.name))
+        return proto
+
+    monkeypatch.setattr(onnx_export, "onnx_model", corrupted)
+
+
+def _corrupt_torchscript(monkeypatch):
+    real = torchscript_export.torchscript_module
+
+    def corrupted(model, **kwargs):
+        bad = copy.deepcopy(model)
+        with torch.no_grad():
+            bad.classifier.bias += 1.0
+        return real(bad, **kwargs)
+
+    monkeypatch.setattr(torchscript_export, "torchscript_module", corrupted)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_failed_verification_leaves_no_file(tmp_path, capsys, monkeypatch, small_arch_file, fmt):
+    (_corrupt_onnx if fmt == "onnx" else _corrupt_torchscript)(monkeypatch)
+    out = tmp_path / f"model.{'onnx' if fmt == 'onnx' else 'pt'}"
+    code, stdout, err = run_cli(["--arch", small_arch_file, "--random-init", "--format", fmt, "--out", out], capsys)
+    assert code == 1
+    assert "verification failed" in err and "differs from PyTorch by 1" in err and "nothing was written" in err
+    assert len(err.strip().splitlines()) == 1
+    assert os.listdir(tmp_path) == []  # neither the file nor its temporary
+
+
+def test_failed_verification_keeps_the_previous_file(tmp_path, capsys, monkeypatch, small_arch_file):
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"an earlier, good export")
+    _corrupt_onnx(monkeypatch)
+    code, _, _ = run_cli(["--arch", small_arch_file, "--random-init", "--out", out], capsys)
+    assert code == 1
+    assert out.read_bytes() == b"an earlier, good export" and os.listdir(tmp_path) == ["model.onnx"]
+
+
+def test_interrupted_export_leaves_nothing(tmp_path, capsys, monkeypatch, small_arch_file):
+    real_save = onnx.save
+
+    def save_half_then_interrupt(proto, path, *args, **kwargs):
+        real_save(proto, path, *args, **kwargs)
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx, "save", save_half_then_interrupt)
+    code, _, err = run_cli(["--arch", small_arch_file, "--random-init", "--out", tmp_path / "m.onnx"], capsys)
+    assert code == 130 and "interrupted" in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_no_verify_skips_the_runtime_but_writes_atomically(tmp_path, capsys, monkeypatch, small_arch_file):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("verification ran despite --no-verify")
+
+    monkeypatch.setattr(onnx_export, "verify_onnx", must_not_run)
+    code, out, _ = run_cli(["--arch", small_arch_file, "--random-init", "--no-verify", "--out", tmp_path / "m.onnx"],
+                           capsys)
+    assert code == 0 and "not verified" in out
+    assert os.listdir(tmp_path) == ["m.onnx"]
+    onnx.checker.check_model(str(tmp_path / "m.onnx"), full_check=True)
+
+
+# ---------------------------------------------------------------- the command
+
+def test_cli_exports_supernet_subnet(tmp_path, capsys, official_checkpoint, reference):
+    out = tmp_path / "a0.onnx"
+    code, stdout, err = run_cli(["--arch", "a0", "--supernet", official_checkpoint, "--out", out], capsys)
+    assert code == 0, err
+    assert "max abs diff" in stdout and f"wrote {out}" in stdout
+    sub = reference["subnets"]["a0"]
+    x = det(sub["input"]["seed"], sub["input"]["shape"])
+    expected = np.asarray(sub["logits"], dtype=np.float32).reshape(2, -1)
+    assert np.abs(run_file(out, "onnx", x) - expected).max() <= TOLERANCE
+    meta = read_metadata(out)
+    assert meta["license"] == "cc-by-nc-4.0" and official_checkpoint.name in meta["weights"]
+
+
+def test_cli_weights_folder_to_default_torchscript_name(tmp_path, capsys, monkeypatch, supernet, reference):
+    supernet.extract("a0").save_pretrained(tmp_path / "a0_weights")
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = run_cli(["--arch", "a0", "--weights", "a0_weights", "--format", "torchscript"], capsys)
+    assert code == 0, err
+    out = tmp_path / "alphanet_a0.pt"
+    sub = reference["subnets"]["a0"]
+    x = det(sub["input"]["seed"], sub["input"]["shape"])
+    expected = np.asarray(sub["logits"], dtype=np.float32).reshape(2, -1)
+    assert np.abs(run_file(out, "torchscript", x) - expected).max() <= TOLERANCE
+
+
+def test_cli_random_init_architecture_file(tmp_path, capsys, small_arch_file):
+    out = tmp_path / "tiny.pt"  # the suffix picks the format
+    code, stdout, err = run_cli(["--arch", small_arch_file, "--random-init", "--out", out], capsys)
+    assert code == 0, err
+    meta = read_metadata(out)
+    assert meta["license"] == "random-init" and meta["model_name"] == "tiny"
+    assert meta["architecture"] == json.loads(small_arch_file.read_text())
+
+
+def test_cli_without_weights_names_the_alternatives(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the real Hub client, told not to touch the network
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    code, _, err = run_cli(["--arch", "a0", "--out", tmp_path / "a0.onnx"], capsys)
+    assert_one_line_error(code, err, "pretrained weights for a0 are unavailable", "--supernet", "--weights",
+                          "--random-init")
+    assert not (tmp_path / "a0.onnx").exists()
+
+
+def _arch_file(tmp_path: Path, name: str, drop: str | None = None, **changes) -> Path:
+    data = AlphaNet("a0").arch.to_dict() | changes
+    if drop:
+        del data[drop]
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+BAD_ARGUMENTS = {  # case -> (argv, after --arch, built in tmp_path; fragments the one-line error must hold)
+    "unknown_arch": (lambda t: ["a9", "--random-init"], ["'a9'", "a0, a1, a2", "a5_base"]),
+    "width_entries": (lambda t: [_arch_file(t, "w", width=[16] * 8), "--random-init"], ["width", "9 entries"]),
+    "depth_value": (lambda t: [_arch_file(t, "d", depth=[1, 3, 3, 3, 9, 3, 1]), "--random-init"],
+                    ["depth of stage mb5 is 9"]),
+    "missing_key": (lambda t: [_arch_file(t, "m", drop="resolution"), "--random-init"], ["missing resolution"]),
+    "not_json": (lambda t: [t / "file.txt", "--random-init"], ["file.txt", "JSON"]),
+    "missing_folder": (lambda t: ["a0", "--random-init", "--out", t / "nope" / "m.onnx"], ["does not exist"]),
+    "parent_is_file": (lambda t: ["a0", "--random-init", "--out", t / "file.txt" / "m.onnx"], ["not a folder"]),
+    "bad_batch": (lambda t: ["a0", "--random-init", "--batch", "zero"], ["--batch", "'zero'"]),
+    "bad_opset": (lambda t: ["a0", "--random-init", "--opset", "99"], ["--opset", "99"]),
+    "batch_with_torchscript": (lambda t: ["a0", "--random-init", "--format", "torchscript", "--batch", "4"],
+                               ["--batch applies to ONNX"]),
+    "format_suffix_clash": (lambda t: ["a0", "--random-init", "--format", "onnx", "--out", t / "m.pt"],
+                            ["--format"]),
+    "pretrained_custom_arch": (lambda t: [_arch_file(t, "custom", width=[24, *AlphaNet("a0").arch.width[1:]]),
+                                          "--pretrained"],
+                               ["custom architecture", "--supernet", "--weights", "--random-init"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARGUMENTS))
+def test_bad_arguments_give_one_line_errors(tmp_path, capsys, monkeypatch, case):
+    (tmp_path / "file.txt").write_text("not json")
+    monkeypatch.chdir(tmp_path)
+    make_argv, fragments = BAD_ARGUMENTS[case]
+    before = set(os.listdir(tmp_path))
+    argv = ["--arch", *make_argv(tmp_path)]
+    before |= {p for p in os.listdir(tmp_path) if p.endswith(".json")}
+    code, _, err = run_cli(argv, capsys)
+    assert_one_line_error(code, err, *fragments)
+    assert set(os.listdir(tmp_path)) == before  # nothing written
+
+
+def test_conflicting_weight_flags_are_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--arch", "a0", "--random-init", "--pretrained"])
+    assert e.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_console_script(tmp_path, small_arch_file):
+    script = Path(sys.executable).with_name("alphanet-export")
+    done = subprocess.run([str(script), "--arch", str(small_arch_file), "--random-init", "--out",
+                           str(tmp_path / "m.onnx")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "max abs diff" in done.stdout and (tmp_path / "m.onnx").is_file()
+    done = subprocess.run([str(script), "--arch", "nonsense"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "valid names" in done.stderr
+
+
+def test_export_metadata_of_a_custom_model():
+    model = AlphaNet(SEARCH_SPACE.sample(3))
+    meta = export_metadata(model, license="random-init", weights="random")
+    assert meta["model_name"] == "custom" and meta["license"] == "random-init"
+    assert meta["mflops"] == round(count_flops(model.arch), 2)
