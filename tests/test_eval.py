@@ -108,20 +108,22 @@ def model(supernet):
 
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory, model):
-    """Generated images with labels of known outcome: (path, label, outcome) and the expected top-1/top-5.
+    """Generated images with labels of known outcome: [(path, label, outcome)], the expected top-1 and
+    top-5, and {path: the official pipeline's top-1 class}.
 
     outcome 1: the official top-1 class; 5: the third class (top-5 only); 0: a class ranked 500th.
     """
     paths = make_images(tmp_path_factory.mktemp("pool"), N_IMAGES)
-    items = []
+    items, official_top1 = [], {}
     for i, path in enumerate(paths):
         ranking = official_logits(model, path).argsort(descending=True).tolist()
         outcome = (1, 5, 0)[i % 3]
         label = {1: ranking[0], 5: ranking[2], 0: ranking[500]}[outcome]
         items.append((path, label, outcome))
+        official_top1[path] = ranking[0]
     top1 = 100 * sum(o == 1 for *_, o in items) / len(items)
     top5 = 100 * sum(o in (1, 5) for *_, o in items) / len(items)
-    return items, top1, top5
+    return items, top1, top5, official_top1
 
 
 def synset_layout(root: Path, items) -> Path:
@@ -183,18 +185,19 @@ def test_official_preprocessing_parity():
 
 
 def test_loader_matches_official_pipeline_on_every_image_mode(labelled, model):
-    items, _, _ = labelled
+    items, top1, top5, official_top1 = labelled
     samples = [Sample(p, label) for p, label, _ in items]
     loader = eval_loader(samples, alphanet_zoo.transforms(model), 192, batch_size=5, workers=0)
     result = evaluate(TorchClassifier(model), loader, keep_predictions=True)
-    for p in result.predictions:
-        assert p.top5[0] == int(official_logits(model, samples[p.index].path).argmax())
+    assert [p.index for p in result.predictions] == list(range(len(items)))
+    assert [p.top5[0] for p in result.predictions] == [official_top1[s.path] for s in samples]
+    assert (result.top1, result.top5, result.images) == (pytest.approx(top1), pytest.approx(top5), len(items))
 
 
 # -- the synset-folder layout ---------------------------------------------------------------------
 
 def test_synset_layout_exact_accuracy_json_and_predictions(tmp_path, labelled, official_checkpoint, capsys):
-    items, top1, top5 = labelled
+    items, top1, top5, _ = labelled
     data = synset_layout(tmp_path / "val", items)
     out, preds = tmp_path / "results.json", tmp_path / "preds.jsonl"
     code, stdout, _ = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--data", data, "--workers", 2,
@@ -262,7 +265,7 @@ def test_empty_dataset_is_an_error(tmp_path, official_checkpoint, capsys, layout
 
 
 def test_corrupt_image_stops_the_run_unless_skipped(tmp_path, labelled, official_checkpoint, capsys):
-    items, _, _ = labelled
+    items, *_ = labelled
     data = synset_layout(tmp_path / "val", items[:6])
     good = items[0][0].read_bytes() if items[0][0].suffix.lower() in (".jpg", ".jpeg") else None
     assert good is not None
@@ -287,7 +290,7 @@ def test_corrupt_image_stops_the_run_unless_skipped(tmp_path, labelled, official
 # -- the flat layout with a ground-truth file -----------------------------------------------------
 
 def test_loc_solution_csv_layout(tmp_path, labelled, official_checkpoint, capsys):
-    items, top1, top5 = labelled
+    items, top1, top5, _ = labelled
     data = tmp_path / "val"
     rows = flat_layout(data, items)
     lines = ["ImageId,PredictionString"]
@@ -348,7 +351,7 @@ def write_meta_mat(path: Path, order: list[str], compress: bool = True) -> None:
 
 @pytest.mark.parametrize("mapping", ["meta.mat", "map_clsloc.txt", "--label-map"])
 def test_devkit_ground_truth_txt_layout(tmp_path, labelled, official_checkpoint, capsys, mapping):
-    items, top1, top5 = labelled
+    items, top1, top5, _ = labelled
     data = tmp_path / "val"
     rows = flat_layout(data, items)
     order = devkit_permutation()
@@ -374,7 +377,7 @@ def test_devkit_ground_truth_txt_layout(tmp_path, labelled, official_checkpoint,
 
 
 def test_devkit_ground_truth_without_mapping_is_a_clear_error(tmp_path, labelled, official_checkpoint, capsys):
-    items, _, _ = labelled
+    items, *_ = labelled
     data = tmp_path / "val"
     rows = flat_layout(data, items[:2])
     (data / "ILSVRC2012_validation_ground_truth.txt").write_text("".join(f"{k}\n" for k, _ in rows))
@@ -383,7 +386,7 @@ def test_devkit_ground_truth_without_mapping_is_a_clear_error(tmp_path, labelled
 
 
 def test_flat_images_without_ground_truth_or_unlisted_are_errors(tmp_path, labelled, official_checkpoint, capsys):
-    items, _, _ = labelled
+    items, *_ = labelled
     data = tmp_path / "val"
     flat_layout(data, items[:2])
     code, _, err = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--data", data], capsys)
@@ -420,7 +423,7 @@ def export_onnx(model, path: Path, with_metadata: bool, dynamic_size: bool = Fal
 
 @pytest.fixture(scope="module")
 def pytorch_run(tmp_path_factory, labelled, official_checkpoint):
-    items, _, _ = labelled
+    items, *_ = labelled
     root = tmp_path_factory.mktemp("onnx_cmp")
     data = synset_layout(root / "val", items)
     out, preds = root / "torch.json", root / "torch.jsonl"
@@ -472,7 +475,7 @@ def test_weights_option_matches_supernet_option(tmp_path, pytorch_run, official_
 
 
 def test_calibrated_evaluation_equals_the_library_path(tmp_path, labelled, supernet, official_checkpoint, capsys):
-    items, _, _ = labelled
+    items, *_ = labelled
     train = synset_layout(tmp_path / "train", items)
     val = synset_layout(tmp_path / "val", items[:6])
     out, preds = tmp_path / "r.json", tmp_path / "p.jsonl"
