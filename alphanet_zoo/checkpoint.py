@@ -9,9 +9,12 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
 
 import torch
+from torch import nn
+
+M = TypeVar("M", bound=nn.Module)
 
 from .config import SEARCH_SPACE
 
@@ -139,3 +142,22 @@ def check_state_dict(state: Mapping[str, torch.Tensor], expected: Mapping[str, t
             problems.append(f"{len(keys)} {label}: {shown}")
     if problems:
         raise CheckpointError(f"{what} does not match: " + "; ".join(problems))
+
+
+def num_classes_in(state: Mapping[str, torch.Tensor], default: int = 1000) -> int:
+    """The number of classes of a state dict's classifier (``classifier.weight`` rows)."""
+    weight = state.get("classifier.weight")
+    return weight.shape[0] if weight is not None and weight.dim() == 2 else default
+
+
+def build_with_state(factory: Callable[[], M], state: Mapping[str, torch.Tensor], what: str) -> M:
+    """Build ``factory()`` on the meta device (no allocation, no init) and load ``state`` into it, strictly.
+
+    The tensors are taken as they are (cast to the module's dtypes), so loading costs no copy.
+    """
+    with torch.device("meta"):
+        model = factory()
+    expected = model.state_dict()
+    check_state_dict(state, {k: v.shape for k, v in expected.items()}, what)
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True, assign=True)
+    return model

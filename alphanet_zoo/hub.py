@@ -20,11 +20,12 @@ from typing import Any, Mapping
 
 import torch
 
-from .checkpoint import CheckpointError, check_state_dict, read_state_dict
+from .checkpoint import CheckpointError, build_with_state, num_classes_in, read_state_dict
 from .config import ArchConfig
 from .model import AlphaNet
 from .pretrained import CONFIG_NAME, WEIGHTS_NAME
 from .registry import MODELS, model_info, resolve_arch
+from .supernet import Supernet
 
 HUB_PREFIX = "hf-hub:"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -181,13 +182,8 @@ def _read_config(path: Path) -> dict[str, Any]:
 def _model_from_state(arch: ArchConfig, state: Mapping[str, torch.Tensor], num_classes: int | None,
                       cfg: dict[str, Any], what: str) -> AlphaNet:
     """An `AlphaNet` holding ``state`` (a subnet's state dict); a new head if ``num_classes`` differs."""
-    classifier = state.get("classifier.weight")
-    saved_classes = classifier.shape[0] if classifier is not None and classifier.dim() == 2 else 1000
-    with torch.device("meta"):
-        model = AlphaNet(arch, saved_classes)
-    expected = model.state_dict()
-    check_state_dict(state, {k: v.shape for k, v in expected.items()}, what)
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True, assign=True)
+    saved_classes = num_classes_in(state)
+    model = build_with_state(lambda: AlphaNet(arch, saved_classes), state, what)
     if num_classes is not None and num_classes != saved_classes:
         model.reset_classifier(num_classes)
     model.pretrained_cfg = cfg
@@ -196,8 +192,6 @@ def _model_from_state(arch: ArchConfig, state: Mapping[str, torch.Tensor], num_c
 
 def _from_local(weights: str | os.PathLike, arch: ArchConfig | None, name: str | None, num_classes: int | None,
                 map_location: str | torch.device) -> AlphaNet:
-    from .supernet import Supernet
-
     path = Path(weights)
     if path.is_dir():
         config_path, weights_path = path / CONFIG_NAME, path / WEIGHTS_NAME

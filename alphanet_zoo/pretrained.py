@@ -32,7 +32,9 @@ def model_config(model: Any) -> dict[str, Any]:
 
     cfg = dict(model.pretrained_cfg or {})
     name = cfg.get("name")
-    info = MODELS.get(name) if name and model.arch == getattr(MODELS.get(name), "arch", None) else None
+    info = MODELS.get(name)
+    if info is not None and info.arch != model.arch:
+        info = None  # a name that does not describe this architecture carries no published numbers
     metrics = dict(cfg.get("metrics") or {})
     metrics.setdefault("mflops", round(count_flops(model.arch, model.num_classes), 6))
     metrics.setdefault("params", sum(p.numel() for p in model.parameters()))

@@ -19,7 +19,8 @@ import torch
 from torch.func import functional_call
 
 from ._io import atomic_path
-from .checkpoint import CheckpointError, check_state_dict, from_official, is_official_layout, read_state_dict
+from .checkpoint import (CheckpointError, build_with_state, from_official, is_official_layout, num_classes_in,
+                         read_state_dict)
 from .config import SEARCH_SPACE, ArchConfig
 from .layout import supernet_layout
 from .model import AlphaNet, NetworkModules
@@ -126,14 +127,7 @@ class Supernet(NetworkModules):
     def from_state_dict(cls, state: Mapping[str, torch.Tensor], what: str = "supernet state dict") -> "Supernet":
         """A supernet holding ``state`` (official layout or ours; a ``module.`` prefix is ignored)."""
         state = cls._own_names(state)
-        classifier = state.get("classifier.weight")
-        num_classes = classifier.shape[0] if classifier is not None and classifier.dim() == 2 else 1000
-        with torch.device("meta"):
-            model = cls(num_classes)
-        expected = model.state_dict()
-        check_state_dict(state, {k: v.shape for k, v in expected.items()}, what)
-        model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True, assign=True)
-        return model
+        return build_with_state(lambda: cls(num_classes_in(state)), state, what)
 
     @staticmethod
     def _own_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -25,14 +25,15 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 
 
 def image_folder(root: str | os.PathLike):
-    """``torchvision.datasets.ImageFolder(root)`` returning PIL images, with a clear error for a bad folder."""
-    from torchvision.datasets import ImageFolder
+    """An ImageFolder (``root/<class>/<image>``) of ``(RGB PIL image, class index)``, classes in sorted
+    order; a clear error for a bad folder."""
+    from torchvision.datasets import DatasetFolder
 
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
     try:
-        return ImageFolder(str(root), loader=_load_rgb, extensions=IMAGE_EXTENSIONS)
+        return DatasetFolder(str(root), loader=_load_rgb, extensions=IMAGE_EXTENSIONS)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{root} is not an image folder (one sub-folder of images per class): {e}") from None
 
@@ -68,12 +69,14 @@ def random_resized_crop_box(width: int, height: int, rng: random.Random, scale: 
 class TrainTransform:
     """Training augmentation: random resized crop, horizontal flip, AutoAugment, normalise.
 
-    ``transform(image, rng)`` draws every random choice from ``rng``. Picklable (loader workers).
+    ``transform(image, rng)`` draws every random choice from ``rng``. Without AutoAugment it is the
+    training-style crop that BN calibration uses. ``normalized=False`` returns the uint8 crop
+    (compact, for caching; `normalize` it later). Picklable (loader workers).
     """
 
     def __init__(self, crop_size: int = 224, interpolation: str = "bicubic", auto_augment: str | None = "v0",
                  scale: Sequence[float] = (0.08, 1.0), mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD) -> None:
+                 std: Sequence[float] = IMAGENET_STD, normalized: bool = True) -> None:
         from torchvision.transforms import InterpolationMode
 
         self.crop_size = int(crop_size)
@@ -81,6 +84,7 @@ class TrainTransform:
         self.auto_augment = AutoAugment(auto_augment) if auto_augment else None
         self.scale = tuple(scale)
         self.mean, self.std = tuple(mean), tuple(std)
+        self.normalized = normalized
 
     def __call__(self, image: Image.Image, rng: random.Random) -> torch.Tensor:
         from torchvision.transforms import functional as F
@@ -91,7 +95,8 @@ class TrainTransform:
             image = F.hflip(image)
         if self.auto_augment is not None:
             image = self.auto_augment(image, rng)
-        return normalize(F.pil_to_tensor(image), self.mean, self.std)
+        x = F.pil_to_tensor(image)
+        return normalize(x, self.mean, self.std) if self.normalized else x
 
     def __repr__(self) -> str:
         return (f"TrainTransform(crop_size={self.crop_size}, interpolation={self.interpolation.value}, "
@@ -220,24 +225,36 @@ class TensorBatches:
             yield x, self.labels[start:start + self.batch_size].to(device)
 
 
-def load_tensor_batches(dataset: Dataset, preprocessing: Preprocessing, indices: Sequence[int], batch_size: int,
-                        workers: int = 0, progress=None) -> TensorBatches:
-    """Decode ``dataset[indices]`` (PIL images) once with the evaluation crop into a `TensorBatches`."""
+def load_tensor_batches(dataset: Dataset, indices: Sequence[int], batch_size: int, workers: int = 0,
+                        progress=None) -> TensorBatches:
+    """Read ``dataset[indices]`` (uint8 image tensors and labels) once into a `TensorBatches`."""
     from torch.utils.data import DataLoader, Subset
 
-    crop = EvalCrop(preprocessing)
-    subset = Subset(_Mapped(dataset, crop), list(indices))
-    loader = DataLoader(subset, batch_size=max(1, batch_size), num_workers=workers)
+    loader = DataLoader(Subset(dataset, list(indices)), batch_size=max(1, batch_size), num_workers=workers)
     images, labels = [], []
     for x, y in (progress(loader) if progress else loader):
         images.append(x)
-        labels.append(y)
+        labels.append(torch.as_tensor(y))
     if not images:
         raise ValueError("no images to load")
-    return TensorBatches(torch.cat(images), torch.cat(labels), batch_size, preprocessing.mean, preprocessing.std)
+    return TensorBatches(torch.cat(images), torch.cat(labels), batch_size)
 
 
-class _Mapped(Dataset):
+class LabelledImages(Dataset):
+    """``(path, label)`` pairs as a dataset of ``(RGB PIL image, label)``."""
+
+    def __init__(self, samples: Sequence[tuple[str | os.PathLike, int]]) -> None:
+        self.samples = [(str(p), int(t)) for p, t in samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        path, label = self.samples[index]
+        return _load_rgb(path), label
+
+
+class MappedDataset(Dataset):
     """``dataset`` with ``fn`` applied to each image (picklable, unlike a lambda)."""
 
     def __init__(self, dataset: Dataset, fn) -> None:
