@@ -91,3 +91,28 @@ def test_torch_hub_entry_points(official_checkpoint, supernet):
     entries = {n for n in dir(hubconf) if callable(getattr(hubconf, n)) and not n.startswith("_")}
     assert {f"alphanet_{m}" for m in alphanet_zoo.list_models()} | {"supernet"} <= entries
     assert hubconf.alphanet_a5().arch == alphanet_zoo.get_arch("a5")
+
+
+def test_extract_calibrates_reproducibly(official_checkpoint, supernet, tmp_path):
+    import numpy as np
+    from safetensors.torch import load_file
+
+    train = tmp_path / "train"
+    rng = np.random.RandomState(0)
+    for synset in ("n01440764", "n01443537"):
+        (train / synset).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.randint(0, 255, (40 + 7 * i, 56, 3), dtype=np.uint8)).save(train / synset / f"{i}.png")
+    outs = []
+    for run in ("first", "second"):
+        out = tmp_path / run
+        assert extract_main(["--supernet", str(official_checkpoint), "--arch", "a0", "--out", str(out),
+                             "--calib-data", str(train), "--calib-batches", "2", "--calib-batch-size", "4",
+                             "--seed", "3", "--workers", "0"]) == 0
+        outs.append(load_file(out / "a0" / "model.safetensors"))
+    assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+    uncalibrated = supernet.extract("a0").state_dict()
+    assert not torch.equal(outs[0]["stem.bn.running_mean"], uncalibrated["stem.bn.running_mean"])
+    assert torch.equal(outs[0]["stem.conv.weight"], uncalibrated["stem.conv.weight"])
+    config = json.loads((tmp_path / "first" / "a0" / "config.json").read_text())
+    assert config["calibration"]["seed"] == 3 and config["calibration"]["num_batches"] == 2

@@ -65,7 +65,7 @@ def test_a_pickle_that_would_run_code_is_refused_and_does_not_run(tmp_path):
 
     path = tmp_path / "evil.pth"
     with open(path, "wb") as f:
-        pickle.dump({"state_dict": {"x": Exploit()}}, f)
+        pickle.dump({"state_dict": {"x": Exploit()}}, f, protocol=2)
     torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": Exploit()}, tmp_path / "evil_zip.pth")
     for candidate in (path, tmp_path / "evil_zip.pth"):
         with pytest.raises(CheckpointError, match="refusing to load"):
