@@ -45,16 +45,17 @@ class BadImageError(DatasetError):
         self.path, self.reason = str(path), reason
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
-    """One labelled image: its file and canonical class index."""
+    """One labelled image: its file and canonical class index (compact: a training folder has 1.28M)."""
 
-    path: Path
+    path: str
     target: int
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    """Whether a file name has an image extension (any case)."""
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
@@ -64,11 +65,11 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         return image.convert("RGB")
 
 
-def _image_files(folder: Path) -> list[Path]:
+def _image_files(folder: Path) -> list[str]:
     files = []
     for root, dirs, names in os.walk(folder, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        files.extend(Path(root) / n for n in names if is_image_file(n) and not n.startswith("."))
+        files.extend(os.path.join(root, n) for n in names if is_image_file(n) and not n.startswith("."))
     return sorted(files)
 
 
@@ -104,7 +105,7 @@ def ground_truth_samples(root: str | os.PathLike, ground_truth: str | os.PathLik
         if path.stem not in labels:
             raise DatasetError(f"image {path} is not listed in {ground_truth}; "
                                "the folder must hold only the validation images it labels")
-        samples.append(Sample(path, labels[path.stem]))
+        samples.append(Sample(str(path), labels[path.stem]))
     return samples
 
 
@@ -128,7 +129,7 @@ def open_dataset(root: str | os.PathLike, ground_truth: str | os.PathLike | None
         raise FileNotFoundError(f"data folder not found: {root}")
     if not root.is_dir():
         raise NotADirectoryError(f"--data must be a folder, got the file {root}")
-    flat_images = any(p.is_file() and is_image_file(p) for p in root.iterdir())
+    flat_images = any(p.is_file() and is_image_file(p) and not p.name.startswith(".") for p in root.iterdir())
     if ground_truth is None and flat_images:
         ground_truth = find_ground_truth(root)
         if ground_truth is None:
@@ -218,8 +219,10 @@ class _SeededImages(Dataset):
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             return torch.zeros(3, self.transform.resolution, self.transform.resolution), \
                 f"{sample.path}\0{type(e).__name__}: {e}"
-        with torch.random.fork_rng(devices=[]):  # torchvision's random transforms draw from torch's RNG
-            torch.manual_seed(seed)
+        # torchvision's random transforms draw from torch's CPU generator: seed it for this draw
+        # only (fork_rng restores it; torch.manual_seed would also reseed CUDA's)
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
             return self.transform(image), ""
 
 

@@ -6,8 +6,9 @@ Results JSON (``alphanet-eval --output``; format ``alphanet_zoo.eval/1``)::
       "format": "alphanet_zoo.eval/1",
       "partial": false,              # true when interrupted (Ctrl-C): numbers cover what was measured
       "data": "/data/imagenet/val", "layout": "synset_folders" | "ground_truth_file",
-      "ground_truth": null | "/path/LOC_val_solution.csv", "limit": null | N,
-      "device": "cpu", "batch_size": 256, "workers": 8,
+      "ground_truth": null | "/path/LOC_val_solution.csv",   # the file used (flat layout)
+      "limit": null | N,
+      "device": "cpu", "tf32": false, "batch_size": 256, "workers": 8,
       "calibration": null | {"data": "/data/imagenet/train", "batches": 64, "batch_size": 256, "seed": 0},
       "models": [ RECORD, ... ],     # one per evaluated model, in order
       ...RECORD                      # when exactly one model was evaluated, its keys also sit here
@@ -24,6 +25,10 @@ RECORD (one model; `model_record`)::
     calibration and the loop),
     published_top1, published_top5 (null: not published), published_mflops (null for a model
     outside the paper's table), top1_diff (top1 - published_top1), mflops_diff (mflops - published_mflops)
+
+``top1``/``top5`` are exact (``100 * correct / images``, not rounded). Predictions
+(``--save-predictions``) are JSON lines ``{"model", "path" (relative to the data folder), "target",
+"top5"}`` (class indices in the canonical order, best first), one per evaluated image, in order.
 """
 from __future__ import annotations
 
@@ -92,17 +97,17 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def format_table(records: Sequence[Mapping[str, Any]], partial: bool = False) -> str:
-    """The printed results table: measured against published, per model."""
-    header = (f"{'model':<12}{'images':>8}{'top-1':>9}{'top-5':>9}{'paper':>8}{'diff':>8}"
+    """The printed results table: measured beside published, per model ('-': not published / not known)."""
+    header = (f"{'model':<12}{'images':>8}{'top-1':>8}{'paper':>8}{'diff':>8}{'top-5':>8}{'paper':>7}"
               f"{'MFLOPs':>9}{'paper':>7}{'fvcore':>9}{'params':>12}{'img/s':>9}{'wall s':>9}")
     lines = [header, "-" * len(header)]
     for r in records:
         diff = r["top1_diff"]
         lines.append(
-            f"{r['name'] + ('*' if r['partial'] else ''):<12}{r['images']:>8}{_fmt(r['top1'], '.2f'):>9}"
-            f"{_fmt(r['top5'], '.2f'):>9}{_fmt(r['published_top1'], '.2f'):>8}"
-            f"{'-' if diff is None else format(diff, '+.2f'):>8}{_fmt(r['mflops'], '.2f'):>9}"
-            f"{_fmt(r['published_mflops'], 'd'):>7}{_fmt(r['mflops_fvcore'], '.2f'):>9}"
+            f"{r['name'] + ('*' if r['partial'] else ''):<12}{r['images']:>8}{_fmt(r['top1'], '.2f'):>8}"
+            f"{_fmt(r['published_top1'], '.2f'):>8}{'-' if diff is None else format(diff, '+.2f'):>8}"
+            f"{_fmt(r['top5'], '.2f'):>8}{_fmt(r['published_top5'], '.2f'):>7}"
+            f"{_fmt(r['mflops'], '.2f'):>9}{_fmt(r['published_mflops'], 'd'):>7}{_fmt(r['mflops_fvcore'], '.2f'):>9}"
             f"{_fmt(r['params'], ',d'):>12}{_fmt(r['images_per_s'], '.1f'):>9}{_fmt(r['wall_s'], '.1f'):>9}")
     notes = []
     if any(r["bad_images"] for r in records):
@@ -110,8 +115,8 @@ def format_table(records: Sequence[Mapping[str, Any]], partial: bool = False) ->
                                                               for r in records if r["bad_images"]))
     if partial:
         notes.append("* interrupted: numbers cover the images evaluated before Ctrl-C")
-    notes.append("top-1/top-5 in %; paper = published (no top-5 is published); MFLOPs in the paper's "
-                 "convention, fvcore = fvcore's total")
+    notes.append("top-1/top-5 in %, paper = published (the paper gives no top-5); MFLOPs in the paper's "
+                 "convention (conv and linear multiply-adds), fvcore = fvcore's total")
     return "\n".join(lines + notes)
 
 

@@ -170,7 +170,7 @@ def read_results(path: Path) -> dict:
 def test_official_preprocessing_parity():
     """photo.png through the dataset and the loader equals the official eval tensor (224 model: no resize)."""
     expected = torch.from_numpy(np.load(PARITY_DIR / "photo_official_eval_tensor.npy"))
-    samples = [Sample(PARITY_DIR / "photo.png", 0)] * 3
+    samples = [Sample(str(PARITY_DIR / "photo.png"), 0)] * 3
     dataset = ImageDataset(samples, alphanet_zoo.transforms("a1"), (3, 224, 224))
     image, target, index, error = dataset[0]
     assert error == "" and (target, index) == (0, 0)
@@ -186,11 +186,11 @@ def test_official_preprocessing_parity():
 
 def test_loader_matches_official_pipeline_on_every_image_mode(labelled, model):
     items, top1, top5, official_top1 = labelled
-    samples = [Sample(p, label) for p, label, _ in items]
+    samples = [Sample(str(p), label) for p, label, _ in items]
     loader = eval_loader(samples, alphanet_zoo.transforms(model), 192, batch_size=5, workers=0)
     result = evaluate(TorchClassifier(model), loader, keep_predictions=True)
     assert [p.index for p in result.predictions] == list(range(len(items)))
-    assert [p.top5[0] for p in result.predictions] == [official_top1[s.path] for s in samples]
+    assert [p.top5[0] for p in result.predictions] == [official_top1[Path(s.path)] for s in samples]
     assert (result.top1, result.top5, result.images) == (pytest.approx(top1), pytest.approx(top5), len(items))
 
 
@@ -242,7 +242,7 @@ def test_subset_and_empty_class_folders_use_canonical_indices(tmp_path):
     samples, layout = open_dataset(tmp_path)
     assert layout == SYNSET_FOLDERS
     assert [s.target for s in samples] == [1, 999, 999]
-    assert [s.path.parent.name for s in samples] == ["n01443537", "n15075141", "n15075141"]
+    assert [Path(s.path).parent.name for s in samples] == ["n01443537", "n15075141", "n15075141"]
 
 
 def test_non_synset_folder_is_an_error(tmp_path, official_checkpoint, capsys):
@@ -464,10 +464,16 @@ def test_onnx_file_with_another_arch_is_refused(tmp_path, model, pytorch_run, ca
 
 # -- weights, calibration, --arch all, interruption ----------------------------------------------
 
-def test_weights_option_matches_supernet_option(tmp_path, pytorch_run, official_checkpoint, capsys):
+@pytest.mark.parametrize("source", ["supernet checkpoint", "alphanet-extract folder"])
+def test_weights_option_matches_supernet_option(tmp_path, pytorch_run, supernet, official_checkpoint, capsys,
+                                                source):
     data, torch_res, _ = pytorch_run
+    weights = official_checkpoint
+    if source == "alphanet-extract folder":  # OUT/<name>/ folders, as alphanet-extract --out writes them
+        weights = tmp_path / "weights"
+        supernet.extract(ARCH).save_pretrained(weights / ARCH)
     out = tmp_path / "r.json"
-    code, _, err = run_cli(["--arch", ARCH, "--weights", official_checkpoint, "--data", data, "--workers", 0,
+    code, _, err = run_cli(["--arch", ARCH, "--weights", weights, "--data", data, "--workers", 0,
                             "--output", out], capsys)
     assert code == 0, err
     res = read_results(out)
@@ -507,14 +513,14 @@ def test_arch_all_with_plot_and_limit(tmp_path, pytorch_run, official_checkpoint
     pytest.importorskip("matplotlib")
     data, _, _ = pytorch_run
     out, plot = tmp_path / "all.json", tmp_path / "pareto.png"
-    code, stdout, err = run_cli(["--arch", "all", "--supernet", official_checkpoint, "--data", data, "--limit", 2,
+    code, stdout, err = run_cli(["--arch", "all", "--supernet", official_checkpoint, "--data", data, "--limit", 1,
                                  "--workers", 0, "--output", out, "--plot", plot], capsys)
     assert code == 0, err
     res = read_results(out)
     assert [m["name"] for m in res["models"]] == alphanet_zoo.list_models()
     assert "top1" not in res  # several models: the per-model keys live in "models"
     for m in res["models"]:
-        assert RESULT_KEYS == m.keys() and m["images"] == 2 and res["limit"] == 2
+        assert RESULT_KEYS == m.keys() and m["images"] == 1 and res["limit"] == 1
         info = alphanet_zoo.model_info(m["name"])
         assert m["mflops"] == pytest.approx(alphanet_zoo.count_flops(info.arch), abs=0.01)
         assert m["published_mflops"] == info.published_mflops
