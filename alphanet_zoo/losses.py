@@ -18,10 +18,11 @@ itself is clipped) and ``KL(p || q)`` at alpha = 1. Differentiating through ``q`
 *surrogate* ``-sum_i stopgrad(q_i * rho_i) * log q_i``: its gradient is the divergence's gradient,
 its value is not the divergence (it can be negative). Both are returned.
 
-Everything is computed from log-probabilities, so very large logits (|logit| of 1e4 and more) and
-one-hot teachers (teacher logits of ``-inf`` or far apart) give finite values: the log importance
-weight is floored at the log of the smallest normal float (a teacher probability below it counts as
-that float), which only changes results where a plain ``p / q`` would underflow to 0 or overflow.
+The divergences are computed in float64 from log-probabilities, so very large logits (|logit| of
+1e4 and more) and one-hot teachers (teacher logits of ``-inf`` or far apart) give finite values:
+the log importance weight is floored at the log of the smallest normal float (a teacher probability
+below it counts as that float), which only changes results where a plain ``p / q`` would underflow
+to 0 or overflow.
 """
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def f_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, alp
     Returns ``(divergence, surrogate)``, each of shape (N,). ``divergence`` carries no gradient;
     ``surrogate`` has the divergence's gradient with respect to ``student_logits`` (the teacher is
     a fixed target). Importance weights ``(p / q)**alpha`` are clipped at ``iw_clip`` (at alpha = 0:
-    ``p / q``; at alpha = 1 they are not clipped). Computed in float32 or wider.
+    ``p / q``; at alpha = 1 they are not clipped). Computed in float64 (float32 on MPS), whatever
+    the logits' precision; the surrogate's gradient flows back in the logits' dtype.
     """
     alpha = float(alpha)
     if not math.isfinite(alpha):

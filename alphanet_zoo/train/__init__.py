@@ -1,11 +1,14 @@
 """Alpha-divergence supernet training with the sandwich rule.
 
-    >>> from alphanet_zoo import Supernet
-    >>> from alphanet_zoo.train import build_optimizer, sample_sandwich, sandwich_step
-    >>> supernet = Supernet()
-    >>> optimizer = build_optimizer(supernet, lr=0.1)
-    >>> archs = sample_sandwich(random.Random(0))            # largest, 2 random, smallest
-    >>> sandwich_step(supernet, images, targets, archs, optimizer)["losses"]
+    import random
+    from alphanet_zoo import Supernet
+    from alphanet_zoo.train import build_optimizer, sample_sandwich, sandwich_step
+
+    supernet = Supernet()
+    optimizer = build_optimizer(supernet, lr=0.1)       # no weight decay on BN parameters and biases
+    archs = sample_sandwich(random.Random(0))           # largest, 2 random, smallest
+    out = sandwich_step(supernet, images, targets, archs, optimizer)
+    out["losses"], out["grad_norm"]
 
 The ``alphanet-train`` command (`alphanet_zoo.train.cli`) runs the whole recipe under torchrun:
 `Trainer` with a `TrainConfig` read from YAML (`load_config`).

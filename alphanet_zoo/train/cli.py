@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .trainer import Trainer
 
     main_process = int(os.environ.get("RANK", "0")) == 0
-    result = Trainer(config, resume=not args.no_resume, progress=progress).run()
+    result = Trainer(config, resume=not args.no_resume, progress=lambda **kw: progress(None, **kw)).run()
     if main_process:
         if result["stopped"]:
             print(f"alphanet-train: stopped by {result['stopped']} at step {result['global_step']} "

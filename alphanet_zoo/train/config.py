@@ -110,7 +110,8 @@ class TrainConfig:
             if value <= 0:
                 raise ValueError(f"{key} must be positive, got {value}")
         if self.sandwich.num_archs < 2:
-            raise ValueError(f"sandwich.num_archs must be at least 2 (largest and smallest), got {self.sandwich.num_archs}")
+            raise ValueError(f"sandwich.num_archs must be at least 2 (largest and smallest), "
+                             f"got {self.sandwich.num_archs}")
         if self.data.workers < 0:
             raise ValueError(f"data.workers must be >= 0, got {self.data.workers}")
         for key in ("dropout", "drop_connect", "label_smoothing"):

@@ -18,24 +18,50 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from ..transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from ..transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, resize_to_resolution
 from .autoaugment import AutoAugment
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-def image_folder(root: str | os.PathLike):
-    """An ImageFolder (``root/<class>/<image>``) of ``(RGB PIL image, class index)``, classes in sorted
-    order; a clear error for a bad folder."""
+def image_folder(root: str | os.PathLike, imagenet_labels: bool = False):
+    """An ImageFolder (``root/<class>/<image>``) of ``(RGB PIL image, class index)``; a clear error for a bad folder.
+
+    Classes are numbered in sorted folder order, or, with ``imagenet_labels``, by their canonical
+    ImageNet-1k index (folders named by synset, like ``n01440764``), so that a subset of ImageNet's
+    classes still gets the labels of the 1000-class classifier.
+    """
     from torchvision.datasets import DatasetFolder
 
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
     try:
-        return DatasetFolder(str(root), loader=_load_rgb, extensions=IMAGE_EXTENSIONS)
+        dataset = DatasetFolder(str(root), loader=_load_rgb, extensions=IMAGE_EXTENSIONS)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{root} is not an image folder (one sub-folder of images per class): {e}") from None
+    if imagenet_labels:
+        from ..imagenet import synset_to_index
+
+        index = synset_to_index()
+        unknown = [c for c in dataset.classes if c not in index]
+        if unknown:
+            raise ValueError(f"{root}: folder {unknown[0]} is not an ImageNet-1k synset (like n01440764)")
+        dataset.class_to_idx = {c: index[c] for c in dataset.classes}
+        dataset.samples = [(path, index[dataset.classes[t]]) for path, t in dataset.samples]
+        dataset.targets = [t for _, t in dataset.samples]
+    return dataset
+
+
+def is_imagenet_folder(root: str | os.PathLike) -> bool:
+    """True if every class folder of ``root`` is named by an ImageNet-1k synset."""
+    from ..imagenet import synset_to_index
+
+    if not Path(root).is_dir():
+        return False
+    index = synset_to_index()
+    folders = [d.name for d in Path(root).iterdir() if d.is_dir() and not d.name.startswith(".")]
+    return bool(folders) and all(name in index for name in folders)
 
 
 def _load_rgb(path: str) -> Image.Image:
@@ -106,9 +132,9 @@ class TrainTransform:
 def normalize(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
               std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
     """uint8 (…, 3, H, W) -> float32 normalised, exactly as ``ToTensor`` then ``Normalize`` compute it."""
-    shape = (3, 1, 1)
-    x = images.to(torch.float32).div(255)
-    return x.sub(torch.tensor(mean, dtype=torch.float32).view(shape)).div(torch.tensor(std, dtype=torch.float32).view(shape))
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(3, 1, 1)
+    return images.to(torch.float32).div(255).sub(mean_t).div(std_t)
 
 
 class EvalCrop:
@@ -216,10 +242,8 @@ class TensorBatches:
 
     def batches(self, resolution: int | None = None, device: torch.device | str = "cpu"
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        from ..transforms import resize_to_resolution
-
         for start in range(0, self.images.shape[0], self.batch_size):
-            x = normalize(self.images[start:start + self.batch_size], self.mean, self.std).to(device)
+            x = normalize(self.images[start:start + self.batch_size].to(device), self.mean, self.std)
             if resolution is not None:
                 x = resize_to_resolution(x, resolution)
             yield x, self.labels[start:start + self.batch_size].to(device)

@@ -54,8 +54,7 @@ def setup(device: str = "auto", timeout_s: float = 1800.0) -> DistContext:
         torch.cuda.set_device(resolved)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if resolved.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s),
-                                device_id=resolved if resolved.type == "cuda" else None)
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     return DistContext(rank, world_size, local_rank, resolved)
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from ..config import SEARCH_SPACE, ArchConfig, SearchSpace
 from ..losses import AdaptiveAlphaDivergence, LabelSmoothingCrossEntropy
 from ..transforms import resize_to_resolution
+from .distributed import is_distributed
 
 
 def no_weight_decay(module: nn.Module) -> set[str]:
@@ -54,18 +55,14 @@ def sample_sandwich(rng: random.Random, num_archs: int = 4, space: SearchSpace =
     return [space.largest(), *(space.sample(rng) for _ in range(num_archs - 2)), space.smallest()]
 
 
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 def all_reduce_gradients(params: Iterable[torch.Tensor]) -> None:
     """Average the gradients of ``params`` over all processes, in one collective per dtype and device.
 
     Every process must hold gradients for the same parameters (train the same subnets).
     """
-    world = _world_size()
-    if world == 1:
+    if not is_distributed():
         return
+    world = dist.get_world_size()
     groups: dict[tuple, list[torch.Tensor]] = {}
     for p in params:
         if p.grad is not None:
@@ -161,7 +158,7 @@ def sandwich_step(supernet: nn.Module, images: torch.Tensor, targets: torch.Tens
     else:
         optimizer.step()
         skipped = False
-    values = torch.stack([*losses, *divergences, grad_norm, grad_norm_clipped]).float().tolist()
+    values = torch.stack([v.float() for v in (*losses, *divergences, grad_norm, grad_norm_clipped)]).tolist()
     n = len(losses)
     return {"losses": values[:n], "divergences": values[n:n + len(divergences)],
             "grad_norm": values[-2], "grad_norm_clipped": values[-1], "skipped": bool(skipped)}

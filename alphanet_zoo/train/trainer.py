@@ -31,11 +31,11 @@ from ..checkpoint import CheckpointError
 from ..config import SEARCH_SPACE
 from ..supernet import Supernet
 from . import distributed
+from ..transforms import resize_to_resolution
 from .checkpointing import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from ..transforms import resize_to_resolution
 from .data import (EvalCrop, MappedDataset, SeededDataset, ShardedSampler, TrainTransform, eval_preprocessing,
-                   image_folder, normalize)
+                   image_folder, is_imagenet_folder, normalize)
 from .schedule import WarmupCosineSchedule, scaled_lr
 from .step import build_optimizer, sample_sandwich, sandwich_step
 
@@ -85,8 +85,11 @@ class _StopRequest:
 
 
 class Trainer:
-    """Trains a `Supernet` with the sandwich rule as ``config`` says. ``progress`` wraps an iterable
-    in a progress bar (main process only); the trainer itself prints nothing."""
+    """Trains a `Supernet` with the sandwich rule as ``config`` says.
+
+    ``progress(total=..., desc=..., unit=...)`` makes a progress bar (tqdm-like: ``update``,
+    ``set_postfix``, ``close``) for the main process; the trainer itself prints nothing.
+    """
 
     def __init__(self, config: TrainConfig, *, resume: bool = True,
                  progress: Callable[..., Any] | None = None) -> None:
@@ -96,24 +99,33 @@ class Trainer:
 
     # ---- set-up -------------------------------------------------------------------------------
     def _build(self) -> None:
-        cfg, ctx = self.config, self.ctx
-        self.out_dir = Path(cfg.output_dir)
+        self._prepare_output()
+        self._build_data()
+        self._build_model()
+
+    def _prepare_output(self) -> None:
+        self.out_dir = Path(self.config.output_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
-        self.log = JsonLinesLog(self.out_dir / LOG_NAME, ctx.is_main)
+        if self.checkpoint_path.is_file() and not self.resume:
+            raise ValueError(f"{self.checkpoint_path} exists: resume it (drop --no-resume) or choose "
+                             f"another output_dir")
+        self.log = JsonLinesLog(self.out_dir / LOG_NAME, self.ctx.is_main)
 
-        self.train_set = image_folder(cfg.data.train)
-        classes = self.train_set.classes
-        self.num_classes = cfg.data.num_classes or len(classes)
-        if len(classes) > self.num_classes:
-            raise ValueError(f"{cfg.data.train} has {len(classes)} class folders but data.num_classes is "
-                             f"{self.num_classes}")
+    def _build_data(self) -> None:
+        cfg, ctx = self.config, self.ctx
+        # a 1000-class supernet on synset folders gets ImageNet's canonical labels (also for a subset)
+        imagenet = cfg.data.num_classes == 1000 and is_imagenet_folder(cfg.data.train)
+        self.train_set = image_folder(cfg.data.train, imagenet)
+        self.num_classes = cfg.data.num_classes or len(self.train_set.classes)
+        if max(self.train_set.targets, default=0) >= self.num_classes:
+            raise ValueError(f"{cfg.data.train} has {len(self.train_set.classes)} class folders but "
+                             f"data.num_classes is {self.num_classes}")
         self.val_set = None
         if cfg.data.val:
-            self.val_set = image_folder(cfg.data.val)
-            if self.val_set.class_to_idx != self.train_set.class_to_idx:
+            self.val_set = image_folder(cfg.data.val, imagenet)
+            if not imagenet and self.val_set.class_to_idx != self.train_set.class_to_idx:
                 raise ValueError(f"the class folders of {cfg.data.val} differ from those of {cfg.data.train}")
-
         transform = TrainTransform(cfg.data.crop_size, cfg.data.interpolation, cfg.data.auto_augment,
                                    cfg.data.crop_scale)
         self.dataset = SeededDataset(self.train_set, transform, cfg.seed)
@@ -122,6 +134,8 @@ class Trainer:
         self.global_batch = ctx.world_size * cfg.data.batch_size
         self.steps_per_epoch = self.sampler.samples_per_epoch // self.global_batch
 
+    def _build_model(self) -> None:
+        cfg, ctx = self.config, self.ctx
         torch.manual_seed(cfg.seed)
         self.supernet = Supernet(self.num_classes)
         if cfg.init:
@@ -129,9 +143,8 @@ class Trainer:
         self.supernet.to(ctx.device)
         # every process starts from the same weights, whatever its RNG did
         distributed.broadcast_tensors(self.supernet.state_dict().values())
-
-        self.base_lr = scaled_lr(cfg.optim.lr_per_256, self.global_batch)
         o = cfg.optim
+        self.base_lr = scaled_lr(o.lr_per_256, self.global_batch)
         self.optimizer = build_optimizer(self.supernet, self.base_lr, o.momentum, o.nesterov, o.weight_decay)
         self.schedule = WarmupCosineSchedule(self.optimizer, self.base_lr, cfg.epochs, o.warmup_epochs, o.min_lr,
                                              o.warmup_start_lr)
@@ -195,13 +208,9 @@ class Trainer:
         self.ctx = distributed.setup(self.config.device)
         try:
             self._build()
-            resumed = False
-            if self.checkpoint_path.is_file():
-                if not self.resume:
-                    raise ValueError(f"{self.checkpoint_path} exists: resume it (drop --no-resume) or choose "
-                                     f"another output_dir")
+            resumed = self.checkpoint_path.is_file()
+            if resumed:
                 self._restore(load_checkpoint(self.checkpoint_path))
-                resumed = True
             self.log.write("start", resumed=resumed, world_size=self.ctx.world_size, device=str(self.ctx.device),
                            global_batch=self.global_batch, base_lr=self.base_lr,
                            steps_per_epoch=self.steps_per_epoch, epoch=self.epoch, consumed=self.consumed,
@@ -222,7 +231,7 @@ class Trainer:
             distributed.teardown()
 
     def _loop(self, stop: _StopRequest) -> str | None:
-        cfg, ctx = self.config, self.ctx
+        cfg = self.config
         while self.epoch < cfg.epochs:
             if self._train_epoch(stop):
                 self._save(f"stop ({stop.requested or 'signal'})")
@@ -237,52 +246,57 @@ class Trainer:
         return None
 
     def _train_epoch(self, stop: _StopRequest) -> bool:
-        """Train the rest of the current epoch; True if stopped by a signal part-way."""
+        """Train the rest of the current epoch; True if a stop was requested (checked before each step)."""
         cfg, ctx = self.config, self.ctx
         self.sampler.set_epoch(self.epoch, self.consumed)
         self.consumed = self.sampler.consumed
         self.dataset.set_epoch(self.epoch)
         loader = DataLoader(self.dataset, batch_size=cfg.data.batch_size, sampler=self.sampler,
                             num_workers=cfg.data.workers, drop_last=True, pin_memory=ctx.device.type == "cuda")
-        batches = loader
         bar = None
         if self.progress is not None and ctx.is_main:
-            bar = batches = self.progress(loader, total=len(loader), desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                                          unit="step")
+            bar = self.progress(total=len(loader), initial=0, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                                unit="step")
         s = cfg.sandwich
         window: list[dict] = []
         tick = time.perf_counter()
-        for images, targets in batches:
-            images = images.to(ctx.device, non_blocking=True)
-            targets = targets.to(ctx.device, non_blocking=True)
-            # the rate at the end of this step's share of the epoch (the first step is not at lr 0)
-            lr = self.schedule.set_progress(self.epoch + (self.consumed + self.global_batch)
-                                            / self.sampler.samples_per_epoch)
-            archs = sample_sandwich(random.Random(f"{cfg.seed}:archs:{self.global_step}"), s.num_archs, SEARCH_SPACE)
-            torch.manual_seed(step_seed(cfg.seed, self.global_step, ctx.rank))
-            result = sandwich_step(self.supernet, images, targets, archs, self.optimizer,
-                                   label_smoothing=s.label_smoothing, alpha_min=s.alpha_min, alpha_max=s.alpha_max,
-                                   iw_clip=s.iw_clip, grad_clip_value=cfg.optim.grad_clip_value,
-                                   dropout=s.dropout, drop_connect=s.drop_connect,
-                                   resize=cfg.data.multi_resolution, amp_dtype=self.amp_dtype,
-                                   grad_scaler=self.grad_scaler)
-            self.global_step += 1
-            self.consumed += self.global_batch
-            window.append(result)
-            if self.global_step % cfg.log_every == 0:
-                elapsed = time.perf_counter() - tick
-                record = self._log_record(window, lr, elapsed)
-                if bar is not None and hasattr(bar, "set_postfix"):
-                    bar.set_postfix(loss=f"{record['losses'][0]:.3f}", lr=f"{lr:.3g}")
-                window, tick = [], time.perf_counter()
-            flag = torch.tensor([1.0 if stop.requested else 0.0], device=ctx.device)
-            if distributed.all_reduce(flag, "max").item() > 0:
-                if bar is not None and hasattr(bar, "close"):
-                    bar.close()
-                return True
-        if bar is not None and hasattr(bar, "close"):
-            bar.close()
+        try:
+            for images, targets in loader:
+                if self._stop_requested(stop):
+                    return True
+                images = images.to(ctx.device, non_blocking=True)
+                targets = targets.to(ctx.device, non_blocking=True)
+                # the rate at the end of this step's share of the epoch (the first step is not at lr 0)
+                lr = self.schedule.set_progress(self.epoch + (self.consumed + self.global_batch)
+                                                / self.sampler.samples_per_epoch)
+                archs = sample_sandwich(random.Random(f"{cfg.seed}:archs:{self.global_step}"), s.num_archs,
+                                        SEARCH_SPACE)
+                torch.manual_seed(step_seed(cfg.seed, self.global_step, ctx.rank))
+                result = sandwich_step(self.supernet, images, targets, archs, self.optimizer,
+                                       label_smoothing=s.label_smoothing, alpha_min=s.alpha_min,
+                                       alpha_max=s.alpha_max, iw_clip=s.iw_clip,
+                                       grad_clip_value=cfg.optim.grad_clip_value, dropout=s.dropout,
+                                       drop_connect=s.drop_connect, resize=cfg.data.multi_resolution,
+                                       amp_dtype=self.amp_dtype, grad_scaler=self.grad_scaler)
+                self.global_step += 1
+                self.consumed += self.global_batch
+                window.append(result)
+                if self.global_step % cfg.log_every == 0:
+                    record = self._log_record(window, lr, time.perf_counter() - tick)
+                    window, tick = [], time.perf_counter()
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{record['losses'][0]:.3f}", lr=f"{lr:.3g}")
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
         return False
+
+    def _stop_requested(self, stop: _StopRequest) -> bool:
+        """Whether any process was asked to stop (one tiny all-reduce, so all stop at the same step)."""
+        flag = torch.tensor([1.0 if stop.requested else 0.0], device=self.ctx.device)
+        return distributed.all_reduce(flag, "max").item() > 0
 
     def _log_record(self, window: list[dict], lr: float, elapsed: float) -> dict:
         """Average the window's step results over steps and processes, and log them."""
@@ -318,7 +332,11 @@ class Trainer:
         calib_set = SeededDataset(self.train_set, TrainTransform(cfg.data.crop_size, cfg.data.interpolation, None),
                                   cfg.seed)
         calib_indices = [i for b in mine for i in order[b * v.calib_batch_size:(b + 1) * v.calib_batch_size]]
-        val_indices = list(range(len(self.val_set)))[:v.max_images][ctx.rank::ctx.world_size]
+        val_indices = list(range(len(self.val_set)))
+        if v.max_images is not None and v.max_images < len(val_indices):  # a seeded subset of all classes
+            g = torch.Generator().manual_seed(cfg.seed + 1)
+            val_indices = sorted(torch.randperm(len(val_indices), generator=g)[:v.max_images].tolist())
+        val_indices = val_indices[ctx.rank::ctx.world_size]
         val_set = MappedDataset(self.val_set, EvalCrop(eval_preprocessing(cfg.data.crop_size)))
         results = {}
         for name, arch in {"smallest": SEARCH_SPACE.smallest(), "largest": SEARCH_SPACE.largest()}.items():

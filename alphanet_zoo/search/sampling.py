@@ -1,0 +1,129 @@
+"""Drawing, mutating and crossing subnets of the search space, under a FLOPs budget.
+
+FLOPs come from the analytic counter (`alphanet_zoo.count_flops`, cached), so a draw costs
+microseconds. Uniform draws from the space rarely land below ~300 MFLOPs (the smallest subnet
+has 203), so `sample_at_flops` falls back on a random descent toward the target when plain
+rejection sampling does not find one quickly.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from ..config import SEARCH_SPACE, ArchConfig, SearchSpace
+from ..flops import count_flops
+
+# (field, index into the field or None for resolution)
+Gene = tuple[str, "int | None"]
+
+_REJECTION_DRAWS = 256  # uniform draws tried before the guided descent
+_DESCENT_PROPOSALS = 2000  # proposals per descent before it restarts from a fresh draw
+_RESTARTS = 50
+
+
+def genes(space: SearchSpace = SEARCH_SPACE) -> list[tuple[Gene, tuple[int, ...]]]:
+    """Every choice of the space that has more than one option, with its options."""
+    out: list[tuple[Gene, tuple[int, ...]]] = [(("resolution", None), tuple(space.resolutions))]
+    out += [(("width", i), s.widths) for i, s in enumerate(space.stages)]
+    for field, attr in (("depth", "depths"), ("kernel_size", "kernel_sizes"), ("expand_ratio", "expand_ratios")):
+        out += [((field, i), getattr(s, attr)) for i, s in enumerate(space.mb_stages)]
+    return [(gene, options) for gene, options in out if len(options) > 1]
+
+
+def _get(arch: ArchConfig, gene: Gene) -> int:
+    field, index = gene
+    value = getattr(arch, field)
+    return value if index is None else value[index]
+
+
+def _set(arch: ArchConfig, gene: Gene, value: int) -> ArchConfig:
+    field, index = gene
+    if index is None:
+        return replace(arch, **{field: value})
+    values = list(getattr(arch, field))
+    values[index] = value
+    return replace(arch, **{field: tuple(values)})
+
+
+def flops_range(space: SearchSpace = SEARCH_SPACE) -> tuple[float, float]:
+    """MFLOPs of the smallest and the largest subnet."""
+    return count_flops(space.smallest()), count_flops(space.largest())
+
+
+def _check_band(low: float, high: float, space: SearchSpace) -> None:
+    smallest, largest = flops_range(space)
+    if high < smallest or low > largest:
+        raise ValueError(f"no subnet has between {low:.2f} and {high:.2f} MFLOPs: the search space spans "
+                         f"{smallest:.2f} (smallest) to {largest:.2f} MFLOPs (largest)")
+    if low > high:
+        raise ValueError(f"empty FLOPs range: {low:.2f} > {high:.2f}")
+
+
+def _descend(start: ArchConfig, low: float, high: float, rng: random.Random,
+             space: SearchSpace) -> ArchConfig | None:
+    """Random single-choice changes, each kept if it brings the FLOPs closer to [low, high]."""
+    table = genes(space)
+    arch, flops = start, count_flops(start)
+
+    def distance(f: float) -> float:
+        return low - f if f < low else f - high if f > high else 0.0
+
+    for _ in range(_DESCENT_PROPOSALS):
+        if distance(flops) == 0.0:
+            return arch
+        gene, options = rng.choice(table)
+        candidate = _set(arch, gene, rng.choice([o for o in options if o != _get(arch, gene)]))
+        candidate_flops = count_flops(candidate)
+        if distance(candidate_flops) < distance(flops):
+            arch, flops = candidate, candidate_flops
+    return arch if distance(flops) == 0.0 else None
+
+
+def sample_in_range(low: float, high: float, rng: random.Random, space: SearchSpace = SEARCH_SPACE) -> ArchConfig:
+    """A random subnet with ``low <= MFLOPs <= high``.
+
+    Uniform over such subnets when plain rejection sampling finds one within a few hundred draws;
+    otherwise the result of a random descent from a uniform draw.
+    """
+    _check_band(low, high, space)
+    for _ in range(_REJECTION_DRAWS):
+        arch = space.sample(rng)
+        if low <= count_flops(arch) <= high:
+            return arch
+    for _ in range(_RESTARTS):
+        arch = _descend(space.sample(rng), low, high, rng, space)
+        if arch is not None:
+            return arch
+    raise ValueError(f"found no subnet between {low:.2f} and {high:.2f} MFLOPs; widen the range")
+
+
+def sample_at_flops(target: float, tolerance: float = 10.0, seed: int | random.Random | None = None, *,
+                    space: SearchSpace = SEARCH_SPACE) -> ArchConfig:
+    """A random subnet whose MFLOPs (the paper's count) are within ``tolerance`` of ``target``.
+
+    The same integer ``seed`` gives the same subnet. ``ValueError`` if no subnet can be that size.
+
+        >>> arch = sample_at_flops(300, tolerance=5, seed=0)
+        >>> abs(count_flops(arch) - 300) <= 5
+        True
+    """
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0 MFLOPs, got {tolerance}")
+    rng = seed if isinstance(seed, random.Random) else random.Random(seed)
+    return sample_in_range(target - tolerance, target + tolerance, rng, space)
+
+
+def mutate(arch: ArchConfig, rng: random.Random, prob: float = 0.1, space: SearchSpace = SEARCH_SPACE) -> ArchConfig:
+    """Redraw each choice of ``arch`` uniformly with probability ``prob``."""
+    for gene, options in genes(space):
+        if rng.random() < prob:
+            arch = _set(arch, gene, rng.choice(options))
+    return arch
+
+
+def crossover(a: ArchConfig, b: ArchConfig, rng: random.Random, space: SearchSpace = SEARCH_SPACE) -> ArchConfig:
+    """Each choice taken from ``a`` or ``b`` with equal probability."""
+    child = a
+    for gene, _ in genes(space):
+        if rng.random() < 0.5:
+            child = _set(child, gene, _get(b, gene))
+    return child
