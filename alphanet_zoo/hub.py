@@ -60,9 +60,14 @@ def parse_hub_id(value: str) -> tuple[str, str | None]:
 
 def _hub_settings() -> dict[str, Any]:
     """The Hub client's settings from the environment, read now (not at import)."""
+    from huggingface_hub import constants
+
     env = os.environ
     cache = env.get("HF_HUB_CACHE") or (os.path.join(env["HF_HOME"], "hub") if env.get("HF_HOME") else None)
     offline = (env.get("HF_HUB_OFFLINE") or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    # huggingface_hub reads HF_HUB_OFFLINE once, at its import, and refuses every request while it
+    # was set then; keep it in step with the environment of this call
+    constants.HF_HUB_OFFLINE = offline
     return {"endpoint": env.get("HF_ENDPOINT") or None, "cache_dir": cache, "local_files_only": offline}
 
 

@@ -4,15 +4,18 @@
 
 Backends: ``eager`` (the PyTorch model as built), ``eager-cl`` (the same with channels-last
 weights), ``torchscript`` and ``onnxruntime`` (the files `to_torchscript` and `to_onnx` write,
-loaded back). Each backend's logits are compared with eager's before it is timed. Times are
-medians over ``--repeats`` calls after ``--warmup`` calls; a large fp32 matrix product measured at
-the same thread count gives the machine's ceiling, against which each row's GFLOP/s is set
-(2 FLOPs per multiply-add of the paper's MFLOPs count). Weights are random unless ``--supernet``
-is given: timings do not depend on weight values.
+loaded back). Each backend's logits are compared with eager's before it is timed. The backends
+of a model take turns in blocks of 5 timed calls (after ``--warmup`` untimed calls, then a
+quarter second of them before each later block) until each has ``--repeats`` timed calls, so
+load from other processes falls on all of them alike; rows give the median call and the fastest
+("best"). A large fp32 matrix product at the same thread count gives the machine's
+ceiling, against which each row's GFLOP/s is set (2 FLOPs per multiply-add of the paper's MFLOPs).
+Weights are random unless ``--supernet`` is given: timings do not depend on weight values.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -37,6 +40,11 @@ from .metadata import INPUT_NAME
 PROG = "alphanet-bench"
 BACKENDS = ("eager", "eager-cl", "torchscript", "onnxruntime")
 GEMM_SIZE = 3072
+# Backends take turns in blocks of BLOCK timed calls, each block after SETTLE_S seconds of untimed
+# calls: the previous backend's thread pool (ONNX Runtime's spinning workers, OpenMP's) keeps the
+# cores busy for a while after its last call and would slow the next backend's first calls.
+BLOCK = 5
+SETTLE_S = 0.25
 
 
 @dataclass
@@ -60,6 +68,7 @@ class Row:
     mflops: float
     ms_per_batch: float  # median
     ms_per_image: float
+    best_ms_per_image: float  # the fastest call: the least disturbed by other load
     images_per_s: float
     gflops_per_s: float  # 2 * MFLOPs * images/s
     ceiling_fraction: float | None  # of the measured matrix-product GFLOP/s
@@ -105,14 +114,34 @@ def time_calls(run: Callable[[Any], Any], inputs: Any, warmup: int, repeats: int
     return times
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """Run with ``threads`` intra-op threads, restoring the caller's count afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def gemm_gflops(threads: int, size: int = GEMM_SIZE, repeats: int = 5) -> float:
     """Median GFLOP/s of an fp32 ``size`` x ``size`` matrix product at ``threads`` threads."""
-    torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=generator)
     b = torch.randn(size, size, generator=generator)
-    times = time_calls(lambda ab: torch.mm(*ab), (a, b), warmup=2, repeats=repeats)
+    with torch_threads(threads):
+        times = time_calls(lambda ab: torch.mm(*ab), (a, b), warmup=2, repeats=repeats)
     return 2 * size ** 3 / statistics.median(times) / 1e9
+
+
+def _settle(run: Callable[[Any], Any], inputs: Any, calls: int) -> None:
+    """Untimed calls: at least ``calls``, and for at least `SETTLE_S` seconds."""
+    end = time.perf_counter() + SETTLE_S
+    done = 0
+    while done < calls or time.perf_counter() < end:
+        run(inputs)
+        done += 1
 
 
 def _max_diff(got: Any, expected: torch.Tensor) -> float:
@@ -121,51 +150,57 @@ def _max_diff(got: Any, expected: torch.Tensor) -> float:
 
 def benchmark_model(name: str, model: nn.Module, backends: Sequence[str], *, batch: int, threads: int,
                     warmup: int, repeats: int, ceiling: float | None = None,
-                    extra_runners: dict[str, Callable[[nn.Module], Runner]] | None = None,
-                    on_backend: Callable[[str], None] | None = None) -> list[Row]:
+                    extra_runners: dict[str, Callable[[nn.Module], Runner]] | None = None) -> list[Row]:
     """Rows for one model: each backend at batch 1 and at ``batch``.
 
-    ``extra_runners`` maps more backend names to runner factories (for benchmark scripts).
+    Backends are timed in turns, in blocks of `BLOCK` calls (``warmup`` untimed calls before the
+    first block, `SETTLE_S` seconds of them before the others), so a load that comes and goes on a
+    shared machine falls on all of them alike. ``extra_runners`` maps more backend
+    names to runner factories (for benchmark scripts).
     """
     from alphanet_zoo.flops import count_flops
 
-    torch.set_num_threads(threads)
-    model.eval()
-    mflops = count_flops(model.arch, model.num_classes)
-    params = sum(p.numel() for p in model.parameters())
-    resolution = model.arch.resolution
-    sizes = sorted({1, batch})
-    generator = torch.Generator().manual_seed(0)
-    inputs = {n: torch.randn(n, 3, resolution, resolution, generator=generator) for n in sizes}
-    with torch.inference_mode():
-        expected = {n: model(x).float() for n, x in inputs.items()}
-    rows: list[Row] = []
-    eager_ms: dict[int, float] = {}
-    factories = dict(extra_runners or {})
-    with tempfile.TemporaryDirectory(prefix="alphanet_bench_") as tmp:
-        for backend in backends:
-            if on_backend:
-                on_backend(backend)
-            runner = (factories[backend](model) if backend in factories
-                      else make_runner(backend, model, Path(tmp), threads))
-            for n in sizes:
-                prepared = runner.prepare(inputs[n])
+    with torch_threads(threads):
+        model.eval()
+        mflops = count_flops(model.arch, model.num_classes)
+        params = sum(p.numel() for p in model.parameters())
+        resolution = model.arch.resolution
+        generator = torch.Generator().manual_seed(0)
+        rows: list[Row] = []
+        factories = dict(extra_runners or {})
+        with tempfile.TemporaryDirectory(prefix="alphanet_bench_") as tmp:
+            runners = []
+            for backend in backends:
+                runners.append(factories[backend](model) if backend in factories
+                               else make_runner(backend, model, Path(tmp), threads))
+            for n in sorted({1, batch}):
+                x = torch.randn(n, 3, resolution, resolution, generator=generator)
+                prepared = [r.prepare(x) for r in runners]
                 with torch.inference_mode():
-                    diff = _max_diff(runner.run(prepared), expected[n])
-                times = time_calls(runner.run, prepared, warmup, repeats)
-                ms = statistics.median(times) * 1e3
-                if backend == "eager":
-                    eager_ms[n] = ms
-                images_per_s = n / ms * 1e3
-                gflops = 2 * mflops * images_per_s / 1e3
-                rows.append(Row(
-                    model=name, backend=backend, batch=n, threads=threads, params=params, mflops=round(mflops, 2),
-                    ms_per_batch=ms, ms_per_image=ms / n, images_per_s=images_per_s, gflops_per_s=gflops,
-                    ceiling_fraction=gflops / ceiling if ceiling else None,
-                    speedup_vs_eager=eager_ms[n] / ms if n in eager_ms else None,
-                    max_abs_diff_vs_eager=diff, times_ms=[t * 1e3 for t in times]))
-            del runner
-    return rows
+                    expected = model(x).float()
+                    diffs = [_max_diff(r.run(p), expected) for r, p in zip(runners, prepared)]
+                    times: list[list[float]] = [[] for _ in runners]
+                    for first in range(0, repeats, BLOCK):
+                        for r, p, t in zip(runners, prepared, times):
+                            _settle(r.run, p, warmup if first == 0 else 1)
+                            for _ in range(min(BLOCK, repeats - first)):
+                                start = time.perf_counter()
+                                r.run(p)
+                                t.append(time.perf_counter() - start)
+                medians = [statistics.median(t) * 1e3 for t in times]
+                eager_ms = medians[backends.index("eager")] if "eager" in backends else None
+                for backend, ms, t, diff in zip(backends, medians, times, diffs):
+                    images_per_s = n / ms * 1e3
+                    gflops = 2 * mflops * images_per_s / 1e3
+                    rows.append(Row(
+                        model=name, backend=backend, batch=n, threads=threads, params=params, mflops=round(mflops, 2),
+                        ms_per_batch=ms, ms_per_image=ms / n, best_ms_per_image=min(t) * 1e3 / n,
+                        images_per_s=images_per_s, gflops_per_s=gflops,
+                        ceiling_fraction=gflops / ceiling if ceiling else None,
+                        speedup_vs_eager=eager_ms / ms if eager_ms else None,
+                        max_abs_diff_vs_eager=diff, times_ms=[v * 1e3 for v in t]))
+            del runners
+        return rows
 
 
 def environment(threads: int) -> dict[str, Any]:
@@ -185,13 +220,14 @@ def environment(threads: int) -> dict[str, Any]:
 
 def format_table(rows: Sequence[Row]) -> str:
     """The rows as a fixed-width text table."""
-    header = (f"{'model':<10}{'backend':<13}{'batch':>6}{'ms/batch':>10}{'ms/image':>10}{'images/s':>10}"
+    header = (f"{'model':<10}{'backend':<13}{'batch':>6}{'ms/batch':>10}{'ms/image':>10}{'(best)':>8}{'images/s':>10}"
               f"{'vs eager':>9}{'GFLOP/s':>9}{'ceiling':>9}{'params':>12}{'MFLOPs':>9}{'max diff':>10}")
     lines = [header, "-" * len(header)]
     for r in rows:
         speedup = f"{r.speedup_vs_eager:.2f}x" if r.speedup_vs_eager else "-"
         ceiling = f"{100 * r.ceiling_fraction:.0f}%" if r.ceiling_fraction else "-"
         lines.append(f"{r.model:<10}{r.backend:<13}{r.batch:>6}{r.ms_per_batch:>10.2f}{r.ms_per_image:>10.2f}"
+                     f"{r.best_ms_per_image:>8.2f}"
                      f"{r.images_per_s:>10.1f}{speedup:>9}{r.gflops_per_s:>9.1f}{ceiling:>9}{r.params:>12,}"
                      f"{r.mflops:>9.2f}{r.max_abs_diff_vs_eager:>10.1e}")
     return "\n".join(lines)
@@ -240,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=16, help="batch size of the throughput rows (default 16)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="torch and ONNX Runtime intra-op threads (default: all cores)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls; the median is reported (default 10)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls first, per backend (default 3)")
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="timed calls per backend and batch size; the median is reported (default 10)")
     parser.add_argument("--supernet", metavar="CKPT", help="take weights from a supernet checkpoint (default: random)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--no-gemm", action="store_true", help="skip measuring the matrix-product ceiling")
@@ -263,29 +300,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise CLIError(f"cannot write {args.json}: folder {Path(args.json).parent} does not exist")
     supernet = Supernet.from_checkpoint(args.supernet) if args.supernet else None
 
-    torch.set_num_threads(threads)
     ceiling = None if args.no_gemm else gemm_gflops(threads)
     rows: list[Row] = []
-    bar = progress(None, total=len(models) * len(backends), desc="benchmark", unit="backend")
-    for name, arch in models:
+    for name, arch in progress(models, desc="benchmark", unit="model"):
         if supernet is not None:
             model = supernet.extract(arch)
         else:
             torch.manual_seed(0)
             model = AlphaNet(arch).eval()
         rows += benchmark_model(name, model, backends, batch=batch, threads=threads, warmup=warmup,
-                                repeats=repeats, ceiling=ceiling,
-                                on_backend=lambda b, name=name: (bar.set_postfix_str(f"{name} {b}"), bar.update()))
-    bar.close()
+                                repeats=repeats, ceiling=ceiling)
 
-    print(f"{PROG}: {threads} thread(s), warm-up {warmup}, median of {repeats}; "
+    ceiling_after = None if args.no_gemm else gemm_gflops(threads)
+    print(f"{PROG}: {threads} thread(s), {warmup} warm-up calls, median (and best) of {repeats} calls; "
           f"weights {'from ' + Path(args.supernet).name if supernet else 'random (timings do not depend on them)'}")
     if ceiling:
         print(f"fp32 matrix product {GEMM_SIZE}x{GEMM_SIZE}: {ceiling:.1f} GFLOP/s (the 'ceiling' column is each "
               f"row's GFLOP/s, 2 x MFLOPs x images/s, as a fraction of it)")
+        if abs(ceiling_after - ceiling) > 0.1 * ceiling:
+            print(f"warning: the matrix product ran at {ceiling_after:.1f} GFLOP/s after the benchmark: other load "
+                  f"on the machine changed meanwhile, so these timings are noisy")
     print(format_table(rows))
     if args.json:
-        report = {"environment": environment(threads), "gemm": {"size": GEMM_SIZE, "gflops_per_s": ceiling},
+        gemm = {"size": GEMM_SIZE, "gflops_per_s": ceiling, "gflops_per_s_after": ceiling_after}
+        report = {"environment": environment(threads), "gemm": gemm,
                   "settings": {"batch": batch, "warmup": warmup, "repeats": repeats, "backends": backends,
                                "weights": args.supernet or "random"},
                   "rows": [asdict(r) for r in rows]}

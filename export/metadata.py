@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +85,12 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    with open(path, "rb") as f:
-        is_zip = f.read(4) == b"PK\x03\x04"  # a TorchScript archive is a zip file; ONNX is protobuf
-    if is_zip:
-        from .runtime import load_torchscript
-
-        _module, extra = load_torchscript(path, with_metadata=True)
-        return extra
+    if zipfile.is_zipfile(path):  # a TorchScript archive; ONNX is protobuf
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith(f"/extra/{TORCHSCRIPT_METADATA_FILE}")), None)
+            if name is None:
+                raise ValueError(f"{path} is a TorchScript archive without {TORCHSCRIPT_METADATA_FILE} metadata")
+            return json.loads(archive.read(name).decode("utf-8"))
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)

@@ -51,7 +51,8 @@ def to_torchscript(model: nn.Module, path: str | os.PathLike, *, metadata: dict[
     with atomic_path(path) as tmp:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=FutureWarning)
-            torch.jit.save(module, str(tmp), _extra_files={TORCHSCRIPT_METADATA_FILE: json.dumps(meta)})
+            with open(tmp, "wb") as f:  # through a file object, so the archive's root is not the temp name
+                torch.jit.save(module, f, _extra_files={TORCHSCRIPT_METADATA_FILE: json.dumps(meta)})
         del module
         if verify:
             verification = verify_torchscript(tmp, model, batch_sizes=VERIFY_BATCH_SIZES, tolerance=tolerance,

@@ -84,7 +84,7 @@ def test_torch_hub_entry_points(official_checkpoint, supernet):
     model = torch.hub.load(str(REPO), "alphanet_a0", source="local", weights=str(official_checkpoint))
     x = torch.randn(1, 3, 192, 192)
     with torch.no_grad():
-        assert torch.equal(model(x), supernet.extract("a0")(x))
+        assert torch.allclose(model(x), supernet.extract("a0")(x), rtol=0, atol=1e-6)
     spec = importlib.util.spec_from_file_location("hubconf", REPO / "hubconf.py")
     hubconf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hubconf)
@@ -110,7 +110,8 @@ def test_extract_calibrates_reproducibly(official_checkpoint, supernet, tmp_path
                              "--calib-data", str(train), "--calib-batches", "2", "--calib-batch-size", "4",
                              "--seed", "3", "--workers", "0"]) == 0
         outs.append(load_file(out / "a0" / "model.safetensors"))
-    assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+    # same seed, same statistics (to the kernels' summation order)
+    assert all(torch.allclose(outs[0][k], outs[1][k], rtol=1e-6, atol=1e-7) for k in outs[0])
     uncalibrated = supernet.extract("a0").state_dict()
     assert not torch.equal(outs[0]["stem.bn.running_mean"], uncalibrated["stem.bn.running_mean"])
     assert torch.equal(outs[0]["stem.conv.weight"], uncalibrated["stem.conv.weight"])

@@ -51,6 +51,12 @@ def logits(model, x=X):
         return model(x)
 
 
+def same(a, b):
+    """Equal weights give equal logits, up to the kernels' summation order (oneDNN may pick its
+    blocking by a tensor's memory alignment, so two copies of a model can differ by ~1e-7)."""
+    return (a - b).abs().max().item() <= 1e-6
+
+
 def cached_blobs(tmp_path):
     return sorted(p.name for p in (tmp_path / "hf_home" / "hub").rglob("blobs/*"))
 
@@ -58,12 +64,12 @@ def cached_blobs(tmp_path):
 def test_load_by_name_downloads_checks_and_caches(hub, a0, tmp_path):
     model = load("a0", pretrained=True)
     assert isinstance(model, AlphaNet) and not model.training
-    assert torch.equal(logits(model), logits(a0))
+    assert same(logits(model), logits(a0))
     assert model.pretrained_cfg["name"] == "a0"
     assert model.pretrained_cfg["calibration"] == {"num_batches": 3, "batch_size": 4, "seed": 0}
     assert any("/resolve/main/model.safetensors" in path for _, path in hub.requests)
     assert len(cached_blobs(tmp_path)) == 2  # config.json and model.safetensors, in HF_HOME/hub
-    assert torch.equal(logits(load("AlphaNet-A0", pretrained=True)), logits(a0))
+    assert same(logits(load("AlphaNet-A0", pretrained=True)), logits(a0))
 
 
 def test_load_by_hub_id_and_revision(hub, a0, supernet, tmp_path):
@@ -72,10 +78,10 @@ def test_load_by_hub_id_and_revision(hub, a0, supernet, tmp_path):
         other.classifier.bias.add_(1.0)
     other.pretrained_cfg = {"name": "a0"}
     commit_b = hub.add_folder(REPO_A0, other.save_pretrained(tmp_path / "b"), branch="main")
-    assert torch.equal(logits(load(f"hf-hub:{REPO_A0}")), logits(other))
-    assert torch.equal(logits(load(f"hf-hub:{REPO_A0}@{hub.commit_a0}")), logits(a0))
-    assert torch.equal(logits(load(f"hf-hub:{REPO_A0}", revision=hub.commit_a0)), logits(a0))
-    assert torch.equal(logits(load("a0", pretrained=True, revision=commit_b)), logits(other))
+    assert same(logits(load(f"hf-hub:{REPO_A0}")), logits(other))
+    assert same(logits(load(f"hf-hub:{REPO_A0}@{hub.commit_a0}")), logits(a0))
+    assert same(logits(load(f"hf-hub:{REPO_A0}", revision=hub.commit_a0)), logits(a0))
+    assert same(logits(load("a0", pretrained=True, revision=commit_b)), logits(other))
     with pytest.raises(WeightsUnavailableError, match="no revision 'v9'"):
         load(f"hf-hub:{REPO_A0}@v9")
     with pytest.raises(ValueError, match="bad Hub id"):
@@ -90,7 +96,7 @@ def test_registry_pin_selects_revision_and_checks_sha256(hub, a0, supernet, tmp_
         newer.stem.bn.bias.add_(1.0)
     hub.add_folder(REPO_A0, newer.save_pretrained(tmp_path / "newer"))  # main moves on
     monkeypatch.setitem(registry._PUBLISHED_WEIGHTS, "a0", {"revision": hub.commit_a0, "sha256": sha})
-    assert torch.equal(logits(load("a0", pretrained=True)), logits(a0))  # the pin, not main
+    assert same(logits(load("a0", pretrained=True)), logits(a0))  # the pin, not main
     assert all("/resolve/main/" not in path for _, path in hub.requests)
     monkeypatch.setitem(registry._PUBLISHED_WEIGHTS, "a0", {"revision": hub.commit_a0, "sha256": "0" * 64})
     with pytest.raises(WeightsIntegrityError, match="pinned in the registry"):
@@ -106,7 +112,7 @@ def test_corrupt_downloads_are_refused_and_not_kept(hub, a0, tmp_path, mode):
     assert [b for b in cached_blobs(tmp_path) if not b.endswith(".lock")] == [
         FakeHub.etag("config.json", (hub.repos[REPO_A0].files[hub.commit_a0]["config.json"]))]
     del hub.corrupt[(REPO_A0, "model.safetensors")]
-    assert torch.equal(logits(load("a0", pretrained=True)), logits(a0))  # the next try is clean
+    assert same(logits(load("a0", pretrained=True)), logits(a0))  # the next try is clean
 
 
 def test_offline_uses_the_cache_and_fails_clearly_without_it(hub, a0, tmp_path, monkeypatch):
@@ -118,7 +124,7 @@ def test_offline_uses_the_cache_and_fails_clearly_without_it(hub, a0, tmp_path, 
     load("a0", pretrained=True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub.requests.clear()
-    assert torch.equal(logits(load("a0", pretrained=True)), logits(a0))
+    assert same(logits(load("a0", pretrained=True)), logits(a0))
     assert hub.requests == []
 
 
@@ -131,7 +137,7 @@ def _closed_port_url():
 def test_unreachable_hub_fails_at_once_or_serves_the_cache(hub, a0, monkeypatch):
     load("a0", pretrained=True)
     monkeypatch.setenv("HF_ENDPOINT", _closed_port_url())
-    assert torch.equal(logits(load("a0", pretrained=True)), logits(a0))  # cached: works without the Hub
+    assert same(logits(load("a0", pretrained=True)), logits(a0))  # cached: works without the Hub
     start = time.monotonic()
     with pytest.raises(WeightsUnavailableError, match=r"a5 .*not cached and the Hub .* is unreachable"):
         load("a5", pretrained=True)
@@ -148,12 +154,12 @@ def test_unpublished_weights_say_how_to_get_them(hub):
 
 def test_round_trips_folder_file_and_supernet(a0, a0_folder, official_checkpoint, tmp_path):
     assert sorted(p.name for p in a0_folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
-    assert torch.equal(logits(load("a0", weights=a0_folder)), logits(a0))
-    assert torch.equal(logits(load(a0_folder)), logits(a0))  # a folder alone names its architecture
-    assert torch.equal(logits(load("a0", weights=a0_folder / "model.safetensors")), logits(a0))
-    assert torch.equal(logits(load("a0", weights=official_checkpoint)), logits(a0))
+    assert same(logits(load("a0", weights=a0_folder)), logits(a0))
+    assert same(logits(load(a0_folder)), logits(a0))  # a folder alone names its architecture
+    assert same(logits(load("a0", weights=a0_folder / "model.safetensors")), logits(a0))
+    assert same(logits(load("a0", weights=official_checkpoint)), logits(a0))
     torch.save(a0.state_dict(), tmp_path / "a0.pth")
-    assert torch.equal(logits(load("a0", weights=tmp_path / "a0.pth")), logits(a0))
+    assert same(logits(load("a0", weights=tmp_path / "a0.pth")), logits(a0))
     with pytest.raises(ValueError, match="holds architecture"):
         load("a5", weights=a0_folder)
     with pytest.raises(CheckpointError, match="does not match"):
@@ -166,10 +172,10 @@ def test_num_classes_keeps_the_backbone(a0, a0_folder):
     model = load("a0", weights=a0_folder, num_classes=10)
     assert model.classifier.out_features == 10 and model.num_classes == 10
     with torch.no_grad():
-        assert torch.equal(model.forward_head(model.forward_features(X), pre_logits=True),
-                           a0.forward_head(a0.forward_features(X), pre_logits=True))
+        assert same(model.forward_head(model.forward_features(X), pre_logits=True),
+                    a0.forward_head(a0.forward_features(X), pre_logits=True))
     folder = model.save_pretrained(a0_folder.parent / "ten")
-    assert torch.equal(logits(load(folder, num_classes=10)), logits(model))  # the 10-class head travels along
+    assert same(logits(load(folder, num_classes=10)), logits(model))  # the 10-class head travels along
     assert json.loads((folder / "config.json").read_text())["num_classes"] == 10
 
 
@@ -212,7 +218,7 @@ def test_push_to_hub_then_load_it_back(hub, a0):
     assert url.startswith(f"{hub.url}/someone/my-a0/commit/")
     assert set(hub.repos["someone/my-a0"].files[url.rsplit("/", 1)[1]]) == {"README.md", "config.json",
                                                                            "model.safetensors"}
-    assert torch.equal(logits(load("hf-hub:someone/my-a0")), logits(a0))
+    assert same(logits(load("hf-hub:someone/my-a0")), logits(a0))
 
 
 def test_extract_command_writes_hub_ready_folders_and_pushes(hub, official_checkpoint, a0, tmp_path, capsys):
@@ -221,6 +227,6 @@ def test_extract_command_writes_hub_ready_folders_and_pushes(hub, official_check
     out = tmp_path / "out"
     assert extract_main(["--supernet", str(official_checkpoint), "--arch", "a0", "--out", str(out),
                          "--push", "myorg"]) == 0
-    assert torch.equal(logits(load("a0", weights=out / "a0")), logits(a0))
-    assert torch.equal(logits(load("hf-hub:myorg/alphanet-a0")), logits(a0))
+    assert same(logits(load("a0", weights=out / "a0")), logits(a0))
+    assert same(logits(load("hf-hub:myorg/alphanet-a0")), logits(a0))
     assert "a0: pushed" in capsys.readouterr().out
