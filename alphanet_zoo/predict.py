@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from .imagenet import imagenet_classes
+from .images import load_image
 from .transforms import transforms
 
 
@@ -18,9 +19,7 @@ def _open(image: Any) -> Image.Image:
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         try:
-            with Image.open(path) as im:
-                im.load()
-                return im.copy()
+            return load_image(path)
         except FileNotFoundError:
             raise FileNotFoundError(f"image not found: {path}") from None
         except (OSError, SyntaxError) as e:  # PIL: unidentified or truncated image

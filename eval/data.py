@@ -16,6 +16,7 @@ marked with the reason, so the evaluation loop can stop naming the file or skip 
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -24,12 +25,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from alphanet_zoo.images import IMAGE_EXTENSIONS, is_image_file, load_image
 from alphanet_zoo.imagenet import synset_to_index
-from alphanet_zoo.transforms import IMAGENET_MEAN, IMAGENET_STD, resize_to_resolution
+from alphanet_zoo.transforms import resize_to_resolution
 
 from .ground_truth import GROUND_TRUTH_FILES, read_ground_truth
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp")
 SYNSET_FOLDERS, GROUND_TRUTH_FILE = "synset_folders", "ground_truth_file"
 
 
@@ -51,18 +52,6 @@ class Sample:
 
     path: str
     target: int
-
-
-def is_image_file(path: str | os.PathLike) -> bool:
-    """Whether a file name has an image extension (any case)."""
-    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
-
-
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode an image as RGB (any mode converts: L, RGBA, P, CMYK, I;16...)."""
-    with open(path, "rb") as f:
-        image = Image.open(f)
-        return image.convert("RGB")
 
 
 def _image_files(folder: Path) -> list[str]:
@@ -186,19 +175,20 @@ def eval_loader(samples: Sequence[Sample], transform: Callable[[Image.Image], to
 class CalibrationTransform:
     """The training-style transform the official test script calibrates BN with.
 
-    RandomResizedCrop(224, bicubic), random horizontal flip, ToTensor, Normalize, then the
-    bicubic resize to the model's resolution (what the official forward does to its input).
+    Random resized crop (224, bicubic), random horizontal flip, to tensor, normalise (the training
+    crop without AutoAugment, `alphanet_zoo.train.data.TrainTransform`), then the bicubic resize to
+    the model's resolution (what the official forward does to its input). ``transform(image, rng)``
+    draws every random choice from ``rng``.
     """
 
     def __init__(self, resolution: int, crop_size: int = 224) -> None:
-        from torchvision import transforms as T
+        from alphanet_zoo.train.data import TrainTransform
 
         self.resolution = resolution
-        self._pil = T.Compose([T.RandomResizedCrop(crop_size, interpolation=T.InterpolationMode.BICUBIC),
-                               T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        self._crop = TrainTransform(crop_size, "bicubic", auto_augment=None)
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        return resize_to_resolution(self._pil(image), self.resolution)
+    def __call__(self, image: Image.Image, rng: random.Random) -> torch.Tensor:
+        return resize_to_resolution(self._crop(image, rng), self.resolution)
 
 
 class _SeededImages(Dataset):
@@ -219,11 +209,7 @@ class _SeededImages(Dataset):
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             return torch.zeros(3, self.transform.resolution, self.transform.resolution), \
                 f"{sample.path}\0{type(e).__name__}: {e}"
-        # torchvision's random transforms draw from torch's CPU generator: seed it for this draw
-        # only (fork_rng restores it; torch.manual_seed would also reseed CUDA's)
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
-            return self.transform(image), ""
+        return self.transform(image, random.Random(seed)), ""
 
 
 class CalibrationBatches:

@@ -6,7 +6,6 @@ file: slicing, block order, SE, shortcuts and head are all re-derived here.
 """
 import math
 
-import torch
 import torch.nn.functional as F
 
 STRIDES = [1, 2, 2, 2, 1, 2, 1]

@@ -18,10 +18,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from ..images import IMAGE_EXTENSIONS, load_image
 from ..transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, resize_to_resolution
 from .autoaugment import AutoAugment
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def image_folder(root: str | os.PathLike, imagenet_labels: bool = False):
@@ -37,7 +36,7 @@ def image_folder(root: str | os.PathLike, imagenet_labels: bool = False):
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
     try:
-        dataset = DatasetFolder(str(root), loader=_load_rgb, extensions=IMAGE_EXTENSIONS)
+        dataset = DatasetFolder(str(root), loader=load_image, extensions=IMAGE_EXTENSIONS)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{root} is not an image folder (one sub-folder of images per class): {e}") from None
     if imagenet_labels:
@@ -62,11 +61,6 @@ def is_imagenet_folder(root: str | os.PathLike) -> bool:
     index = synset_to_index()
     folders = [d.name for d in Path(root).iterdir() if d.is_dir() and not d.name.startswith(".")]
     return bool(folders) and all(name in index for name in folders)
-
-
-def _load_rgb(path: str) -> Image.Image:
-    with open(path, "rb") as f:
-        return Image.open(f).convert("RGB")
 
 
 def random_resized_crop_box(width: int, height: int, rng: random.Random, scale: Sequence[float] = (0.08, 1.0),
@@ -275,7 +269,7 @@ class LabelledImages(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
         path, label = self.samples[index]
-        return _load_rgb(path), label
+        return load_image(path), label
 
 
 class MappedDataset(Dataset):
