@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ._cli import CLIError, cli_main, parse_arch, parse_archs, progress
-from .registry import MODELS
+from .registry import MODELS, hub_repo_name
 
 CALIBRATION_RECIPE = ("official: running statistics reset, cumulative average (momentum None), "
                       "batches of training images (RandomResizedCrop 224 bicubic, horizontal flip, "
@@ -63,7 +63,8 @@ def extract_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the calibration image sampling")
     parser.add_argument("--workers", type=int, default=4, help="data loading processes for calibration")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--push", metavar="ORG", help="upload each folder to the Hub as ORG/alphanet-<name>")
+    parser.add_argument("--push", metavar="ORG", help="upload each folder to the Hub as ORG/alphanet-<name> "
+                                                      "(a5_base: alphanet-a5-base)")
     args = parser.parse_args(argv)
 
     archs = parse_archs(args.arch)
@@ -97,7 +98,7 @@ def extract_main(argv: Sequence[str] | None = None) -> int:
         folder = model.to("cpu").save_pretrained(out / name)
         print(f"{name}: wrote {folder}")
         if args.push:
-            url = model.push_to_hub(f"{args.push}/alphanet-{name.replace('_', '-')}")
+            url = model.push_to_hub(f"{args.push}/{hub_repo_name(name)}")
             print(f"{name}: pushed {url}")
     return 0
 

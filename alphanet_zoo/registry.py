@@ -52,7 +52,7 @@ class ModelInfo:
 
     @property
     def weights(self) -> WeightsInfo:
-        return WeightsInfo(hub_repo=f"{HUB_ORG}/alphanet-{self.name.replace('_', '-')}",
+        return WeightsInfo(hub_repo=f"{HUB_ORG}/{hub_repo_name(self.name)}",
                            **_PUBLISHED_WEIGHTS.get(self.name, {}))
 
     @property
@@ -62,15 +62,10 @@ class ModelInfo:
 
         return Preprocessing(resolution=self.arch.resolution)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready metadata, as written into ``config.json`` and model cards."""
-        return {"name": self.name, "official_key": self.official_key, "official_name": self.official_name,
-                "architecture": self.arch.to_dict(), "mflops": self.mflops, "params": self.params,
-                "published": {"top1": self.published_top1, "top5": self.published_top5,
-                              "mflops": self.published_mflops},
-                "preprocessing": self.preprocessing.to_dict(), "paper": PAPER, "license": WEIGHTS_LICENSE,
-                "weights": {"hub_repo": self.weights.hub_repo, "revision": self.weights.revision,
-                            "sha256": self.weights.sha256, "source": self.weights.source}}
+
+def hub_repo_name(name: str) -> str:
+    """The Hub repository name of a model's weights, under an organisation: ``alphanet-a5-base``."""
+    return f"alphanet-{name.replace('_', '-')}"
 
 
 # Pins of published weights by model name: {"revision": commit id, "sha256": of model.safetensors}.
