@@ -5,24 +5,32 @@
     >>> supernet = alphanet_zoo.Supernet.from_checkpoint("alphanet_pretrained.pth.tar")
     >>> a5 = supernet.extract("a5")                   # its weights, sliced from the supernet
     >>> alphanet_zoo.count_flops("a5")                # 491.48 MFLOPs, the paper's convention
-    >>> model = alphanet_zoo.load("a5", pretrained=True)  # BN-calibrated weights from the Hub
+    >>> model = alphanet_zoo.load("a5", weights="weights/a5")   # a folder alphanet-extract wrote
 """
-from .calibration import calibrate_bn
-from .checkpoint import CheckpointError
-from .config import SEARCH_SPACE, ArchConfig, SearchSpace, StageSpace
-from .flops import count_flops, count_flops_fvcore
-from .hub import WeightsIntegrityError, WeightsUnavailableError, load
-from .model import AlphaNet
-from .predict import predict
-from .registry import MODELS, ModelInfo, WeightsInfo, get_arch, list_models, model_info, resolve_arch
-from .supernet import Supernet
-from .transforms import Preprocessing, transforms
+import logging
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+logging.getLogger("alphanet_zoo").addHandler(logging.NullHandler())
+
+from .calibration import calibrate_bn  # noqa: E402
+from .checkpoint import CheckpointError  # noqa: E402
+from .config import SEARCH_SPACE, ArchConfig, SearchSpace, StageSpace  # noqa: E402
+from .errors import AlphaNetError, InputError, OutputError  # noqa: E402
+from .flops import count_flops, count_flops_fvcore, count_params  # noqa: E402
+from .hub import WeightsIntegrityError, WeightsUnavailableError  # noqa: E402
+from .model import AlphaNet  # noqa: E402
+from .prediction import predict  # noqa: E402
+from .preprocessing import Preprocessing, transforms  # noqa: E402
+from .record import Calibration, Measurement, ModelRecord  # noqa: E402
+from .registry import MODELS, ModelInfo, WeightsInfo, get_arch, list_models, model_info, resolve_arch  # noqa: E402
+from .supernet import Supernet  # noqa: E402
+from .weights import WeightsSpec, load  # noqa: E402
 
 __all__ = [
-    "AlphaNet", "ArchConfig", "CheckpointError", "MODELS", "ModelInfo", "Preprocessing", "SEARCH_SPACE",
-    "SearchSpace", "StageSpace", "Supernet", "WeightsInfo", "WeightsIntegrityError", "WeightsUnavailableError",
-    "calibrate_bn", "count_flops", "count_flops_fvcore", "get_arch", "list_models", "load", "model_info",
-    "predict", "resolve_arch", "transforms",
+    "AlphaNet", "AlphaNetError", "ArchConfig", "Calibration", "CheckpointError", "InputError", "MODELS",
+    "Measurement", "ModelInfo", "ModelRecord", "OutputError", "Preprocessing", "SEARCH_SPACE", "SearchSpace",
+    "StageSpace", "Supernet", "WeightsInfo", "WeightsIntegrityError", "WeightsSpec", "WeightsUnavailableError",
+    "calibrate_bn", "count_flops", "count_flops_fvcore", "count_params", "get_arch", "list_models", "load",
+    "model_info", "predict", "resolve_arch", "transforms",
 ]

@@ -14,9 +14,10 @@ from typing import Callable, Mapping, TypeVar
 import torch
 from torch import nn
 
-M = TypeVar("M", bound=nn.Module)
-
 from .config import SEARCH_SPACE
+from .errors import InputError
+
+M = TypeVar("M", bound=nn.Module)
 
 OFFICIAL_PREFIX = "module."
 
@@ -44,8 +45,8 @@ OFFICIAL_SKIPPED = {
 }
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: unreadable, unsafe, or with wrong keys or shapes."""
+class CheckpointError(InputError):
+    """A checkpoint that cannot be used: unreadable, unsafe, or with wrong keys, shapes, types or values."""
 
 
 def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -55,8 +56,10 @@ def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
     ``state_dict`` or ``model`` (as the official release and training checkpoints do).
     """
     path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint {path} is not a file")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -73,8 +76,10 @@ def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
             f"refusing to load {path}: it is not plain tensor data (weights_only=True rejected it, "
             f"so it may hold code). Convert it to safetensors or re-save it as a plain state dict. "
             f"Detail: {str(e).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): {e}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, MemoryError, IndexError, KeyError) as e:
+        # torch.load's errors for a damaged archive or pickle
+        raise CheckpointError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): "
+                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), Mapping):
@@ -150,14 +155,39 @@ def num_classes_in(state: Mapping[str, torch.Tensor], default: int = 1000) -> in
     return weight.shape[0] if weight is not None and weight.dim() == 2 else default
 
 
-def build_with_state(factory: Callable[[], M], state: Mapping[str, torch.Tensor], what: str) -> M:
+def check_values(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], what: str,
+                 allow_nonfinite: bool = False) -> None:
+    """Raise `CheckpointError` naming the tensors whose kind is wrong (integers or booleans where the
+    model holds floats, or the reverse) or, unless ``allow_nonfinite``, that hold NaN or infinity."""
+    wrong_type, nonfinite = [], []
+    for key, tensor in state.items():
+        want = expected[key].dtype
+        if tensor.dtype.is_floating_point != want.is_floating_point or tensor.dtype.is_complex:
+            wrong_type.append(f"{key} ({str(tensor.dtype).removeprefix('torch.')}, expected "
+                              f"{str(want).removeprefix('torch.')})")
+        elif tensor.dtype.is_floating_point and not allow_nonfinite and not torch.isfinite(tensor).all():
+            nonfinite.append(key)
+    problems = []
+    for label, keys in (("tensors of the wrong type", wrong_type), ("tensors holding NaN or infinity", nonfinite)):
+        if keys:
+            shown = ", ".join(keys[:10]) + (f", ... ({len(keys) - 10} more)" if len(keys) > 10 else "")
+            problems.append(f"{len(keys)} {label}: {shown}")
+    if problems:
+        raise CheckpointError(f"{what} is not usable: " + "; ".join(problems)
+                              + (" (pass allow_nonfinite=True to load such weights anyway)" if nonfinite else ""))
+
+
+def build_with_state(factory: Callable[[], M], state: Mapping[str, torch.Tensor], what: str,
+                     allow_nonfinite: bool = False) -> M:
     """Build ``factory()`` on the meta device (no allocation, no init) and load ``state`` into it, strictly.
 
-    The tensors are taken as they are (cast to the module's dtypes), so loading costs no copy.
+    Keys, shapes, tensor kinds and (unless ``allow_nonfinite``) finiteness are checked first. The
+    tensors are taken as they are (cast to the module's dtypes), so loading costs no copy.
     """
     with torch.device("meta"):
         model = factory()
     expected = model.state_dict()
     check_state_dict(state, {k: v.shape for k, v in expected.items()}, what)
+    check_values(state, expected, what, allow_nonfinite)
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True, assign=True)
     return model

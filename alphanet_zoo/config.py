@@ -11,6 +11,9 @@ import random
 from dataclasses import dataclass, fields
 from typing import Any, Iterable, Mapping
 
+from ._io import parse_json
+from .errors import InputError, InputTypeError
+
 NUM_MB_STAGES = 7
 NUM_WIDTHS = NUM_MB_STAGES + 2  # first conv, seven MB stages, last conv
 
@@ -35,7 +38,7 @@ def _as_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise TypeError(f"ArchConfig.{name} must hold integers, got {value!r}")
+        raise InputTypeError(f"ArchConfig.{name} must hold integers, got {value!r}")
     return value
 
 
@@ -58,11 +61,11 @@ class ArchConfig:
         for name, length in _ARCH_LENGTHS.items():
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-                raise TypeError(f"ArchConfig.{name} must be a sequence of {length} integers, got {value!r}")
+                raise InputTypeError(f"ArchConfig.{name} must be a sequence of {length} integers, got {value!r}")
             value = tuple(_as_int(name, v) for v in value)
             if len(value) != length:
                 stages = WIDTH_STAGES if name == "width" else MB_STAGES
-                raise ValueError(f"ArchConfig.{name} needs {length} entries ({', '.join(stages)}), "
+                raise InputError(f"ArchConfig.{name} needs {length} entries ({', '.join(stages)}), "
                                  f"got {len(value)}: {list(value)}")
             object.__setattr__(self, name, value)
 
@@ -75,7 +78,7 @@ class ArchConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> "ArchConfig":
         """Build from a dict such as ``to_dict()`` or an official config; unknown keys are an error."""
         if not isinstance(data, Mapping):
-            raise TypeError(f"an architecture config must be a mapping, got {type(data).__name__}")
+            raise InputTypeError(f"an architecture config must be a mapping, got {type(data).__name__}")
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in data]
         unknown = sorted(set(data) - set(names))
@@ -85,7 +88,7 @@ class ArchConfig:
                 parts.append(f"missing {', '.join(missing)}")
             if unknown:
                 parts.append(f"unknown {', '.join(unknown)}")
-            raise ValueError(f"bad architecture config ({'; '.join(parts)}); expected keys: {', '.join(names)}")
+            raise InputError(f"bad architecture config ({'; '.join(parts)}); expected keys: {', '.join(names)}")
         return cls(**{n: data[n] for n in names})
 
     def to_json(self) -> str:
@@ -93,7 +96,7 @@ class ArchConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "ArchConfig":
-        return cls.from_dict(json.loads(text))
+        return cls.from_dict(parse_json(text, "architecture JSON"))
 
     def validate(self, space: "SearchSpace | None" = None) -> "ArchConfig":
         """Raise ``ValueError`` naming the field, stage and allowed values if outside ``space``."""
@@ -130,24 +133,24 @@ class SearchSpace:
     def check(self, arch: ArchConfig) -> None:
         """Raise ``ValueError`` for the first field of ``arch`` outside the space."""
         if not isinstance(arch, ArchConfig):
-            raise TypeError(f"expected an ArchConfig, got {type(arch).__name__}")
+            raise InputTypeError(f"expected an ArchConfig, got {type(arch).__name__}")
         if arch.resolution not in self.resolutions:
-            raise ValueError(f"resolution {arch.resolution} is not in the search space; "
+            raise InputError(f"resolution {arch.resolution} is not in the search space; "
                              f"allowed: {list(self.resolutions)}")
         for stage, w in zip(self.stages, arch.width):
             if w not in stage.widths:
-                raise ValueError(f"width of stage {stage.name} is {w}; allowed: {list(stage.widths)}")
+                raise InputError(f"width of stage {stage.name} is {w}; allowed: {list(stage.widths)}")
         for name, attr in (("depth", "depths"), ("kernel_size", "kernel_sizes"),
                            ("expand_ratio", "expand_ratios")):
             for stage, v in zip(self.mb_stages, getattr(arch, name)):
                 allowed = getattr(stage, attr)
                 if v not in allowed:
-                    raise ValueError(f"{name} of stage {stage.name} is {v}; allowed: {list(allowed)}")
+                    raise InputError(f"{name} of stage {stage.name} is {v}; allowed: {list(allowed)}")
 
     def contains(self, arch: ArchConfig) -> bool:
         try:
             self.check(arch)
-        except ValueError:
+        except InputError:
             return False
         return True
 
@@ -191,4 +194,4 @@ SEARCH_SPACE = SearchSpace(
     ),
     resolutions=(192, 224, 256, 288),
 )
-"""The AlphaNet / AttentiveNAS search space (``DESIGN.md``)."""
+"""The AlphaNet / AttentiveNAS search space (``docs/design.md``)."""

@@ -1,7 +1,7 @@
-"""FLOPs in the paper's convention: multiply-adds of conv and linear layers, in millions.
+"""FLOPs in the paper's convention (multiply-adds of conv and linear layers, in millions) and parameters.
 
-`count_flops` is analytic (from the layout, no model is built) and cached, for search loops.
-`count_flops_fvcore` traces a built model with fvcore, to cross-check it.
+`count_flops` and `count_params` are analytic (from the layout, no model is built) and cached, for
+search loops and model records. `count_flops_fvcore` traces a built model with fvcore, to cross-check.
 """
 from __future__ import annotations
 
@@ -40,6 +40,34 @@ def _count(arch: ArchConfig, num_classes: int) -> float:
     macs += layout.head_in * layout.head_mid * side * side
     macs += layout.head_mid * layout.head_out + layout.head_out * layout.num_classes
     return macs / 1e6
+
+
+@functools.lru_cache(maxsize=4096)
+def _params(arch: ArchConfig, num_classes: int) -> int:
+    layout = subnet_layout(arch, SEARCH_SPACE, num_classes)
+
+    def conv_bn(c_in: int, c_out: int, k: int = 1, groups: int = 1) -> int:
+        return c_in // groups * c_out * k * k + 2 * c_out  # weight, BN weight and bias
+
+    total = conv_bn(3, layout.stem_channels, 3)
+    for stage in layout.stages:
+        for b in stage:
+            if b.has_expand:
+                total += conv_bn(b.in_channels, b.mid_channels)
+            total += conv_bn(b.mid_channels, b.mid_channels, b.kernel_size, b.mid_channels)
+            if b.se_channels:
+                total += 2 * b.mid_channels * b.se_channels + b.se_channels + b.mid_channels
+            total += conv_bn(b.mid_channels, b.out_channels)
+            if b.shortcut_conv:
+                total += b.in_channels * b.out_channels
+    total += conv_bn(layout.head_in, layout.head_mid)
+    total += layout.head_mid * layout.head_out + layout.head_out * layout.num_classes + layout.num_classes
+    return total
+
+
+def count_params(arch: ArchConfig | str | Mapping, num_classes: int = 1000) -> int:
+    """Parameters of the standalone subnet (every one of them runs; no dead shortcut weights)."""
+    return _params(resolve_arch(arch).validate(), num_classes)
 
 
 def count_flops(arch: ArchConfig | str | Mapping, num_classes: int = 1000) -> float:

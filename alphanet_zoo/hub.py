@@ -1,42 +1,59 @@
-"""`load()`: a model by name, Hub id or local weights, with integrity checks on everything downloaded.
+"""Downloading weights from the Hugging Face Hub, with integrity checks and bounded waiting.
 
-    load("a5")                              # architecture only, random init
-    load("a5", pretrained=True)             # weights from the Hub, at the registry's pinned revision
-    load("hf-hub:org/repo@rev")             # any Hub repo written by save_pretrained
-    load("a5", weights="folder/")           # a save_pretrained folder, a .safetensors file,
-    load("a5", weights="supernet.pth.tar")  # ... or a supernet checkpoint (the subnet is extracted)
+The real ``huggingface_hub`` client does the transfer and keeps the cache; this module adds what
+it lacks for model weights:
 
-The Hub client honours ``HF_HOME``/``HF_HUB_CACHE``, ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE``; they are
-read at each call. Nothing is unpickled with code: safetensors, or ``torch.load(weights_only=True)``.
+- integrity: every file is checked against a sha256 pinned in the registry, else against the
+  Hub's own content hash (the LFS etag; the git blob sha1 of a small file); a bad file leaves the
+  cache, so the next try downloads it anew;
+- bounded waiting: one probe (`PROBE_TIMEOUT_S`, no retries) before downloading, so an unreachable
+  Hub or one answering 5xx falls back on the cache, or fails, in seconds instead of after the
+  client's back-off; a transfer that stalls (less than `MIN_PROGRESS_BYTES` in `STALL_TIMEOUT_S`)
+  is abandoned;
+- every failure is one `WeightsUnavailableError` or `WeightsIntegrityError` saying what happened
+  and what to do.
+
+The client's settings come from the environment at each call (``HF_HOME``/``HF_HUB_CACHE``,
+``HF_ENDPOINT``, ``HF_HUB_OFFLINE``); the client's module globals are never written.
 """
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 import os
 import re
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable
 
-import torch
+from .errors import AlphaNetError, InputError
 
-from .checkpoint import CheckpointError, build_with_state, num_classes_in, read_state_dict
-from .config import ArchConfig
-from .model import AlphaNet
-from .pretrained import CONFIG_NAME, WEIGHTS_NAME
-from .registry import MODELS, model_info, resolve_arch
-from .supernet import Supernet
+log = logging.getLogger("alphanet_zoo")
 
 HUB_PREFIX = "hf-hub:"
+PROBE_TIMEOUT_S = 5.0  # the probe's wait for the Hub's answer
+STALL_TIMEOUT_S = 30.0  # a transfer with less than MIN_PROGRESS_BYTES in this long is abandoned
+MIN_PROGRESS_BYTES = 64 << 10
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _GIT_SHA1 = re.compile(r"^[0-9a-f]{40}$")
+# the Hub's own rules: letters, digits, '-', '_', '.'; no '--' or '..'; not starting or ending in '-' or '.'
+_REPO_PART = re.compile(r"^(?![.-])(?!.*(--|\.\.))[\w.-]{1,96}(?<![.-])$")
+_REVISION = re.compile(r"^(?!/)(?!.*//)(?!.*(^|/)\.\.?(/|$))[\w.\-/]{1,255}(?<!/)$")
 
 
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be had: not cached and the Hub is offline, unreachable or lacks them."""
+class WeightsUnavailableError(AlphaNetError, RuntimeError):
+    """Weights could not be had: not cached and the Hub is offline, unreachable, stalled or lacks them."""
 
 
-class WeightsIntegrityError(RuntimeError):
+class NoPretrainedWeightsError(WeightsUnavailableError, InputError):
+    """Pretrained weights were asked for an architecture that has none (a custom one): bad input."""
+
+    exit_code = InputError.exit_code
+
+
+class WeightsIntegrityError(AlphaNetError, RuntimeError):
     """A downloaded weights file does not have the expected content (it is removed from the cache)."""
 
 
@@ -44,31 +61,52 @@ def how_to_get_weights(name: str | None) -> str:
     arch = name or "NAME"
     return (f"To get them: connect to the Hugging Face Hub (or set HF_ENDPOINT to a mirror) and retry; or "
             f"build them from the authors' supernet checkpoint alphanet_pretrained.pth.tar with "
-            f"`alphanet-extract --supernet alphanet_pretrained.pth.tar --arch {arch} --out weights` and load "
-            f"them with alphanet_zoo.load({arch!r}, weights='weights/{arch}'), or pass the supernet "
-            f"directly: alphanet_zoo.load({arch!r}, weights='alphanet_pretrained.pth.tar')")
+            f"`alphanet-extract --supernet alphanet_pretrained.pth.tar --arch {arch} --calib-data TRAIN_DIR "
+            f"--out weights` and load them with alphanet_zoo.load({arch!r}, weights='weights/{arch}')")
 
 
 def parse_hub_id(value: str) -> tuple[str, str | None]:
-    """``hf-hub:org/repo[@revision]`` -> (repo id, revision or None)."""
+    """``hf-hub:org/repo[@revision]`` -> (repo id, revision or None); `InputError` for anything else."""
     spec = value[len(HUB_PREFIX):] if value.startswith(HUB_PREFIX) else value
-    repo, _, revision = spec.partition("@")
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo) or (_ and not revision):
-        raise ValueError(f"bad Hub id {value!r}: expected hf-hub:ORG/REPO or hf-hub:ORG/REPO@REVISION")
+    repo, at, revision = spec.partition("@")
+    parts = repo.split("/")
+    if len(parts) != 2 or not all(_REPO_PART.match(p) for p in parts) or (at and not revision):
+        raise InputError(f"bad Hub id {value!r}: expected hf-hub:ORG/REPO or hf-hub:ORG/REPO@REVISION")
+    if revision:
+        check_revision(revision)
     return repo, revision or None
 
 
-def _hub_settings() -> dict[str, Any]:
-    """The Hub client's settings from the environment, read now (not at import)."""
-    from huggingface_hub import constants
+def check_revision(revision: str) -> str:
+    """A branch, tag or commit id; `InputError` for anything that could leave the cache folder."""
+    if not isinstance(revision, str) or not _REVISION.match(revision):
+        raise InputError(f"bad Hub revision {revision!r}: expected a branch, tag or commit id")
+    return revision
 
-    env = os.environ
-    cache = env.get("HF_HUB_CACHE") or (os.path.join(env["HF_HOME"], "hub") if env.get("HF_HOME") else None)
-    offline = (env.get("HF_HUB_OFFLINE") or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-    # huggingface_hub reads HF_HUB_OFFLINE once, at its import, and refuses every request while it
-    # was set then; keep it in step with the environment of this call
-    constants.HF_HUB_OFFLINE = offline
-    return {"endpoint": env.get("HF_ENDPOINT") or None, "cache_dir": cache, "local_files_only": offline}
+
+@dataclass(frozen=True)
+class HubSettings:
+    """The client's settings as the environment gives them now."""
+
+    endpoint: str | None
+    cache_dir: str | None
+    offline: bool
+
+    @classmethod
+    def from_environment(cls) -> "HubSettings":
+        from huggingface_hub import constants
+
+        env = os.environ
+        cache = env.get("HF_HUB_CACHE") or (os.path.join(env["HF_HOME"], "hub") if env.get("HF_HOME") else None)
+        offline = (env.get("HF_HUB_OFFLINE") or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+        # the client reads HF_HUB_OFFLINE once, at its import; it stays offline if it was set then
+        return cls(env.get("HF_ENDPOINT") or None, cache, offline or bool(constants.HF_HUB_OFFLINE))
+
+    def blobs_folder(self, repo_id: str) -> Path:
+        from huggingface_hub import constants
+
+        root = Path(self.cache_dir or constants.HF_HUB_CACHE)
+        return root / f"models--{repo_id.replace('/', '--')}" / "blobs"
 
 
 def _file_digest(path: Path, algorithm: str, prefix: bytes = b"") -> str:
@@ -80,22 +118,26 @@ def _file_digest(path: Path, algorithm: str, prefix: bytes = b"") -> str:
     return h.hexdigest()
 
 
-def _drop_from_cache(pointer: Path) -> None:
+def drop_from_cache(pointer: Path) -> None:
     """Remove a cached file: the snapshot link, its blob and any partial downloads of the repo."""
     blob = Path(os.path.realpath(pointer))
     for path in (pointer, blob):
         path.unlink(missing_ok=True)
-    blobs = blob.parent
-    if blobs.name == "blobs":
-        for partial in blobs.glob("*.incomplete"):
-            partial.unlink(missing_ok=True)
+    if blob.parent.name == "blobs":
+        _drop_partials(blob.parent)
+    log.info("removed %s from the Hub cache", pointer)
+
+
+def _drop_partials(blobs: Path) -> None:
+    for partial in blobs.glob("*.incomplete"):
+        partial.unlink(missing_ok=True)
 
 
 def verify_download(path: str | os.PathLike, expected_sha256: str | None = None) -> str:
     """Check a file from the Hub cache against ``expected_sha256``, else against its Hub etag.
 
     The Hub names a cached blob by its etag: the sha256 of an LFS file, the git blob sha1 of a
-    small one. Returns the sha256. On mismatch the file leaves the cache and
+    small one. Returns the digest. On mismatch the file leaves the cache and
     `WeightsIntegrityError` is raised.
     """
     path = Path(path)
@@ -111,189 +153,161 @@ def verify_download(path: str | os.PathLike, expected_sha256: str | None = None)
     else:
         return digest  # not a Hub cache blob (no etag to check against)
     if not ok:
-        _drop_from_cache(path)
+        drop_from_cache(path)
         raise WeightsIntegrityError(
             f"{path.name} is corrupt: expected {want}, got {digest}. The bad file was removed from the "
             f"cache; retry to download it again")
     return digest
 
 
-REACH_TIMEOUT = 5.0  # seconds to wait for the Hub's answer before treating it as unreachable
-
-
-def _reachable(repo_id: str, revision: str, filename: str, endpoint: str | None) -> bool:
-    """One HEAD request without retries: False when the Hub cannot be reached at all."""
+def _probe(repo_id: str, revision: str, filename: str, endpoint: str | None) -> str | None:
+    """One HEAD request without retries: None when the Hub answered usefully (the file's metadata,
+    or an error the download reports properly, such as 404); else why it cannot be used now."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError
 
     try:
         get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint),
-                             timeout=REACH_TIMEOUT, endpoint=endpoint, retry_on_errors=False)
-    except HfHubHTTPError:
-        return True  # it answered (404, 401, ...): hf_hub_download reports it properly
-    except Exception:  # connection refused, DNS failure, timeout, proxy error
-        return False
-    return True
+                             timeout=PROBE_TIMEOUT_S)
+    except HfHubHTTPError as e:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if status is not None and (status >= 500 or status == 429):
+            return f"it answered HTTP {status}"
+        return None
+    except Exception as e:  # connection refused, DNS failure, timeout, proxy or TLS error, redirect loop
+        return _describe(e)
+    return None
 
 
-def _download(repo_id: str, revision: str, filename: str, name: str | None) -> Path:
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}{': ' + text[:200] if text else ''}"
+
+
+class _Transfer(threading.Thread):
+    """A call in a daemon thread, so a stalled transfer can be abandoned."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        super().__init__(daemon=True, name="alphanet_zoo-hub-download")
+        self.call, self.result, self.error = call, None, None
+
+    def run(self) -> None:
+        try:
+            self.result = self.call()
+        except BaseException as e:  # handed to the waiting thread
+            self.error = e
+
+
+def _partial_bytes(blobs: Path) -> int:
+    total = 0
+    try:
+        for partial in blobs.glob("*.incomplete"):
+            try:
+                total += partial.stat().st_size
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return total
+
+
+def _wait(transfer: _Transfer, blobs: Path, what: str) -> None:
+    """Wait for ``transfer``; raise `WeightsUnavailableError` once it makes too little progress."""
+    transfer.start()
+    last_bytes, last_progress = _partial_bytes(blobs), time.monotonic()
+    while transfer.is_alive():
+        transfer.join(0.2)
+        now, size = time.monotonic(), _partial_bytes(blobs)
+        if abs(size - last_bytes) >= MIN_PROGRESS_BYTES:
+            last_bytes, last_progress = size, now
+        elif now - last_progress > STALL_TIMEOUT_S:
+            _drop_partials(blobs)
+            raise WeightsUnavailableError(
+                f"downloading {what} stalled: less than {MIN_PROGRESS_BYTES >> 10} KiB arrived in "
+                f"{STALL_TIMEOUT_S:.0f} s ({size} bytes so far); the partial file was removed. Check the "
+                f"connection (or HF_ENDPOINT) and retry")
+
+
+def download(repo_id: str, revision: str, filename: str, name: str | None = None) -> Path:
+    """The cached path of ``filename`` of Hub repo ``repo_id`` at ``revision`` (downloaded if needed).
+
+    Raises `WeightsUnavailableError` (offline and not cached, unreachable, stalled, absent) and
+    `WeightsIntegrityError` (a transfer that arrived with the wrong size).
+    """
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
 
     from . import __version__
 
-    settings = _hub_settings()
-    where = f"{repo_id}@{revision}"
-    if not settings["local_files_only"] and not _reachable(repo_id, revision, filename, settings["endpoint"]):
-        # The client would retry with back-off for half a minute before giving up: serve from the
-        # cache now, or fail at once.
-        settings["local_files_only"] = True
+    check_revision(revision)
+    settings = HubSettings.from_environment()
+    where, label = f"{repo_id}@{revision}", name or repo_id
+    local_only, unreachable = settings.offline, None
+    if not local_only:
+        unreachable = _probe(repo_id, revision, filename, settings.endpoint)
+        local_only = unreachable is not None  # serve the cache now instead of retrying for a minute
+    transfer = _Transfer(lambda: hf_hub_download(
+        repo_id, filename, revision=revision, library_name="alphanet_zoo", library_version=__version__,
+        endpoint=settings.endpoint, cache_dir=settings.cache_dir, local_files_only=local_only,
+        etag_timeout=PROBE_TIMEOUT_S))
+    blobs = settings.blobs_folder(repo_id)
+    _wait(transfer, blobs, f"{filename} of {label} ({where})")
+    e = transfer.error
+    if e is None:
+        if unreachable:
+            log.info("the Hub is unreachable (%s): using the cached %s of %s", unreachable, filename, where)
+        return Path(transfer.result)
+    if isinstance(e, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+        state = ("offline mode is on (HF_HUB_OFFLINE)" if settings.offline
+                 else f"the Hub ({settings.endpoint or 'huggingface.co'}) is unreachable ({unreachable})")
+        raise WeightsUnavailableError(f"the weights of {label} ({where}, {filename}) are not cached and {state}. "
+                                      f"{how_to_get_weights(name)}") from None
+    if isinstance(e, RepositoryNotFoundError):
+        raise WeightsUnavailableError(f"the Hub has no repository {repo_id} (the weights of {label} may not be "
+                                      f"published yet). {how_to_get_weights(name)}") from None
+    if isinstance(e, RevisionNotFoundError):
+        raise WeightsUnavailableError(f"the Hub repository {repo_id} has no revision {revision!r}") from None
+    if isinstance(e, EntryNotFoundError):
+        raise WeightsUnavailableError(f"the Hub repository {where} has no file {filename}") from None
+    _drop_partials(blobs)
+    if isinstance(e, OSError) and "onsistency check" in str(e):
+        raise WeightsIntegrityError(f"{filename} from {where} arrived incomplete or with the wrong size; "
+                                    f"the partial file was removed: retry to download it again") from None
+    if isinstance(e, HfHubHTTPError):
+        raise WeightsUnavailableError(f"the Hub refused {filename} of {where}: {_describe(e)}") from None
+    if isinstance(e, (KeyboardInterrupt, SystemExit)):
+        raise e
+    raise WeightsUnavailableError(f"downloading {filename} from {where} failed ({_describe(e)}); the partial "
+                                  f"file was removed. {how_to_get_weights(name)}") from None
+
+
+def cached_path(repo_id: str, revision: str, filename: str) -> Path | None:
+    """The cached file, if the cache has it for ``revision`` (no network)."""
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision, library_name="alphanet_zoo",
-                                    library_version=__version__, **settings))
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as e:
-        state = ("offline mode is on (HF_HUB_OFFLINE)" if _hub_settings()["local_files_only"]
-                 else f"the Hub ({settings['endpoint'] or 'huggingface.co'}) is unreachable")
-        raise WeightsUnavailableError(
-            f"the weights of {name or repo_id} ({where}, {filename}) are not cached and {state}. "
-            f"{how_to_get_weights(name)}") from e
-    except RepositoryNotFoundError as e:
-        raise WeightsUnavailableError(
-            f"the Hub has no repository {repo_id} (the weights of {name or repo_id} may not be published "
-            f"yet). {how_to_get_weights(name)}") from e
-    except RevisionNotFoundError as e:
-        raise WeightsUnavailableError(f"the Hub repository {repo_id} has no revision {revision!r}") from e
-    except EntryNotFoundError as e:
-        raise WeightsUnavailableError(f"the Hub repository {where} has no file {filename}") from e
-    except OSError as e:
-        # the client's own size check ("Consistency check failed") and transfer errors
-        if "onsistency check" in str(e):
-            raise WeightsIntegrityError(f"{filename} from {where} arrived incomplete or with the wrong size "
-                                        f"({e}); retry to download it again") from e
-        raise WeightsUnavailableError(f"downloading {filename} from {where} failed: {e}. "
-                                      f"{how_to_get_weights(name)}") from e
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - very old clients
+        return None
+    found = try_to_load_from_cache(repo_id, filename, cache_dir=HubSettings.from_environment().cache_dir,
+                                   revision=revision)
+    return Path(found) if isinstance(found, str) else None
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-        ArchConfig.from_dict(config["architecture"])
-        return config
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path} is not an alphanet_zoo config.json: {e}") from None
+def push_folder(folder: Path, repo_id: str, *, commit_message: str, private: bool | None = None,
+                token: str | None = None, revision: str | None = None, create_pr: bool = False,
+                endpoint: str | None = None) -> str:
+    """Upload a folder to Hub repo ``repo_id`` (created if missing); returns the commit URL.
 
-
-def _model_from_state(arch: ArchConfig, state: Mapping[str, torch.Tensor], num_classes: int | None,
-                      cfg: dict[str, Any], what: str) -> AlphaNet:
-    """An `AlphaNet` holding ``state`` (a subnet's state dict); a new head if ``num_classes`` differs."""
-    saved_classes = num_classes_in(state)
-    model = build_with_state(lambda: AlphaNet(arch, saved_classes), state, what)
-    if num_classes is not None and num_classes != saved_classes:
-        model.reset_classifier(num_classes)
-    model.pretrained_cfg = cfg
-    return model.eval()
-
-
-def _from_local(weights: str | os.PathLike, arch: ArchConfig | None, name: str | None, num_classes: int | None,
-                map_location: str | torch.device) -> AlphaNet:
-    path = Path(weights)
-    if path.is_dir():
-        config_path, weights_path = path / CONFIG_NAME, path / WEIGHTS_NAME
-        for p in (config_path, weights_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"{path} is not a save_pretrained folder: {p.name} is missing")
-        return _from_folder_files(config_path, weights_path, arch, num_classes, map_location, str(path))
-    state = read_state_dict(path, map_location)
-    if Supernet.is_supernet_state(state):
-        if arch is None:
-            raise ValueError(f"{path} is a supernet checkpoint: name the subnet to extract, "
-                             f"e.g. load('a5', weights={str(path)!r})")
-        model = Supernet.from_state_dict(state, what=f"supernet checkpoint {path}").extract(arch)
-        if num_classes is not None and num_classes != model.num_classes:
-            model.reset_classifier(num_classes)
-        model.pretrained_cfg = {"name": name, "source": f"extracted from the supernet checkpoint {path.name}"}
-        return model
-    if arch is None:
-        raise ValueError(f"{path} holds bare weights: name the architecture, e.g. load('a0', weights=...)")
-    return _model_from_state(arch, state, num_classes, {"name": name, "source": path.name}, f"weights file {path}")
-
-
-def _from_folder_files(config_path: Path, weights_path: Path, arch: ArchConfig | None, num_classes: int | None,
-                       map_location: str | torch.device, what: str) -> AlphaNet:
-    config = _read_config(config_path)
-    saved_arch = ArchConfig.from_dict(config["architecture"])
-    if arch is not None and arch != saved_arch:
-        raise ValueError(f"{what} holds architecture {saved_arch.to_dict()}, not the requested {arch.to_dict()}")
-    state = read_state_dict(weights_path, map_location)
-    cfg = {k: config.get(k) for k in ("name", "calibration", "metrics", "license", "source", "labels")}
-    return _model_from_state(saved_arch, state, num_classes, cfg, what)
-
-
-def _from_hub(repo_id: str, revision: str, pinned_sha256: str | None, arch: ArchConfig | None, name: str | None,
-              num_classes: int | None, map_location: str | torch.device) -> AlphaNet:
-    config_path = _download(repo_id, revision, CONFIG_NAME, name)
-    verify_download(config_path)
-    weights_path = _download(repo_id, revision, WEIGHTS_NAME, name)
-    verify_download(weights_path, pinned_sha256)
-    try:
-        return _from_folder_files(config_path, weights_path, arch, num_classes, map_location,
-                                  f"Hub repository {repo_id}@{revision}")
-    except CheckpointError:
-        # the bytes matched their hash, so the repo itself is bad; keep nothing of it for the next try
-        _drop_from_cache(weights_path)
-        raise
-
-
-def _is_folder_argument(value: Any) -> bool:
-    """A folder path given in place of a name (registry names win over same-named folders)."""
-    if isinstance(value, os.PathLike):
-        return True
-    if not isinstance(value, str):
-        return False
-    try:
-        model_info(value)
-        return False
-    except ValueError:
-        return Path(value).is_dir()
-
-
-def load(name_or_id: str | ArchConfig | Mapping | os.PathLike, pretrained: bool = False, *,
-         weights: str | os.PathLike | None = None, revision: str | None = None, num_classes: int = 1000,
-         map_location: str | torch.device = "cpu") -> AlphaNet:
-    """An AlphaNet model in eval mode, by registry name/alias, ``hf-hub:`` id, config or folder.
-
-    ``pretrained=True`` downloads ``config.json`` and ``model.safetensors`` from the Hub at the
-    registry's pinned revision (or ``revision``) and checks the weights' sha256 against the pin,
-    else against the Hub's etag. ``weights=`` loads local weights instead. A ``num_classes`` other
-    than the weights' keeps the backbone and gives the model a freshly initialised classifier.
-    Raises `WeightsUnavailableError` when pretrained weights cannot be had (offline, unreachable, absent)
-    and `WeightsIntegrityError` when a download is corrupt.
+    Any failure is one `WeightsUnavailableError` naming the repo and what went wrong.
     """
-    if pretrained and weights is not None:
-        raise ValueError("give either pretrained=True or weights=..., not both")
-    if isinstance(name_or_id, str) and name_or_id.startswith(HUB_PREFIX):
-        if weights is not None:
-            raise ValueError(f"{name_or_id} names Hub weights; do not pass weights= with it")
-        repo_id, hub_revision = parse_hub_id(name_or_id)
-        if revision and hub_revision and revision != hub_revision:
-            raise ValueError(f"two revisions given: {hub_revision!r} in the id and revision={revision!r}")
-        return _from_hub(repo_id, revision or hub_revision or "main", None, None, None, num_classes, map_location)
-    if _is_folder_argument(name_or_id) and weights is None and not pretrained:
-        return _from_local(name_or_id, None, None, num_classes, map_location)
-    arch = resolve_arch(name_or_id).validate()
-    name = next((n for n, m in MODELS.items() if m.arch == arch), None)
-    if weights is not None:
-        return _from_local(weights, arch, name, num_classes, map_location)
-    if pretrained:
-        if name is None:
-            raise WeightsUnavailableError(
-                "no pretrained weights are published for a custom architecture; extract it from a supernet "
-                "checkpoint: alphanet_zoo.load(arch, weights='alphanet_pretrained.pth.tar')")
-        pin = MODELS[name].weights
-        rev = revision or pin.revision or "main"
-        pinned_sha = pin.sha256 if pin.sha256 and rev == (pin.revision or "main") else None
-        return _from_hub(pin.hub_repo, rev, pinned_sha, arch, name, num_classes, map_location)
-    model = AlphaNet(arch, num_classes).to(map_location)
-    model.pretrained_cfg = {"name": name, "source": "random initialisation"}
-    return model.eval()
+    from huggingface_hub import HfApi
+
+    parse_hub_id(repo_id)
+    api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT"), token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
+                                 revision=revision, create_pr=create_pr)
+    except Exception as e:  # the client's HTTP, auth and transport errors, of several libraries
+        raise WeightsUnavailableError(f"pushing to the Hub repository {repo_id} failed: {_describe(e)}") from None
+    return str(getattr(info, "commit_url", info))

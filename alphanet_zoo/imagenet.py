@@ -24,7 +24,7 @@ class ImageNetClass:
 @functools.lru_cache(maxsize=1)
 def imagenet_classes() -> tuple[ImageNetClass, ...]:
     """All 1000 classes, index 0 to 999 (``n01440764`` tench first)."""
-    text = resources.files("alphanet_zoo").joinpath("data/imagenet1k_classes.tsv").read_text(encoding="utf-8")
+    text = resources.files("alphanet_zoo").joinpath("resources/imagenet1k_classes.tsv").read_text(encoding="utf-8")
     rows = [line.split("\t") for line in text.splitlines()[1:] if line.strip()]
     classes = tuple(ImageNetClass(int(i), synset, tuple(n.strip() for n in names.split(",")))
                     for i, synset, names in rows)

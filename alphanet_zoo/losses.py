@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import InputError
+
 __all__ = [
     "AdaptiveAlphaDivergence", "LabelSmoothingCrossEntropy", "SoftTargetCrossEntropy",
     "adaptive_alpha_divergence", "f_divergence", "soft_target_cross_entropy",
@@ -51,7 +53,7 @@ def _loss_dtype(logits: torch.Tensor) -> torch.dtype:
 
 def _log_probs(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
-        raise ValueError(f"student and teacher logits must both be (N, num_classes); got "
+        raise InputError(f"student and teacher logits must both be (N, num_classes); got "
                          f"{list(student_logits.shape)} and {list(teacher_logits.shape)}")
     dtype = _loss_dtype(student_logits)
     return F.log_softmax(student_logits.to(dtype), dim=1), F.log_softmax(teacher_logits.detach().to(dtype), dim=1)
@@ -69,9 +71,9 @@ def f_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, alp
     """
     alpha = float(alpha)
     if not math.isfinite(alpha):
-        raise ValueError(f"alpha must be a finite number, got {alpha}")
+        raise InputError(f"alpha must be a finite number, got {alpha}")
     if not iw_clip > 0:
-        raise ValueError(f"iw_clip must be positive, got {iw_clip}")
+        raise InputError(f"iw_clip must be positive, got {iw_clip}")
     log_q, log_p = _log_probs(student_logits, teacher_logits)
     q = log_q.detach().exp()
     # log importance weight, floored so that a zero teacher probability stays finite
@@ -118,7 +120,7 @@ def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
 
 def _check_reduction(reduction: str) -> str:
     if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        raise InputError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     return reduction
 
 
@@ -135,9 +137,9 @@ class AdaptiveAlphaDivergence(nn.Module):
                  reduction: str = "mean") -> None:
         super().__init__()
         if not alpha_min <= alpha_max:
-            raise ValueError(f"alpha_min ({alpha_min}) must not exceed alpha_max ({alpha_max})")
+            raise InputError(f"alpha_min ({alpha_min}) must not exceed alpha_max ({alpha_max})")
         if not iw_clip > 0:
-            raise ValueError(f"iw_clip must be positive, got {iw_clip}")
+            raise InputError(f"iw_clip must be positive, got {iw_clip}")
         self.alpha_min, self.alpha_max, self.iw_clip = float(alpha_min), float(alpha_max), float(iw_clip)
         self.reduction = _check_reduction(reduction)
 
@@ -182,7 +184,7 @@ class LabelSmoothingCrossEntropy(nn.Module):
     def __init__(self, smoothing: float = 0.1, reduction: str = "mean") -> None:
         super().__init__()
         if not 0.0 <= smoothing < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+            raise InputError(f"smoothing must be in [0, 1), got {smoothing}")
         self.smoothing = float(smoothing)
         self.reduction = _check_reduction(reduction)
 

@@ -7,9 +7,11 @@ import torch
 from torch import nn
 
 from .config import SEARCH_SPACE, ArchConfig
+from .errors import InputError
 from .layers import ConvBNAct, MBBlock
 from .layout import NetLayout, subnet_layout
 from .pretrained import PretrainedMixin
+from .record import RANDOM_INIT, ModelRecord
 from .registry import resolve_arch
 
 # Drop-connect (stochastic depth) runs in the last two stages only, its rate growing with the
@@ -27,6 +29,11 @@ def drop_connect_rates(depths: Sequence[int], rate: float) -> list[list[float]]:
         rates.append([rate * (offset + j) / total if on else 0.0 for j in range(depth)])
         offset += max_depth
     return rates
+
+
+def _check_num_classes(num_classes: int) -> None:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
 
 
 def _init_linear(linear: nn.Linear) -> None:
@@ -78,31 +85,48 @@ class AlphaNet(NetworkModules, PretrainedMixin):
 
     The forward is pure: it runs on the input as given (resize to ``arch.resolution`` belongs
     to the transform) and returns logits of shape (N, num_classes), also for N = 1.
-    Every parameter runs; there are no dead shortcut weights.
+    Every parameter runs; there are no dead shortcut weights. ``pretrained_cfg`` is the model's
+    `ModelRecord` (what the weights are and where they came from); it always fits the model.
     """
+
+    __jit_unused_properties__ = ["pretrained_cfg"]  # TorchScript compiles the forward, not the record
 
     def __init__(self, arch: ArchConfig | str | Mapping, num_classes: int = 1000, *,
                  drop_rate: float = 0.0, drop_connect_rate: float = 0.0) -> None:
         arch = resolve_arch(arch).validate()
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        _check_num_classes(num_classes)
         for name, rate in (("drop_rate", drop_rate), ("drop_connect_rate", drop_connect_rate)):
             if not 0.0 <= rate < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {rate}")
+                raise InputError(f"{name} must be in [0, 1), got {rate}")
         super().__init__(subnet_layout(arch, num_classes=num_classes), drop_rate,
                          drop_connect_rates(arch.depth, drop_connect_rate))
         self.arch = arch
         self.num_classes = num_classes
+        self._record = ModelRecord.create(arch, num_classes, license=RANDOM_INIT)
         self.reset_parameters()
 
-    def reset_classifier(self, num_classes: int) -> None:
+    @property
+    def pretrained_cfg(self) -> ModelRecord:
+        """The model's `ModelRecord`: name, labels, preprocessing, metrics, calibration, provenance."""
+        return self._record
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, record: ModelRecord) -> None:
+        if not isinstance(record, ModelRecord):
+            raise InputError(f"pretrained_cfg must be a ModelRecord, got {type(record).__name__}")
+        if record.arch != self.arch or record.num_classes != self.num_classes:
+            raise InputError(f"the record describes {record.num_classes} classes of architecture "
+                             f"{record.arch.to_dict()}, not this model")
+        self._record = record
+
+    def reset_classifier(self, num_classes: int, labels: Sequence[str] | None = None) -> None:
         """Replace the classifier by a freshly initialised one for ``num_classes`` (fine-tuning)."""
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        _check_num_classes(num_classes)
         old = self.classifier
         self.classifier = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
         _init_linear(self.classifier)
         self.num_classes = num_classes
+        self._record = self._record.with_head(num_classes, labels)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem, MB stages and the final 1x1 expansion: (N, 3, H, W) -> (N, 6 * width[7], H/32, W/32)."""

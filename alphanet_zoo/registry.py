@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .config import ArchConfig
+from .errors import InputError, InputTypeError
 
 PAPER = "AlphaNet: Improved Training of Supernets with Alpha-Divergence (Wang et al., ICML 2021), arXiv:2102.07954"
 PAPER_URL = "https://arxiv.org/abs/2102.07954"
@@ -54,13 +55,6 @@ class ModelInfo:
     def weights(self) -> WeightsInfo:
         return WeightsInfo(hub_repo=f"{HUB_ORG}/{hub_repo_name(self.name)}",
                            **_PUBLISHED_WEIGHTS.get(self.name, {}))
-
-    @property
-    def preprocessing(self):
-        """The evaluation preprocessing of the published numbers (`transforms.Preprocessing`)."""
-        from .transforms import Preprocessing
-
-        return Preprocessing(resolution=self.arch.resolution)
 
 
 def hub_repo_name(name: str) -> str:
@@ -107,6 +101,7 @@ _MODELS = (
 
 MODELS: dict[str, ModelInfo] = {m.name: m for m in _MODELS}
 _ALIASES: dict[str, str] = {alias: m.name for m in _MODELS for alias in (m.name, *m.aliases)}
+_BY_ARCH: dict[ArchConfig, str] = {m.arch: m.name for m in _MODELS}
 
 
 def list_models() -> list[str]:
@@ -122,18 +117,23 @@ def _normalise(name: str) -> str:
 def model_info(name: str) -> ModelInfo:
     """The record of a published model by name or alias (``a5_small``, ``a5_1``, ``AlphaNet-A5``, any case)."""
     if not isinstance(name, str):
-        raise TypeError(f"a model name must be a string, got {type(name).__name__}")
+        raise InputTypeError(f"a model name must be a string, got {type(name).__name__}")
     try:
         return MODELS[_ALIASES[_normalise(name)]]
     except KeyError:
         aliases = sorted(set(_ALIASES) - set(MODELS))
-        raise ValueError(f"unknown AlphaNet model {name!r}; valid names: {', '.join(MODELS)} "
+        raise InputError(f"unknown AlphaNet model {name!r}; valid names: {', '.join(MODELS)} "
                          f"(aliases: {', '.join(aliases)})") from None
 
 
 def get_arch(name: str) -> ArchConfig:
     """The `ArchConfig` of a published model, by name or alias."""
     return model_info(name).arch
+
+
+def name_of(arch: ArchConfig) -> str | None:
+    """The registry name of a published architecture, or None for any other."""
+    return _BY_ARCH.get(arch)
 
 
 def resolve_arch(arch: ArchConfig | str | Mapping[str, Any]) -> ArchConfig:
@@ -144,4 +144,4 @@ def resolve_arch(arch: ArchConfig | str | Mapping[str, Any]) -> ArchConfig:
         return get_arch(arch)
     if isinstance(arch, Mapping):
         return ArchConfig.from_dict(arch)
-    raise TypeError(f"expected an ArchConfig, a model name or a config dict, got {type(arch).__name__}")
+    raise InputTypeError(f"expected an ArchConfig, a model name or a config dict, got {type(arch).__name__}")

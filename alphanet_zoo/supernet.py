@@ -13,17 +13,20 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 import torch
 from torch.func import functional_call
 
-from ._io import atomic_path
+from ._io import atomic_path, save_safetensors
 from .checkpoint import (CheckpointError, build_with_state, from_official, is_official_layout, num_classes_in,
                          read_state_dict)
 from .config import SEARCH_SPACE, ArchConfig
+from .errors import InputError
 from .layout import supernet_layout
 from .model import AlphaNet, NetworkModules
+from .record import ModelRecord
 from .registry import resolve_arch
 
 SUPERNET_FORMAT = "alphanet_zoo.supernet/1"
@@ -32,11 +35,11 @@ SUPERNET_FORMAT = "alphanet_zoo.supernet/1"
 def slice_tensor(tensor: torch.Tensor, shape: torch.Size, name: str = "tensor") -> torch.Tensor:
     """The sub-tensor of ``shape``: leading along every dim, centred along a conv kernel's H and W."""
     if tensor.dim() != len(shape):
-        raise ValueError(f"cannot slice {name} of shape {list(tensor.shape)} to {list(shape)}")
+        raise InputError(f"cannot slice {name} of shape {list(tensor.shape)} to {list(shape)}")
     index = []
     for dim, (have, want) in enumerate(zip(tensor.shape, shape)):
         if want > have:
-            raise ValueError(f"cannot slice {name} of shape {list(tensor.shape)} to {list(shape)}")
+            raise InputError(f"cannot slice {name} of shape {list(tensor.shape)} to {list(shape)}")
         start = (have - want) // 2 if tensor.dim() == 4 and dim >= 2 else 0
         index.append(slice(start, start + want))
     return tensor[tuple(index)]
@@ -46,7 +49,7 @@ def slice_state_dict(state: Mapping[str, torch.Tensor], shapes: Mapping[str, tor
     """Slice each tensor of ``state`` named in ``shapes`` to its shape (views, gradients flow)."""
     missing = [k for k in shapes if k not in state]
     if missing:
-        raise KeyError(f"the supernet has no tensors named {', '.join(missing)}")
+        raise InputError(f"the supernet has no tensors named {', '.join(missing)}")
     return {k: slice_tensor(state[k], shape, k) for k, shape in shapes.items()}
 
 
@@ -81,6 +84,7 @@ class Supernet(NetworkModules):
         super().__init__(supernet_layout(SEARCH_SPACE, num_classes=num_classes))
         self.space = SEARCH_SPACE
         self.num_classes = num_classes
+        self.source = "a randomly initialised supernet"  # what extracted subnets' records name as their source
         self.reset_parameters()
 
     def _arch(self, arch: ArchConfig | str | Mapping) -> ArchConfig:
@@ -92,13 +96,18 @@ class Supernet(NetworkModules):
                                 _skeleton(self._arch(arch), self.num_classes).shapes)
 
     def extract(self, arch: ArchConfig | str | Mapping) -> AlphaNet:
-        """A standalone `AlphaNet` holding a copy of subnet ``arch``'s weights, in eval mode."""
+        """A standalone `AlphaNet` holding a copy of subnet ``arch``'s weights, in eval mode.
+
+        Its BatchNorm statistics are the supernet's, which do not fit the subnet: its record says it
+        is not calibrated until `calibrate_bn` has run and the record was updated.
+        """
         arch = self._arch(arch)
         with torch.device("meta"):
             model = AlphaNet(arch, self.num_classes)
         state = slice_state_dict(self.state_dict(), _skeleton(arch, self.num_classes).shapes)
         model.load_state_dict({k: v.clone(memory_format=torch.contiguous_format) for k, v in state.items()},
                               strict=True, assign=True)
+        model.pretrained_cfg = ModelRecord.create(arch, self.num_classes, source=f"extracted from {self.source}")
         return model.eval()
 
     def forward(self, x: torch.Tensor, arch: ArchConfig | str | Mapping, *, drop_rate: float = 0.0,
@@ -121,13 +130,20 @@ class Supernet(NetworkModules):
         ``bn_tracking`` buffers and never-run shortcut convs are skipped on purpose
         (`checkpoint.OFFICIAL_SKIPPED`). Anything else missing, unexpected or mis-shaped is an error.
         """
-        return cls.from_state_dict(read_state_dict(path, map_location), what=f"supernet checkpoint {path}")
+        return cls.from_state_dict(read_state_dict(path, map_location), what=f"supernet checkpoint {path}",
+                                   source=Path(path).name)
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, torch.Tensor], what: str = "supernet state dict") -> "Supernet":
-        """A supernet holding ``state`` (official layout or ours; a ``module.`` prefix is ignored)."""
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor], what: str = "supernet state dict",
+                        source: str | None = None) -> "Supernet":
+        """A supernet holding ``state`` (official layout or ours; a ``module.`` prefix is ignored).
+
+        ``source`` names the checkpoint in the records of extracted subnets.
+        """
         state = cls._own_names(state)
-        return build_with_state(lambda: cls(num_classes_in(state)), state, what)
+        supernet = build_with_state(lambda: cls(num_classes_in(state)), state, what)
+        supernet.source = f"the supernet checkpoint {source}" if source else what
+        return supernet
 
     @staticmethod
     def _own_names(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -146,13 +162,11 @@ class Supernet(NetworkModules):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the supernet as ``.safetensors`` (atomically); `from_checkpoint` reads it back."""
-        from safetensors.torch import save_file
-
         if not str(path).endswith(".safetensors"):
-            raise ValueError(f"save the supernet to a .safetensors file, got {path}")
+            raise InputError(f"save the supernet to a .safetensors file, got {path}")
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         with atomic_path(path) as tmp:
-            save_file(state, str(tmp), metadata={"format": SUPERNET_FORMAT, "num_classes": str(self.num_classes)})
+            save_safetensors(state, tmp, {"format": SUPERNET_FORMAT, "num_classes": str(self.num_classes)})
 
 
 __all__ = ["Supernet", "slice_state_dict", "slice_tensor", "CheckpointError"]

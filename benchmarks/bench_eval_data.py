@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from alphanet_zoo.eval.data import eval_loader, open_dataset
+from alphanet_zoo.eval.evaluate import TorchClassifier, evaluate
 from PIL import Image
 
 import alphanet_zoo
-from alphanet_zoo.eval.data import eval_loader, open_dataset
-from alphanet_zoo.eval.evaluate import TorchClassifier, evaluate
 
 SIZES = [(500, 375), (375, 500), (500, 333), (500, 400), (640, 480), (400, 300)]
 

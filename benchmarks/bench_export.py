@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from alphanet_zoo.export import bench, onnxruntime_session, to_onnx
 
 from alphanet_zoo import AlphaNet
-from alphanet_zoo.export import bench, onnxruntime_session, to_onnx
 from alphanet_zoo.layout import subnet_layout
 
 BRIEF_CEILING = 68.0  # GFLOP/s, the figure for this machine (2 threads, fp32 GEMM)

@@ -1,20 +1,15 @@
 """Evaluation harness: ImageNet top-1/top-5, FLOPs, the paper's table (installed as ``alphanet_zoo.eval``).
 
-    >>> from alphanet_zoo.eval import open_dataset, eval_loader, evaluate, TorchClassifier
+The data pipeline it runs on is `alphanet_zoo.data` (the same one extraction, search and training
+use); this package adds the ``alphanet-eval`` command (`alphanet_zoo.eval.cli`) and its report:
+
+    >>> from alphanet_zoo.data import open_dataset, labelled_batches, evaluate, TorchClassifier
+    >>> from alphanet_zoo.preprocessing import EvalCrop
     >>> samples, layout = open_dataset("/data/imagenet/val")       # synset folders or flat + ground truth
-    >>> loader = eval_loader(samples, alphanet_zoo.transforms(model), model.arch.resolution, workers=8)
-    >>> evaluate(TorchClassifier(model), loader).top1
-
-The command is ``alphanet-eval`` (`alphanet_zoo.eval.cli`).
+    >>> pre = model.pretrained_cfg.preprocessing
+    >>> batches = labelled_batches(samples, EvalCrop(pre), pre.crop_size, batch_size=256, workers=8)
+    >>> evaluate(TorchClassifier(model), batches, resolution=pre.resolution).top1
 """
-from .data import (IMAGE_EXTENSIONS, BadImageError, CalibrationBatches, CalibrationTransform, DatasetError,
-                   ImageDataset, Sample, calibration_batches, eval_loader, load_image, open_dataset)
-from .evaluate import EvalResult, Prediction, TorchClassifier, evaluate
-from .ground_truth import GroundTruthError, read_devkit_mapping, read_ground_truth
+from .report import RESULTS_FORMAT, format_table, model_result, plot_pareto, results_document
 
-__all__ = [
-    "IMAGE_EXTENSIONS", "BadImageError", "CalibrationBatches", "CalibrationTransform", "DatasetError",
-    "EvalResult", "GroundTruthError", "ImageDataset", "Prediction", "Sample", "TorchClassifier",
-    "calibration_batches", "eval_loader", "evaluate", "load_image", "open_dataset", "read_devkit_mapping",
-    "read_ground_truth",
-]
+__all__ = ["RESULTS_FORMAT", "format_table", "model_result", "plot_pareto", "results_document"]

@@ -1,39 +1,27 @@
 """An exported ONNX file as a classifier, run with ONNX Runtime, and what it says about itself.
 
-The file's preprocessing comes from its ``metadata_props`` (key ``preprocessing``, the JSON of
-`alphanet_zoo.transforms.Preprocessing`, as ``alphanet-export`` writes it), or else from a static
-input shape (N, 3, R, R). Its architecture, when stored (key ``architecture``, or ``arch``), gives
-the FLOPs and, for a published model, the paper's numbers.
+The file's model record (`alphanet_zoo.record.ModelRecord`, with its preprocessing and
+architecture) comes from its ``metadata_props`` entry ``config``, as ``alphanet-export`` writes it.
+A file without one (a plain ``torch.onnx.export``) can still be evaluated when its input size is
+static or ``--arch`` names its architecture.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from alphanet_zoo.config import ArchConfig
-from alphanet_zoo.transforms import Preprocessing
+from alphanet_zoo._io import parse_json
+from alphanet_zoo.errors import InputError
+from alphanet_zoo.record import ModelRecord
+
+CONFIG_KEY = "config"
 
 
-class OnnxModelError(ValueError):
+class OnnxModelError(InputError):
     """An ONNX file that cannot be evaluated as an image classifier."""
-
-
-def _metadata(session) -> dict[str, str]:
-    return dict(session.get_modelmeta().custom_metadata_map or {})
-
-
-def _json_entry(metadata: dict[str, str], key: str, path: Path):
-    for name, text in metadata.items():
-        if name == key or name.endswith("." + key) or name.endswith("/" + key):
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError as e:
-                raise OnnxModelError(f"{path}: metadata {name!r} is not valid JSON: {e}") from None
-    return None
 
 
 class OnnxClassifier:
@@ -48,7 +36,7 @@ class OnnxClassifier:
 
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"ONNX file not found: {self.path}")
+            raise OnnxModelError(f"ONNX file not found: {self.path}")
         if providers is None:
             available = ort.get_available_providers()
             providers = ["CPUExecutionProvider"]
@@ -71,45 +59,26 @@ class OnnxClassifier:
         if len(self.input_shape) != 4 or self.input_shape[1] not in (3, "3"):
             raise OnnxModelError(f"{self.path}: input {self.input_name!r} has shape {self.input_shape}; "
                                  "expected (N, 3, H, W)")
-        self.metadata = _metadata(self.session)
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map or {})
         self.fixed_batch = self.input_shape[0] if isinstance(self.input_shape[0], int) else None
         self._dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
 
-    def preprocessing(self) -> Preprocessing | None:
-        """The file's preprocessing: from its metadata, else its static input size; None if unknown."""
-        stored = _json_entry(self.metadata, "preprocessing", self.path)
-        if stored is not None:
-            try:
-                return Preprocessing.from_dict(stored)
-            except (TypeError, ValueError) as e:
-                raise OnnxModelError(f"{self.path}: metadata 'preprocessing' is not usable: {e}") from None
+    def record(self) -> ModelRecord | None:
+        """The file's model record (metadata entry ``config``), or None when it has none."""
+        text = self.metadata.get(CONFIG_KEY)
+        if text is None:
+            return None
+        return ModelRecord.from_dict(parse_json(text, f"{self.path}: metadata 'config'"),
+                                     f"{self.path}: metadata 'config'")
+
+    def static_resolution(self) -> int | None:
+        """The input side when the file's input shape is static and square, else None."""
         h, w = self.input_shape[2:]
         if isinstance(h, int) and isinstance(w, int):
             if h != w:
                 raise OnnxModelError(f"{self.path}: input is {h}x{w}; AlphaNet inputs are square")
-            return Preprocessing(resolution=h)
+            return h
         return None
-
-    def static_resolution(self) -> int | None:
-        h = self.input_shape[2]
-        return h if isinstance(h, int) else None
-
-    def arch(self) -> ArchConfig | None:
-        """The architecture stored in the file's metadata (key ``architecture`` or ``arch``), if any."""
-        stored = _json_entry(self.metadata, "architecture", self.path)
-        if stored is None:
-            stored = _json_entry(self.metadata, "arch", self.path)
-        if stored is None:
-            return None
-        try:
-            return ArchConfig.from_dict(stored).validate()
-        except (TypeError, ValueError, KeyError) as e:
-            raise OnnxModelError(f"{self.path}: metadata 'arch' is not an AlphaNet architecture: {e}") from None
-
-    def model_name(self) -> str | None:
-        """The model name stored in the metadata (``model_name``), if any."""
-        name = self.metadata.get("model_name")
-        return name if isinstance(name, str) and name else None
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]

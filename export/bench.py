@@ -1,6 +1,6 @@
 """``alphanet-bench``: latency (batch 1) and throughput (batch N) of AlphaNet models per backend.
 
-    alphanet-bench --arch a0,a6 --threads 2 --batch 16 --json bench.json
+    alphanet-bench --arch a0,a6 --threads 2 --batch-size 16 --out bench.json
 
 Backends: ``eager`` (the PyTorch model as built), ``eager-cl`` (the same with channels-last
 weights), ``torchscript`` and ``onnxruntime`` (the files `to_torchscript` and `to_onnx` write,
@@ -10,14 +10,14 @@ quarter second of them before each later block) until each has ``--repeats`` tim
 load from other processes falls on all of them alike; rows give the median call and the fastest
 ("best"). A large fp32 matrix product at the same thread count gives the machine's
 ceiling, against which each row's GFLOP/s is set (2 FLOPs per multiply-add of the paper's MFLOPs).
-Weights are random unless ``--supernet`` is given: timings do not depend on weight values.
+Weights are random unless ``--weights`` says otherwise: timings do not depend on weight values.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import datetime
-import json
+import logging
 import os
 import platform
 import statistics
@@ -31,13 +31,14 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from alphanet_zoo._cli import CLIError, cli_main, parse_archs, progress
-from alphanet_zoo._io import atomic_path
-from alphanet_zoo.config import ArchConfig
+from alphanet_zoo import cli
+from alphanet_zoo.cli import Console, cli_main, progress
+from alphanet_zoo.errors import InputError, UsageError
 
 from .metadata import INPUT_NAME
 
 PROG = "alphanet-bench"
+log = logging.getLogger("alphanet_zoo")
 BACKENDS = ("eager", "eager-cl", "torchscript", "onnxruntime")
 GEMM_SIZE = 3072
 # Backends take turns in blocks of BLOCK timed calls, each block after SETTLE_S seconds of untimed
@@ -98,7 +99,7 @@ def make_runner(backend: str, model: nn.Module, workdir: Path, threads: int) -> 
         to_onnx(model, path, verify=False)
         session = onnxruntime_session(path, threads)
         return Runner(backend, lambda x: session.run(None, {INPUT_NAME: x})[0], lambda x: x.numpy())
-    raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
 
 
 def time_calls(run: Callable[[Any], Any], inputs: Any, warmup: int, repeats: int) -> list[float]:
@@ -233,103 +234,80 @@ def format_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def _parse_list(value: str, what: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if not items:
-        raise CLIError(f"--{what} needs at least one value")
-    return items
-
-
 def _parse_backends(value: str) -> list[str]:
     if value.strip().lower() == "all":
         return list(BACKENDS)
-    backends = _parse_list(value, "backend")
+    backends = [v.strip() for v in value.split(",") if v.strip()]
     unknown = [b for b in backends if b not in BACKENDS]
-    if unknown:
-        raise CLIError(f"unknown backend {unknown[0]!r}; valid backends: {', '.join(BACKENDS)} (or all)")
+    if unknown or not backends:
+        raise UsageError(f"unknown backend {unknown[0] if unknown else value!r}; valid backends: "
+                         f"{', '.join(BACKENDS)} (or all)")
     if "eager" not in backends:
         backends.insert(0, "eager")  # the reference every other backend is compared with
     return list(dict.fromkeys(backends))
 
 
-def _parse_models(value: str) -> list[tuple[str, ArchConfig]]:
-    models: list[tuple[str, ArchConfig]] = []
-    for item in _parse_list(value, "arch"):
-        models.extend(parse_archs(item))
-    return list(dict.fromkeys(models))
-
-
-def _positive(flag: str, value: int, minimum: int = 1) -> int:
-    if value < minimum:
-        raise CLIError(f"{flag} must be at least {minimum}, got {value}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="Latency (batch 1) and throughput (batch N) of AlphaNet models on eager PyTorch, "
-                               "TorchScript and ONNX Runtime, with params, MFLOPs and the machine's GEMM ceiling.")
-    parser.add_argument("--arch", default="a0,a6",
-                        help="comma-separated models (names, aliases, .json files) or 'all' (default a0,a6)")
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.command_parser(
+        PROG, "Latency (batch 1) and throughput (batch N) of AlphaNet models on eager PyTorch, TorchScript and "
+              "ONNX Runtime, with params, MFLOPs and the machine's GEMM ceiling.",
+        [cli.arch_flags(default="a0,a6"), cli.weights_flags(default="random"),
+         cli.batch_flags(16), cli.output_flags("also write the results as JSON to this file"), cli.json_flags()])
+    parser.add_argument("--batch", dest="batch_size", type=cli.integer(1, 65536), help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="all",
-                        help=f"comma-separated backends from {', '.join(BACKENDS)}, or 'all' (default)")
-    parser.add_argument("--batch", type=int, default=16, help="batch size of the throughput rows (default 16)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                        help="torch and ONNX Runtime intra-op threads (default: all cores)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed calls first, per backend (default 3)")
-    parser.add_argument("--repeats", type=int, default=10,
-                        help="timed calls per backend and batch size; the median is reported (default 10)")
-    parser.add_argument("--supernet", metavar="CKPT", help="take weights from a supernet checkpoint (default: random)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+                        help=f"comma-separated backends from {', '.join(BACKENDS)}, or 'all'")
+    parser.add_argument("--threads", type=cli.integer(1, 1024), default=os.cpu_count() or 1, metavar="N",
+                        help="torch and runtime intra-op threads (default: all cores)")
+    parser.add_argument("--warmup", type=cli.integer(0, 10_000), default=3, metavar="N",
+                        help="untimed calls first, per backend")
+    parser.add_argument("--repeats", type=cli.integer(1, 100_000), default=10, metavar="N",
+                        help="timed calls per backend and batch size; the median is reported")
     parser.add_argument("--no-gemm", action="store_true", help="skip measuring the matrix-product ceiling")
     return parser
 
 
 @cli_main(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
-    from alphanet_zoo import AlphaNet, Supernet
+    from alphanet_zoo._io import check_writable_file, write_json
+    from alphanet_zoo.weights import WeightsLoader, WeightsSpec
 
     args = build_parser().parse_args(argv)
-    models = _parse_models(args.arch)
+    console = Console(args.json)
+    models = cli.parse_archs(args.arch)
     backends = _parse_backends(args.backend)
-    batch = _positive("--batch", args.batch)
-    threads = _positive("--threads", args.threads)
-    warmup = _positive("--warmup", args.warmup, 0)
-    repeats = _positive("--repeats", args.repeats)
-    if args.json and not Path(args.json).resolve().parent.is_dir():
-        raise CLIError(f"cannot write {args.json}: folder {Path(args.json).parent} does not exist")
-    supernet = Supernet.from_checkpoint(args.supernet) if args.supernet else None
+    batch, threads, warmup, repeats = args.batch_size, args.threads, args.warmup, args.repeats
+    if args.out:
+        check_writable_file(args.out)
+    spec = WeightsSpec.parse(args.weights)
+    loader = WeightsLoader(spec)
 
     ceiling = None if args.no_gemm else gemm_gflops(threads)
     rows: list[Row] = []
     for name, arch in progress(models, desc="benchmark", unit="model"):
-        if supernet is not None:
-            model = supernet.extract(arch)
-        else:
-            torch.manual_seed(0)
-            model = AlphaNet(arch).eval()
+        torch.manual_seed(0)
+        model = loader.load(arch, name)
         rows += benchmark_model(name, model, backends, batch=batch, threads=threads, warmup=warmup,
                                 repeats=repeats, ceiling=ceiling)
 
     ceiling_after = None if args.no_gemm else gemm_gflops(threads)
-    print(f"{PROG}: {threads} thread(s), {warmup} warm-up calls, median (and best) of {repeats} calls; "
-          f"weights {'from ' + Path(args.supernet).name if supernet else 'random (timings do not depend on them)'}")
+    console.status(f"{PROG}: {threads} thread(s), {warmup} warm-up calls, median (and best) of {repeats} calls; "
+                   f"weights {spec}" + (" (timings do not depend on them)" if spec.kind == "random" else ""))
     if ceiling:
-        print(f"fp32 matrix product {GEMM_SIZE}x{GEMM_SIZE}: {ceiling:.1f} GFLOP/s (the 'ceiling' column is each "
-              f"row's GFLOP/s, 2 x MFLOPs x images/s, as a fraction of it)")
+        console.status(f"fp32 matrix product {GEMM_SIZE}x{GEMM_SIZE}: {ceiling:.1f} GFLOP/s (the 'ceiling' column is "
+                       f"each row's GFLOP/s, 2 x MFLOPs x images/s, as a fraction of it)")
         if abs(ceiling_after - ceiling) > 0.1 * ceiling:
-            print(f"warning: the matrix product ran at {ceiling_after:.1f} GFLOP/s after the benchmark: other load "
-                  f"on the machine changed meanwhile, so these timings are noisy")
-    print(format_table(rows))
-    if args.json:
-        gemm = {"size": GEMM_SIZE, "gflops_per_s": ceiling, "gflops_per_s_after": ceiling_after}
-        report = {"environment": environment(threads), "gemm": gemm,
-                  "settings": {"batch": batch, "warmup": warmup, "repeats": repeats, "backends": backends,
-                               "weights": args.supernet or "random"},
-                  "rows": [asdict(r) for r in rows]}
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+            log.warning("the matrix product ran at %.1f GFLOP/s after the benchmark: other load on the machine "
+                        "changed meanwhile, so these timings are noisy", ceiling_after)
+    console.result(format_table(rows))
+    gemm = {"size": GEMM_SIZE, "gflops_per_s": ceiling, "gflops_per_s_after": ceiling_after}
+    report = {"environment": environment(threads), "gemm": gemm,
+              "settings": {"batch_size": batch, "warmup": warmup, "repeats": repeats, "backends": backends,
+                           "weights": str(spec)},
+              "rows": [asdict(r) for r in rows]}
+    console.json(report)
+    if args.out:
+        write_json(args.out, report)
+        console.status(f"wrote {args.out}")
     return 0
 
 

@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 from alphanet_zoo._io import atomic_path
+from alphanet_zoo.errors import InputError
 
 from .metadata import INPUT_NAME, OUTPUT_NAME, export_metadata, to_string_props
-from .verify import DEFAULT_TOLERANCE, VERIFY_BATCH_SIZES, ExportResult, eval_mode, verify_onnx
+from .verify import DEFAULT_TOLERANCE, VERIFY_BATCH_SIZES, ExportResult, eval_mode, reported_as_not_written, verify_onnx
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13  # ReduceMean/Squeeze semantics and HardSigmoid as used here; older runtimes lack them
@@ -33,7 +34,7 @@ TRACE_BATCH = 2  # dummy batch traced for a dynamic-batch export (verification t
 
 def check_opset(opset: int) -> int:
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ValueError(f"ONNX opset must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
+        raise InputError(f"ONNX opset must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
     return opset
 
 
@@ -42,7 +43,7 @@ def check_batch(batch: int | str) -> int | str:
     if batch == "dynamic":
         return batch
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be 'dynamic' or a positive integer, got {batch!r}")
+        raise InputError(f"batch must be 'dynamic' or a positive integer, got {batch!r}")
     return batch
 
 
@@ -83,8 +84,8 @@ def onnx_model(model: nn.Module, *, opset: int = DEFAULT_OPSET, batch: int | str
     _strip_identities(proto.graph)
     meta = metadata if metadata is not None else export_metadata(model)
     onnx.helper.set_model_props(proto, to_string_props(meta))
-    proto.doc_string = (f"AlphaNet {meta.get('model_name', '')}: input '{INPUT_NAME}' float32 (N, 3, {resolution}, "
-                        f"{resolution}), preprocessed as in metadata 'preprocessing'; output '{OUTPUT_NAME}' "
+    proto.doc_string = (f"AlphaNet {meta.get('name') or 'custom'}: input '{INPUT_NAME}' float32 (N, 3, {resolution}, "
+                        f"{resolution}), preprocessed as the metadata 'config' says; output '{OUTPUT_NAME}' "
                         f"(N, {model.num_classes}). License of the weights: {meta.get('license')}.")
     return proto
 
@@ -104,7 +105,7 @@ def to_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = DEFAULT_O
     meta = metadata if metadata is not None else export_metadata(model)
     proto = onnx_model(model, opset=opset, batch=batch, metadata=meta)
     verification = None
-    with atomic_path(path) as tmp:
+    with reported_as_not_written(path), atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
         del proto
         if verify:

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from alphanet_zoo.errors import InputError
+
 from .metadata import TORCHSCRIPT_METADATA_FILE
 
 
@@ -27,7 +29,7 @@ def onnxruntime_session(path: str | os.PathLike, threads: int | None = None, *,
               "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
               "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
     if optimization not in levels:
-        raise ValueError(f"unknown graph optimization level {optimization!r}; choose from {', '.join(levels)}")
+        raise InputError(f"unknown graph optimization level {optimization!r}; choose from {', '.join(levels)}")
     options = ort.SessionOptions()
     options.graph_optimization_level = levels[optimization]
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -21,7 +21,7 @@ from torch import nn
 from alphanet_zoo._io import atomic_path
 
 from .metadata import TORCHSCRIPT_METADATA_FILE, export_metadata
-from .verify import DEFAULT_TOLERANCE, VERIFY_BATCH_SIZES, ExportResult, verify_torchscript
+from .verify import DEFAULT_TOLERANCE, VERIFY_BATCH_SIZES, ExportResult, reported_as_not_written, verify_torchscript
 
 
 def torchscript_module(model: nn.Module, *, channels_last: bool = True) -> torch.jit.ScriptModule:
@@ -48,7 +48,7 @@ def to_torchscript(model: nn.Module, path: str | os.PathLike, *, metadata: dict[
     meta = metadata if metadata is not None else export_metadata(model)
     module = torchscript_module(model, channels_last=channels_last)
     verification = None
-    with atomic_path(path) as tmp:
+    with reported_as_not_written(path), atomic_path(path) as tmp:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=FutureWarning)
             with open(tmp, "wb") as f:  # through a file object, so the archive's root is not the temp name

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from alphanet_zoo.errors import AlphaNetError
+
 from .metadata import INPUT_NAME, OUTPUT_NAME
 
 DEFAULT_TOLERANCE = 1e-4
@@ -28,7 +30,7 @@ VERIFY_BATCH_SIZES = (1, 3)
 FORBIDDEN_ONNX_OPS = frozenset({"BatchNormalization", "Dropout"})
 
 
-class ExportVerificationError(RuntimeError):
+class ExportVerificationError(AlphaNetError, RuntimeError):
     """An exported file failed its checks: malformed, or its outputs differ from the PyTorch model's."""
 
 
@@ -63,6 +65,15 @@ class ExportResult:
     @property
     def size_bytes(self) -> int:
         return self.path.stat().st_size
+
+
+@contextlib.contextmanager
+def reported_as_not_written(path: str | os.PathLike) -> Iterator[None]:
+    """Around an atomic export: a failed verification says that nothing was written to ``path``."""
+    try:
+        yield
+    except ExportVerificationError as e:
+        raise ExportVerificationError(f"verification failed: {e}; nothing was written to {path}") from None
 
 
 @contextlib.contextmanager

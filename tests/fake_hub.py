@@ -37,6 +37,8 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
         self.corrupt: dict[tuple[str, str], str] = {}  # (repo, filename) -> "truncate" | "flip"
+        self.faults: dict[tuple[str, str], str] = {}  # (repo, filename) -> "stall" | "trickle" | ...
+        self.released = threading.Event()  # ends every stall and trickle at once
         self.requests: list[tuple[str, str]] = []  # (method, path)
         hub = self
 
@@ -54,6 +56,7 @@ class FakeHub:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -62,6 +65,7 @@ class FakeHub:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -102,6 +106,15 @@ class FakeHub:
         data = repo.files[commit].get(filename)
         if data is None:
             return self._error(handler, 404, "EntryNotFound", commit)
+        fault = self.faults.get((repo_id, filename))
+        if fault == "error500":
+            return self._error(handler, 500, "InternalError")
+        if fault == "redirect-loop":
+            handler.send_response(302)
+            handler.send_header("Location", handler.path)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return None
         etag = self.etag(filename, data)
         size = len(data)
         mode = self.corrupt.get((repo_id, filename))
@@ -123,8 +136,24 @@ class FakeHub:
         handler.send_header("Content-Length", str(len(payload)))
         handler.send_header("Content-Type", "application/octet-stream")
         handler.end_headers()
-        if body:
-            handler.wfile.write(payload)
+        if not body:
+            return None
+        try:
+            if fault == "stall":
+                handler.wfile.write(payload[:1024])
+                handler.wfile.flush()
+                self.released.wait(120)
+            elif fault == "trickle":
+                for i in range(len(payload)):
+                    if self.released.wait(1.0):
+                        break
+                    handler.wfile.write(payload[i:i + 1])
+                    handler.wfile.flush()
+            else:
+                handler.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up
+        return None
 
     def _api(self, handler: BaseHTTPRequestHandler) -> None:
         self.requests.append((handler.command, handler.path))

@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
+from alphanet_zoo.export import bench
 
 from alphanet_zoo import SEARCH_SPACE, AlphaNet, count_flops
-from alphanet_zoo.export import bench
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,8 @@ def arch_file(tmp_path_factory):
 def test_bench_all_backends_json_and_table(tmp_path, capsys, arch_file):
     path, arch = arch_file
     out = tmp_path / "bench.json"
-    code = bench.main(["--arch", str(path), "--backend", "all", "--batch", "2", "--threads", "1", "--warmup", "1",
-                       "--repeats", "2", "--no-gemm", "--json", str(out)])
+    code = bench.main(["--arch", str(path), "--backend", "all", "--batch-size", "2", "--threads", "1", "--warmup",
+                       "1", "--repeats", "2", "--no-gemm", "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0
     report = json.loads(out.read_text())
@@ -52,7 +52,7 @@ def test_bench_all_backends_json_and_table(tmp_path, capsys, arch_file):
 
 def test_bench_with_supernet_weights_and_ceiling(capsys, official_checkpoint, monkeypatch):
     monkeypatch.setattr(bench, "GEMM_SIZE", 256)  # the ceiling's measurement, kept small for the test
-    code = bench.main(["--arch", "a0", "--backend", "onnxruntime", "--batch", "1", "--threads", "1", "--warmup",
+    code = bench.main(["--arch", "a0", "--backend", "onnxruntime", "--batch-size", "1", "--threads", "1", "--warmup",
                        "0", "--repeats", "1", "--supernet", str(official_checkpoint)])
     printed = capsys.readouterr().out
     assert code == 0
@@ -80,9 +80,9 @@ def test_runner_outputs_match_eager(tmp_path):
 @pytest.mark.parametrize("argv, fragment", [
     (["--backend", "tensorrt"], "valid backends: eager, eager-cl, torchscript, onnxruntime"),
     (["--arch", "a0,zz"], "valid names"),
-    (["--batch", "0"], "--batch must be at least 1"),
-    (["--threads", "0"], "--threads must be at least 1"),
-    (["--json", "/nonexistent/folder/x.json"], "does not exist"),
+    (["--batch-size", "0"], "--batch-size: 0 is outside the allowed range"),
+    (["--threads", "0"], "--threads: 0 is outside the allowed range"),
+    (["--out", "/nonexistent/folder/x.json"], "does not exist"),
 ])
 def test_bench_bad_arguments(capsys, argv, fragment):
     code = bench.main(argv)

@@ -1,7 +1,11 @@
-"""The zoo's own commands: alphanet-models, alphanet-predict, alphanet-extract errors, torch.hub entry points."""
+"""The zoo's own commands (alphanet-models, -predict, -extract), the shared command vocabulary and
+exit statuses of all eight commands, and the torch.hub entry points."""
+import argparse
+import importlib
 import importlib.util
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,55 +13,171 @@ import torch
 from PIL import Image
 
 import alphanet_zoo
+from alphanet_zoo import cli
 from alphanet_zoo.commands import extract_main, models_main, predict_main
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO / "tests" / "parity" / "photo.png"
+COMMANDS = {
+    "alphanet-models": "alphanet_zoo.commands:models_main", "alphanet-extract": "alphanet_zoo.commands:extract_main",
+    "alphanet-predict": "alphanet_zoo.commands:predict_main", "alphanet-export": "alphanet_zoo.export.cli:main",
+    "alphanet-bench": "alphanet_zoo.export.bench:main", "alphanet-eval": "alphanet_zoo.eval.cli:main",
+    "alphanet-train": "alphanet_zoo.train.cli:main", "alphanet-search": "alphanet_zoo.search.cli:main",
+}
 
 
-def test_models_table_and_json(capsys):
+def command(name):
+    module, function = COMMANDS[name].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def test_models_table_and_json(capsys, tmp_path):
     assert models_main([]) == 0
     out = capsys.readouterr().out
-    assert "a5_base" in out and "594.79" in out and "80.78" in out
-    assert models_main(["--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    assert "a5_base" in out and "594.79" in out and "80.78" in out and "not published" in out
+    assert models_main(["--json", "--out", str(tmp_path / "models.json")]) == 0
+    captured = capsys.readouterr()
+    rows = json.loads(captured.out)  # stdout is only JSON
     assert [r["name"] for r in rows] == alphanet_zoo.list_models()
-    assert rows[0]["mflops"] == 203.39 and rows[0]["params"] == 8_954_184
+    assert rows[0]["mflops"] == 203.39 and rows[0]["params"] == 8_954_184 and rows[0]["weights"] == "not published"
+    assert json.loads((tmp_path / "models.json").read_text()) == rows
+    assert models_main(["--arch", "a0,AlphaNet-A6", "--json"]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["a0", "a6"]
 
 
-def test_console_script_is_installed():
-    run = subprocess.run(["alphanet-models", "--json"], capture_output=True, text=True)
+def test_console_scripts_are_installed_and_a_closed_pipe_is_quiet():
+    script = str(Path(sys.executable).parent / "alphanet-models")
+    run = subprocess.run([script, "--json"], capture_output=True, text=True)
     assert run.returncode == 0 and json.loads(run.stdout)[-1]["name"] == "a6"
+    # the reader goes away before the command writes (as `alphanet-models --json | head -c 10` can)
+    proc = subprocess.Popen([script, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == cli.EXIT_BROKEN_PIPE and b"Traceback" not in err and err.strip() == b""
+    shell = subprocess.run(f"{script} --json | head -c 10", shell=True, capture_output=True, text=True)
+    assert shell.stdout == "[\n  {\n    " and shell.stderr == ""
 
 
-def test_predict_matches_the_library(official_checkpoint, supernet, capsys):
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_flag_of_every_command_has_help_and_shows_its_default(name, capsys):
+    main = command(name)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: {name}")
+    parser = _parser_of(name)
+    for action in parser._actions:
+        if not action.option_strings or action.help == argparse.SUPPRESS:
+            continue
+        assert action.help, f"{name} {action.option_strings} has no help"
+        shown = parser.formatter_class("x")._get_help_string(action)
+        if action.default not in (None, False, argparse.SUPPRESS):
+            assert "default" in shown, f"{name} {action.option_strings}: default {action.default!r} not shown"
+
+
+def _parser_of(name):
+    from alphanet_zoo.eval import cli as eval_cli
+    from alphanet_zoo.export import bench
+    from alphanet_zoo.export import cli as export_cli
+
+    from alphanet_zoo.search import cli as search_cli
+    from alphanet_zoo.train import cli as train_cli
+
+    captured = {}
+    original = cli.ArgumentParser.parse_args
+
+    def grab(self, args=None, namespace=None):
+        captured["parser"] = self
+        raise SystemExit(0)
+
+    cli.ArgumentParser.parse_args = grab
+    try:
+        try:
+            command(name)([])
+        except SystemExit:
+            pass
+    finally:
+        cli.ArgumentParser.parse_args = original
+    del eval_cli, bench, export_cli, search_cli, train_cli
+    return captured["parser"]
+
+
+SHARED_FLAGS = {"--arch", "--weights", "--device", "--batch-size", "--workers", "--threads", "--seed", "--calib-data",
+                "--calib-batches", "--calib-batch-size", "--out", "--json"}
+
+
+def test_shared_flags_are_defined_once_and_mean_the_same_everywhere():
+    seen = {}
+    for name in COMMANDS:
+        for action in _parser_of(name)._actions:
+            for flag in set(action.option_strings) & SHARED_FLAGS:
+                seen.setdefault(flag, []).append((name, action.type, action.metavar, action.nargs))
+    assert set(seen) == SHARED_FLAGS
+    for flag, uses in seen.items():
+        kinds = {(getattr(t, "__name__", t), m, n) for _, t, m, n in uses}
+        assert len(kinds) == 1, f"{flag} differs between commands: {uses}"
+    assert {name for name, *_ in seen["--json"]} == set(COMMANDS)  # --json is a switch on all eight
+    assert {name for name, *_ in seen["--weights"]} == {"alphanet-predict", "alphanet-export", "alphanet-bench",
+                                                        "alphanet-eval"}
+    assert {name for name, *_ in seen["--out"]} == set(COMMANDS)
+
+
+@pytest.mark.parametrize("argv, value", [
+    (["--calib-batches", "nan"], "expected an integer"), (["--threads", "0"], "outside the allowed range"),
+    (["--flops", "nan"], "expected a finite number"), (["--flops", "inf"], "expected a finite number"),
+    (["--flops", "-3"], "outside the allowed range"), (["--flops", "10"], "smallest subnet has 203.39"),
+    (["--flops", "5000"], "the largest 1939.34"), (["--batch-size", "0"], "outside the allowed range"),
+])
+def test_numeric_flags_reject_nan_inf_and_out_of_range_in_one_line(argv, value, tmp_path, capsys):
+    from alphanet_zoo.search.cli import main
+
+    (tmp_path / "d").mkdir()
+    base = ["--supernet", str(tmp_path / "s.pt"), "--data", str(tmp_path / "d"), "--calib-data", str(tmp_path / "d"),
+            "--out", str(tmp_path / "b.json"), "--flops", "300"]
+    assert main(base + argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("alphanet-search: error:") and value in err and "\n" not in err
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_predict_matches_the_library_and_reports_softmax_probabilities(official_checkpoint, supernet, capsys):
     assert predict_main([str(PHOTO), "--arch", "a0", "--supernet", str(official_checkpoint), "--topk", "3",
                          "--json"]) == 0
     line = json.loads(capsys.readouterr().out)
-    expected = alphanet_zoo.predict(supernet.extract("a0"), [Image.open(PHOTO)], topk=3)[0]
-    assert line["top"] == expected
-    assert [r["index"] for r in expected] == torch.topk(_logits(supernet, PHOTO), 3).indices.tolist()
-    assert expected[0]["name"] == alphanet_zoo.imagenet.class_names()[expected[0]["index"]]
-
-
-def _logits(supernet, path):
     model = supernet.extract("a0")
     with torch.no_grad():
-        return model(alphanet_zoo.transforms(model)(Image.open(path)).unsqueeze(0))[0]
+        logits = model(alphanet_zoo.transforms(model)(Image.open(PHOTO)).unsqueeze(0))[0]
+    probabilities = torch.exp(logits - logits.max()) / torch.exp(logits - logits.max()).sum()  # softmax, by hand
+    expected = torch.topk(probabilities, 3)
+    assert line["path"] == str(PHOTO)
+    assert [r["index"] for r in line["top"]] == expected.indices.tolist()
+    assert [r["probability"] for r in line["top"]] == pytest.approx(expected.values.tolist(), rel=1e-5)
+    names = alphanet_zoo.imagenet.class_names()
+    assert [r["name"] for r in line["top"]] == [names[i] for i in expected.indices.tolist()]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["nope.png", "--arch", "a0", "--random"], None),
-    (["missing.png", "--arch", "a0"], "image not found: missing.png"),
-    ([str(PHOTO), "--arch", "a9"], "unknown AlphaNet model 'a9'"),
-    ([str(PHOTO), "--arch", "a0", "--weights", "absent_folder"], "not found"),
+def test_predict_with_random_weights_and_a_fine_tuned_folder(supernet, tmp_path, capsys):
+    assert predict_main([str(PHOTO), "--arch", "a0", "--weights", "random", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["top"]) == 5
+    model = supernet.extract("a0")
+    model.reset_classifier(10, labels=[f"label{i}" for i in range(10)])
+    folder = model.save_pretrained(tmp_path / "ten")
+    assert predict_main([str(PHOTO), "--weights", str(folder), "--topk", "10", "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)["top"]
+    assert sorted(r["index"] for r in top) == list(range(10))  # the 10-class head, not a random 1000-class one
+    assert {r["name"] for r in top} == {f"label{i}" for i in range(10)} and top[0]["synset"] is None
+
+
+@pytest.mark.parametrize("argv, message, code", [
+    (["nope.png", "--arch", "a0", "--random"], "unrecognized arguments: --random", 2),
+    (["missing.png", "--arch", "a0", "--weights", "random"], "cannot read image missing.png: file not found", 2),
+    ([str(PHOTO), "--arch", "a9"], "unknown AlphaNet model 'a9'", 2),
+    ([str(PHOTO), "--arch", "a0", "--weights", "absent_folder"], "weights not found: absent_folder", 2),
+    ([str(PHOTO), "--weights", "random"], "--arch is needed with --weights random", 2),
 ])
-def test_predict_errors_are_one_line(argv, message, capsys):
-    if message is None:
-        with pytest.raises(SystemExit):
-            predict_main(argv)
-        return
-    assert predict_main(argv) == 2
+def test_predict_errors_are_one_line(argv, message, code, capsys):
+    assert predict_main(argv) == code
     err = capsys.readouterr().err.strip()
     assert err.startswith("alphanet-predict: error:") and message in err and "\n" not in err
 
@@ -65,9 +185,9 @@ def test_predict_errors_are_one_line(argv, message, capsys):
 def test_predict_without_weights_points_to_the_alternatives(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    assert predict_main([str(PHOTO), "--arch", "a0"]) == 2
+    assert predict_main([str(PHOTO), "--arch", "a0"]) == 1  # a runtime failure: the weights cannot be had
     err = capsys.readouterr().err
-    assert "not cached" in err and "alphanet-extract" in err
+    assert "not cached" in err and "alphanet-extract" in err and len(err.strip().splitlines()) == 1
 
 
 def test_extract_errors(tmp_path, capsys):
@@ -77,6 +197,9 @@ def test_extract_errors(tmp_path, capsys):
     bad.write_text(json.dumps({**alphanet_zoo.get_arch("a0").to_dict(), "depth": [1, 3, 3]}))
     assert extract_main(["--supernet", str(bad), "--arch", str(bad), "--out", str(tmp_path)]) == 2
     assert "depth needs 7 entries" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert extract_main(["--supernet", str(bad), "--arch", "a0", "--out", str(tmp_path / "afile")]) == 2
+    assert "a file of that name exists" in capsys.readouterr().err
 
 
 def test_torch_hub_entry_points(official_checkpoint, supernet):
@@ -92,27 +215,38 @@ def test_torch_hub_entry_points(official_checkpoint, supernet):
     assert hubconf.alphanet_a5().arch == alphanet_zoo.get_arch("a5")
 
 
-def test_extract_calibrates_reproducibly(official_checkpoint, supernet, tmp_path):
+def _train_folder(root, synsets=("n01440764", "n01443537"), per_class=3):
     import numpy as np
+
+    rng = np.random.RandomState(0)
+    for synset in synsets:
+        (root / synset).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.randint(0, 255, (40 + 7 * i, 56, 3), dtype=np.uint8)).save(root / synset / f"{i}.png")
+    return root
+
+
+def test_extract_calibrates_with_the_given_seed(official_checkpoint, supernet, tmp_path):
     from safetensors.torch import load_file
 
-    train = tmp_path / "train"
-    rng = np.random.RandomState(0)
-    for synset in ("n01440764", "n01443537"):
-        (train / synset).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(rng.randint(0, 255, (40 + 7 * i, 56, 3), dtype=np.uint8)).save(train / synset / f"{i}.png")
-    outs = []
-    for run in ("first", "second"):
-        out = tmp_path / run
+    from alphanet_zoo.calibration import calibrate
+    from alphanet_zoo.data import calibration_batches
+
+    train = _train_folder(tmp_path / "train")
+    outs = {}
+    for seed in (3, 4):
+        out = tmp_path / f"seed{seed}"
         assert extract_main(["--supernet", str(official_checkpoint), "--arch", "a0", "--out", str(out),
                              "--calib-data", str(train), "--calib-batches", "2", "--calib-batch-size", "4",
-                             "--seed", "3", "--workers", "0"]) == 0
-        outs.append(load_file(out / "a0" / "model.safetensors"))
-    # same seed, same statistics (to the kernels' summation order)
-    assert all(torch.allclose(outs[0][k], outs[1][k], rtol=1e-6, atol=1e-7) for k in outs[0])
+                             "--seed", str(seed), "--workers", "0"]) == 0
+        outs[seed] = load_file(out / "a0" / "model.safetensors")
+    # the library's own calibration with seed 3 gives exactly what the command wrote for seed 3
+    expected = calibrate(supernet.extract("a0"), calibration_batches(train, 2, 4, seed=3), 192).state_dict()
+    assert all(torch.equal(outs[3][k], expected[k]) for k in outs[3])
+    assert not torch.equal(outs[3]["stem.bn.running_mean"], outs[4]["stem.bn.running_mean"])  # seeds differ
     uncalibrated = supernet.extract("a0").state_dict()
-    assert not torch.equal(outs[0]["stem.bn.running_mean"], uncalibrated["stem.bn.running_mean"])
-    assert torch.equal(outs[0]["stem.conv.weight"], uncalibrated["stem.conv.weight"])
-    config = json.loads((tmp_path / "first" / "a0" / "config.json").read_text())
+    assert not torch.equal(outs[3]["stem.bn.running_mean"], uncalibrated["stem.bn.running_mean"])
+    assert torch.equal(outs[3]["stem.conv.weight"], uncalibrated["stem.conv.weight"])
+    config = json.loads((tmp_path / "seed3" / "a0" / "config.json").read_text())
     assert config["calibration"]["seed"] == 3 and config["calibration"]["num_batches"] == 2
+    assert config["calibration"]["data"] == "train" and config["calibrated"] is True

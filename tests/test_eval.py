@@ -16,24 +16,24 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from alphanet_zoo.eval import cli
+from conftest import PARITY_DIR
 from PIL import Image, ImageDraw
 
 import alphanet_zoo
+from alphanet_zoo.calibration import calibrate
+from alphanet_zoo.data import (GROUND_TRUTH_FILE, SYNSET_FOLDERS, LabelledImages, Sample, TorchClassifier,
+                               calibration_batches, evaluate, labelled_batches, open_dataset)
 from alphanet_zoo.imagenet import synsets
-from alphanet_zoo.eval import cli
-from alphanet_zoo.eval.data import (GROUND_TRUTH_FILE, SYNSET_FOLDERS, ImageDataset, Sample, eval_loader,
-                                    open_dataset)
-from alphanet_zoo.eval.evaluate import TorchClassifier, evaluate
-from conftest import PARITY_DIR
+from alphanet_zoo.preprocessing import EvalCrop, Preprocessing, model_input
 
 ARCH = "a0"
 SYNSETS = synsets()
 OFFICIAL_MEAN = [v / 255 for v in (123.675, 116.28, 103.53)]
 OFFICIAL_STD = [v / 255 for v in (58.395, 57.12, 57.375)]
-RESULT_KEYS = {"name", "arch", "backend", "weights", "calibrated", "partial", "top1", "top5", "correct1",
-               "correct5", "images", "bad_images", "bad_image_files", "mflops", "mflops_fvcore", "params",
-               "images_per_s", "eval_s", "wall_s", "published_top1", "published_top5", "published_mflops",
-               "top1_diff", "mflops_diff"}
+RESULT_KEYS = {"model", "name", "backend", "weights", "calibrated", "partial", "top1", "top5", "correct1",
+               "correct5", "images", "bad_images", "bad_image_files", "top1_vs_paper", "mflops_fvcore",
+               "images_per_s", "eval_s", "wall_s"}
 
 
 # -- the official evaluation pipeline, written out independently ---------------------------------
@@ -171,24 +171,25 @@ def test_official_preprocessing_parity():
     """photo.png through the dataset and the loader equals the official eval tensor (224 model: no resize)."""
     expected = torch.from_numpy(np.load(PARITY_DIR / "photo_official_eval_tensor.npy"))
     samples = [Sample(str(PARITY_DIR / "photo.png"), 0)] * 3
-    dataset = ImageDataset(samples, alphanet_zoo.transforms("a1"), (3, 224, 224))
+    crop = EvalCrop(Preprocessing(resolution=224))
+    dataset = LabelledImages(samples, crop, (3, 224, 224))
     image, target, index, error = dataset[0]
-    assert error == "" and (target, index) == (0, 0)
-    assert (image - expected).abs().max().item() <= 1e-5
-    images, *_ = next(iter(eval_loader(samples, alphanet_zoo.transforms("a1"), 224, batch_size=3, workers=2)))
+    assert error == "" and (target, index) == (0, 0) and image.dtype == torch.uint8
+    assert (model_input(image, 224) - expected).abs().max().item() <= 1e-5
+    assert (alphanet_zoo.transforms("a1")(Image.open(PARITY_DIR / "photo.png")) - expected).abs().max().item() <= 1e-5
+    images, *_ = next(iter(labelled_batches(samples, crop, 224, batch_size=3, workers=2)))
     assert images.shape == (3, 3, 224, 224)
-    assert (images - expected).abs().max().item() <= 1e-5
+    assert (model_input(images, 224) - expected).abs().max().item() <= 1e-5
     # a 192 model gets that tensor resized bicubically, as the official forward does
-    images192, *_ = next(iter(eval_loader(samples[:1], alphanet_zoo.transforms("a0"), 192, batch_size=1)))
     resized = F.interpolate(expected[None], size=(192, 192), mode="bicubic", align_corners=False)
-    assert (images192 - resized).abs().max().item() <= 1e-5
+    assert (model_input(images[:1], 192) - resized).abs().max().item() <= 1e-5
 
 
 def test_loader_matches_official_pipeline_on_every_image_mode(labelled, model):
     items, top1, top5, official_top1 = labelled
     samples = [Sample(str(p), label) for p, label, _ in items]
-    loader = eval_loader(samples, alphanet_zoo.transforms(model), 192, batch_size=5, workers=0)
-    result = evaluate(TorchClassifier(model), loader, keep_predictions=True)
+    batches = labelled_batches(samples, EvalCrop(Preprocessing(resolution=192)), 224, batch_size=5, workers=0)
+    result = evaluate(TorchClassifier(model), batches, resolution=192, keep_predictions=True)
     assert [p.index for p in result.predictions] == list(range(len(items)))
     assert [p.top5[0] for p in result.predictions] == [official_top1[Path(s.path)] for s in samples]
     assert (result.top1, result.top5, result.images) == (pytest.approx(top1), pytest.approx(top5), len(items))
@@ -204,19 +205,20 @@ def test_synset_layout_exact_accuracy_json_and_predictions(tmp_path, labelled, o
                                "--batch-size", 5, "--output", out, "--save-predictions", preds], capsys)
     assert code == 0
     res = read_results(out)
-    assert res["format"] == "alphanet_zoo.eval/1" and res["partial"] is False
+    assert res["format"] == "alphanet_zoo.eval/2" and res["partial"] is False and res["world_size"] == 1
     assert res["layout"] == SYNSET_FOLDERS and res["calibration"] is None
     assert RESULT_KEYS <= res.keys() and len(res["models"]) == 1 and RESULT_KEYS == res["models"][0].keys()
     assert res["images"] == N_IMAGES
     assert res["top1"] == pytest.approx(top1) and res["top5"] == pytest.approx(top5)
     assert res["correct1"] == round(top1 * N_IMAGES / 100)
     info = alphanet_zoo.model_info(ARCH)
-    assert res["mflops"] == pytest.approx(alphanet_zoo.count_flops(ARCH), abs=0.01)
-    assert res["published_top1"] == info.published_top1 and res["published_mflops"] == info.published_mflops
-    assert res["published_top5"] is None
-    assert res["top1_diff"] == pytest.approx(top1 - info.published_top1, abs=1e-3)
-    assert res["params"] == sum(p.numel() for p in alphanet_zoo.AlphaNet(ARCH).parameters())
-    assert res["mflops_fvcore"] > res["mflops"]  # fvcore also counts BN, pooling, the SE multiply
+    record = res["model"]  # the model's record, as its config.json holds it
+    assert record["mflops"] == pytest.approx(alphanet_zoo.count_flops(ARCH), abs=0.01) and record["name"] == ARCH
+    assert record["published"]["top1"] == info.published_top1 and record["published"]["mflops"] == info.published_mflops
+    assert record["published"]["top5"] is None and record["calibrated"] is False
+    assert res["top1_vs_paper"] == pytest.approx(top1 - info.published_top1, abs=1e-3)
+    assert record["params"] == sum(p.numel() for p in alphanet_zoo.AlphaNet(ARCH).parameters())
+    assert res["mflops_fvcore"] > record["mflops"]  # fvcore also counts BN, pooling, the SE multiply
     assert res["images_per_s"] > 0 and res["backend"] == "pytorch"
     assert "a0" in stdout and "77.87" in stdout and f"{top1:.2f}" in stdout
     # predictions: one line per image, in the fixed order, with the folder's canonical class index
@@ -437,8 +439,8 @@ def pytorch_run(tmp_path_factory, labelled, official_checkpoint):
 def test_onnx_path_agrees_with_pytorch(tmp_path, model, pytorch_run, capsys, with_metadata):
     data, torch_res, torch_preds = pytorch_run
     onnx_file = export_onnx(model, tmp_path / "a0.onnx", with_metadata, dynamic_size=not with_metadata)
-    args = ["--onnx", onnx_file, "--data", data, "--workers", 2, "--batch-size", 5,
-            "--output", tmp_path / "r.json", "--save-predictions", tmp_path / "p.jsonl"]
+    args = ["--model", onnx_file, "--data", data, "--workers", 2, "--batch-size", 5,
+            "--out", tmp_path / "r.json", "--save-predictions", tmp_path / "p.jsonl"]
     if not with_metadata:  # dynamic input size and no metadata: the resolution must come from --arch
         code, _, err = run_cli(args, capsys)
         assert code == 2 and "give --arch" in err
@@ -447,8 +449,10 @@ def test_onnx_path_agrees_with_pytorch(tmp_path, model, pytorch_run, capsys, wit
     assert code == 0, err
     res = read_results(tmp_path / "r.json")
     assert res["backend"] == "onnxruntime" and res["name"] == ARCH
-    for key in ("images", "top1", "top5", "correct1", "correct5", "mflops", "params", "published_top1"):
+    for key in ("images", "top1", "top5", "correct1", "correct5"):
         assert res[key] == torch_res[key], key
+    for key in ("name", "architecture", "mflops", "params", "published", "preprocessing"):
+        assert res["model"][key] == torch_res["model"][key], key
     preds = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [(p["path"], p["target"], p["top5"][0]) for p in preds] == \
            [(p["path"], p["target"], p["top5"][0]) for p in torch_preds]
@@ -457,7 +461,7 @@ def test_onnx_path_agrees_with_pytorch(tmp_path, model, pytorch_run, capsys, wit
 def test_onnx_file_with_another_arch_is_refused(tmp_path, model, pytorch_run, capsys):
     data, _, _ = pytorch_run
     onnx_file = export_onnx(model, tmp_path / "a0.onnx", with_metadata=False)
-    code, _, err = run_cli(["--onnx", onnx_file, "--arch", "a1", "--data", data], capsys)
+    code, _, err = run_cli(["--onnx", onnx_file, "--arch", "a1", "--data", data], capsys)  # the old spelling
     assert code == 2  # the graph runs at 192; a1 at 224: the ONNX file says so or ORT refuses the input
     assert "a1" in err or "192" in err or "224" in err
 
@@ -490,14 +494,15 @@ def test_calibrated_evaluation_equals_the_library_path(tmp_path, labelled, super
                             "--output", out, "--save-predictions", preds], capsys)
     assert code == 0, err
     res = read_results(out)
-    assert res["calibrated"] is True
-    assert res["calibration"] == {"data": str(train), "batches": 2, "batch_size": 4, "seed": 5}
-    from alphanet_zoo.eval import calibration_batches
+    assert res["calibrated"] is True and res["model"]["calibrated"] is True
+    assert {k: res["calibration"][k] for k in ("data", "num_batches", "batch_size", "seed")} == \
+        {"data": "train", "num_batches": 2, "batch_size": 4, "seed": 5}
+    assert res["model"]["calibration"] == res["calibration"]
 
-    calibrated = alphanet_zoo.calibrate_bn(supernet.extract(ARCH), calibration_batches(train, 192, 2, 4, seed=5), 2)
+    calibrated = calibrate(supernet.extract(ARCH), calibration_batches(train, 2, 4, seed=5), 192)
     samples, _ = open_dataset(val)
-    expected = evaluate(TorchClassifier(calibrated), eval_loader(samples, alphanet_zoo.transforms(calibrated), 192),
-                        keep_predictions=True)
+    expected = evaluate(TorchClassifier(calibrated), labelled_batches(
+        samples, EvalCrop(Preprocessing(resolution=192)), 224, batch_size=256), resolution=192, keep_predictions=True)
     got = [json.loads(line)["top5"] for line in preds.read_text().splitlines()]
     assert got == [p.top5 for p in expected.predictions]
     assert res["top1"] == pytest.approx(expected.top1)
@@ -522,10 +527,30 @@ def test_arch_all_with_plot_and_limit(tmp_path, pytorch_run, official_checkpoint
     for m in res["models"]:
         assert RESULT_KEYS == m.keys() and m["images"] == 1 and res["limit"] == 1
         info = alphanet_zoo.model_info(m["name"])
-        assert m["mflops"] == pytest.approx(alphanet_zoo.count_flops(info.arch), abs=0.01)
-        assert m["published_mflops"] == info.published_mflops
+        assert m["model"]["mflops"] == pytest.approx(alphanet_zoo.count_flops(info.arch), abs=0.01)
+        assert m["model"]["published"]["mflops"] == info.published_mflops
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(name in stdout for name in alphanet_zoo.list_models())
+
+
+def test_the_plot_draws_the_measured_points_beside_the_papers(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.axes
+    from alphanet_zoo.eval.report import plot_pareto
+
+    drawn = []
+    original = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot",
+                        lambda self, x, y, *a, **k: drawn.append((list(x), list(y), k.get("label")))
+                        or original(self, x, y, *a, **k))
+    results = [{"name": "mine", "top1": 61.25, "model": {"mflops": 350.5}},
+               {"name": "small", "top1": 40.0, "model": {"mflops": 210.0}},
+               {"name": "failed", "top1": None, "model": {"mflops": 500.0}}]
+    plot_pareto(results, tmp_path / "p.png")
+    by_label = {label: (x, y) for x, y, label in drawn}
+    assert by_label["measured (alphanet-eval)"] == ([210.0, 350.5], [40.0, 61.25])  # sorted by MFLOPs
+    paper = sorted((m.published_mflops, m.published_top1) for m in alphanet_zoo.MODELS.values())
+    assert by_label["paper (AlphaNet)"] == ([p[0] for p in paper], [p[1] for p in paper])
 
 
 def test_plot_without_matplotlib_is_a_clear_error(tmp_path, official_checkpoint, capsys, monkeypatch):
@@ -559,13 +584,15 @@ def test_ctrl_c_reports_and_writes_partial_results(tmp_path, pytorch_run, offici
     assert res["partial"] is True and res["models"][0]["partial"] is True and len(res["models"]) == 1
     assert res["images"] == 4 and res["top1"] is not None
     assert len(preds.read_text().splitlines()) == 4
-    assert "a0*" in stdout and "interrupted" in stdout
+    assert "a0*" in stdout and "interrupted" in stdout and "Traceback" not in err
 
 
-def test_bad_arguments_are_clear_errors(tmp_path, official_checkpoint, capsys):
+def test_bad_arguments_are_clear_errors(tmp_path, official_checkpoint, capsys, monkeypatch):
     base = ["--data", tmp_path]
-    code, _, err = run_cli(["--arch", ARCH] + base, capsys)
-    assert code == 2 and "no weights given" in err
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    code, _, err = run_cli(["--arch", ARCH] + base, capsys)  # the default weights: pretrained, not to be had here
+    assert code == 1 and "not cached and offline mode is on" in err
     code, _, err = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--batch-size", 0] + base, capsys)
     assert code == 2 and "--batch-size" in err
     code, _, err = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--data", tmp_path / "nope"], capsys)

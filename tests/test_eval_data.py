@@ -10,12 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
+from alphanet_zoo.calibration import calibrate
+from alphanet_zoo.data import BadImageError, DatasetError, calibration_batches, is_image_file, load_image, open_dataset
+from alphanet_zoo.data.ground_truth import GroundTruthError, read_devkit_mapping, read_ground_truth, read_loc_solution
+from alphanet_zoo.data.matfile import MatFileError, load_mat
 from alphanet_zoo.imagenet import synsets
-from alphanet_zoo.eval.data import (BadImageError, DatasetError, calibration_batches, is_image_file, load_image,
-                                    open_dataset)
-from alphanet_zoo.eval.ground_truth import (GroundTruthError, read_devkit_mapping, read_ground_truth,
-                                            read_loc_solution)
-from alphanet_zoo.eval.matfile import MatFileError, load_mat
 
 SYNSETS = synsets()
 
@@ -117,10 +116,10 @@ def test_image_extensions_are_case_insensitive():
 
 
 def test_open_dataset_errors_name_the_problem(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(DatasetError, match="nowhere"):
         open_dataset(tmp_path / "nowhere")
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(NotADirectoryError):
+    with pytest.raises(DatasetError, match="is a file"):
         open_dataset(tmp_path / "file.txt")
     names = ["dogs", "cats", "n01440764", "birds", "fish", "frogs", "owls", "bees"]
     for name in names:
@@ -143,13 +142,14 @@ def _train_folder(root: Path, n_per_class: int = 3) -> Path:
 
 def test_calibration_batches_are_seeded_and_independent_of_workers(tmp_path):
     train = _train_folder(tmp_path / "train")
-    batches = calibration_batches(train, 96, num_batches=3, batch_size=4, seed=7, workers=0)
+    batches = calibration_batches(train, num_batches=3, batch_size=4, seed=7, workers=0, crop_size=96)
     first = list(batches)
     assert len(batches) == 3 and [b.shape for b in first] == [(4, 3, 96, 96)] * 3
+    assert all(b.dtype == torch.uint8 for b in first)
     assert all(torch.equal(a, b) for a, b in zip(first, batches))  # iterating again gives the same tensors
-    with_workers = list(calibration_batches(train, 96, num_batches=3, batch_size=4, seed=7, workers=2))
+    with_workers = list(calibration_batches(train, num_batches=3, batch_size=4, seed=7, workers=2, crop_size=96))
     assert all(torch.equal(a, b) for a, b in zip(first, with_workers))
-    other = list(calibration_batches(train, 96, num_batches=3, batch_size=4, seed=8, workers=0))
+    other = list(calibration_batches(train, num_batches=3, batch_size=4, seed=8, workers=0, crop_size=96))
     assert not all(torch.equal(a, b) for a, b in zip(first, other))
     # 12 draws from 9 images: every image once before any repeats (a new permutation per pass)
     draws = batches.draws()
@@ -158,18 +158,17 @@ def test_calibration_batches_are_seeded_and_independent_of_workers(tmp_path):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    list(calibration_batches(train, 96, num_batches=1, batch_size=2, seed=1))
+    list(calibration_batches(train, num_batches=1, batch_size=2, seed=1, crop_size=96))
     assert torch.equal(torch.rand(3), expected)
 
 
 def test_calibration_bn_statistics_reproducible(tmp_path, supernet):
-    import alphanet_zoo
 
     train = _train_folder(tmp_path / "train", 2)
     stats = []
     for workers in (0, 2):
         model = supernet.extract("a0")
-        alphanet_zoo.calibrate_bn(model, calibration_batches(train, 192, 2, 3, seed=0, workers=workers), 2)
+        calibrate(model, calibration_batches(train, 2, 3, seed=0, workers=workers), 192)
         stats.append([b.clone() for name, b in model.named_buffers() if "running" in name])
     assert all(torch.equal(a, b) for a, b in zip(*stats))
     assert not torch.equal(stats[0][0], supernet.extract("a0").stem.bn.running_mean)
@@ -179,6 +178,6 @@ def test_calibration_stops_on_a_bad_image(tmp_path):
     train = _train_folder(tmp_path / "train", 1)
     (train / "n01440764" / "broken.JPEG").write_bytes(b"\xff\xd8\xff not really")
     with pytest.raises(BadImageError, match="broken.JPEG"):
-        list(calibration_batches(train, 64, num_batches=1, batch_size=4, seed=0))
-    with pytest.raises(FileNotFoundError):
-        calibration_batches(tmp_path / "missing", 64)
+        list(calibration_batches(train, num_batches=1, batch_size=4, seed=0, crop_size=64))
+    with pytest.raises(DatasetError, match="not found"):
+        calibration_batches(tmp_path / "missing")

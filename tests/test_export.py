@@ -14,15 +14,16 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from alphanet_zoo.export import (ExportVerificationError, cli, export_metadata, load_torchscript, onnx_export,
+                                 onnxruntime_session, read_metadata, to_onnx, to_torchscript, torchscript_export,
+                                 verify_onnx, verify_torchscript)
 from conftest import REFERENCE_NAMES, det
 from onnx import numpy_helper
 
+import alphanet_zoo
 from alphanet_zoo import SEARCH_SPACE, AlphaNet, count_flops
-from alphanet_zoo.export import (ExportVerificationError, export_metadata, load_torchscript, onnxruntime_session,
-                                 read_metadata, to_onnx, to_torchscript, verify_onnx, verify_torchscript)
-from alphanet_zoo.export import cli, onnx_export, torchscript_export
 from alphanet_zoo.imagenet import class_names
-from alphanet_zoo.transforms import preprocessing_for
+from alphanet_zoo.preprocessing import preprocessing_for
 
 TOLERANCE = 1e-4
 MODELS = ("a0", "a5_1")  # official reference keys: the smallest model, and A5-base at 288 px
@@ -70,9 +71,9 @@ def run_cli(argv, capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+def assert_one_line_error(code: int, err: str, *fragments: str, status: int = 2) -> None:
     lines = err.strip().splitlines()
-    assert code == 2, err
+    assert code == status, err
     assert len(lines) == 1 and lines[0].startswith("alphanet-export: error: "), err
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
@@ -131,27 +132,28 @@ def test_onnx_graph_is_a_clean_inference_graph(exported):
 def test_metadata_travels_with_the_file(exported, fmt):
     path, model, result = exported("a5_1", fmt)
     meta = read_metadata(path)
-    assert meta == json.loads(json.dumps(result.metadata))
-    assert meta["model_name"] == "a5_base"
+    assert meta == json.loads(json.dumps(result.metadata)) == model.pretrained_cfg.to_dict()  # the record itself
+    assert meta["format"] == "alphanet_zoo.model/2" and meta["name"] == "a5_base"
     assert meta["architecture"] == model.arch.to_dict()
     assert meta["preprocessing"] == preprocessing_for(model).to_dict()
     assert meta["preprocessing"]["resolution"] == 288 and meta["preprocessing"]["crop_size"] == 224
-    assert meta["class_names"] == class_names() and len(meta["class_names"]) == 1000
-    assert meta["license"] == "cc-by-nc-4.0"
-    assert meta["mflops"] == round(count_flops("a5_base"), 2)
+    assert meta["labels"] == class_names() and meta["label_set"] == "imagenet-1k"
+    assert meta["license"] == "cc-by-nc-4.0" and meta["calibrated"] is False
+    assert meta["mflops"] == round(count_flops("a5_base"), 4)
     assert meta["params"] == sum(p.numel() for p in model.parameters())
-    assert meta["input"]["shape"] == ["batch", 3, 288, 288] and meta["output"]["name"] == "logits"
-    assert meta["alphanet_zoo_version"]
+    assert meta["library_version"] == alphanet_zoo.__version__
 
 
 def test_onnxruntime_user_sees_metadata(exported):
     """What an ONNX Runtime user without this package reads: strings, JSON where structured."""
     path, model, _result = exported("a0", "onnx")
     props = onnxruntime_session(path).get_modelmeta().custom_metadata_map
-    assert json.loads(props["preprocessing"])["mean"] == list(preprocessing_for(model).mean)
-    assert json.loads(props["architecture"])["resolution"] == 192
-    assert props["license"] == "cc-by-nc-4.0" and props["model_name"] == "a0"
-    assert len(json.loads(props["class_names"])) == 1000
+    assert set(props) == {"config"}
+    config = json.loads(props["config"])
+    assert config["preprocessing"]["mean"] == list(preprocessing_for(model).mean)
+    assert config["architecture"]["resolution"] == 192
+    assert config["license"] == "cc-by-nc-4.0" and config["name"] == "a0"
+    assert len(config["labels"]) == 1000
 
 
 def test_fixed_batch_and_opset(tmp_path):
@@ -288,7 +290,7 @@ def test_cli_exports_supernet_subnet(tmp_path, capsys, official_checkpoint, refe
     expected = np.asarray(sub["logits"], dtype=np.float32).reshape(2, -1)
     assert np.abs(run_file(out, "onnx", x) - expected).max() <= TOLERANCE
     meta = read_metadata(out)
-    assert meta["license"] == "cc-by-nc-4.0" and official_checkpoint.name in meta["weights"]
+    assert meta["license"] == "cc-by-nc-4.0" and official_checkpoint.name in meta["source"]
 
 
 def test_cli_weights_folder_to_default_torchscript_name(tmp_path, capsys, monkeypatch, supernet, reference):
@@ -308,7 +310,7 @@ def test_cli_random_init_architecture_file(tmp_path, capsys, small_arch_file):
     code, stdout, err = run_cli(["--arch", small_arch_file, "--random-init", "--out", out], capsys)
     assert code == 0, err
     meta = read_metadata(out)
-    assert meta["license"] == "random-init" and meta["model_name"] == "tiny"
+    assert meta["license"] == "random-init" and meta["name"] == "tiny"
     assert meta["architecture"] == json.loads(small_arch_file.read_text())
 
 
@@ -316,8 +318,8 @@ def test_cli_without_weights_names_the_alternatives(tmp_path, capsys, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the real Hub client, told not to touch the network
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
     code, _, err = run_cli(["--arch", "a0", "--out", tmp_path / "a0.onnx"], capsys)
-    assert_one_line_error(code, err, "pretrained weights for a0 are unavailable", "--supernet", "--weights",
-                          "--random-init")
+    assert_one_line_error(code, err, "the weights of a0", "not cached and offline mode is on", "alphanet-extract",
+                          status=1)
     assert not (tmp_path / "a0.onnx").exists()
 
 
@@ -339,15 +341,15 @@ BAD_ARGUMENTS = {  # case -> (argv, after --arch, built in tmp_path; fragments t
     "not_json": (lambda t: [t / "file.txt", "--random-init"], ["file.txt", "JSON"]),
     "missing_folder": (lambda t: ["a0", "--random-init", "--out", t / "nope" / "m.onnx"], ["does not exist"]),
     "parent_is_file": (lambda t: ["a0", "--random-init", "--out", t / "file.txt" / "m.onnx"], ["not a folder"]),
-    "bad_batch": (lambda t: ["a0", "--random-init", "--batch", "zero"], ["--batch", "'zero'"]),
+    "bad_batch": (lambda t: ["a0", "--weights", "random", "--batch-axis", "zero"], ["--batch-axis", "'zero'"]),
     "bad_opset": (lambda t: ["a0", "--random-init", "--opset", "99"], ["--opset", "99"]),
     "batch_with_torchscript": (lambda t: ["a0", "--random-init", "--format", "torchscript", "--batch", "4"],
-                               ["--batch applies to ONNX"]),
+                               ["--batch-axis apply to ONNX"]),
     "format_suffix_clash": (lambda t: ["a0", "--random-init", "--format", "onnx", "--out", t / "m.pt"],
                             ["--format"]),
     "pretrained_custom_arch": (lambda t: [_arch_file(t, "custom", width=[24, *AlphaNet("a0").arch.width[1:]]),
-                                          "--pretrained"],
-                               ["custom architecture", "--supernet", "--weights", "--random-init"]),
+                                          "--weights", "pretrained"],
+                               ["custom architecture", "--weights random"]),
 }
 
 
@@ -365,9 +367,8 @@ def test_bad_arguments_give_one_line_errors(tmp_path, capsys, monkeypatch, case)
 
 
 def test_conflicting_weight_flags_are_a_usage_error(capsys):
-    with pytest.raises(SystemExit) as e:
-        cli.main(["--arch", "a0", "--random-init", "--pretrained"])
-    assert e.value.code == 2 and "not allowed with" in capsys.readouterr().err
+    assert cli.main(["--arch", "a0", "--weights", "random", "--supernet", "x.pth"]) == 2
+    assert "not allowed with" in capsys.readouterr().err
 
 
 def test_console_script(tmp_path, small_arch_file):
@@ -382,6 +383,6 @@ def test_console_script(tmp_path, small_arch_file):
 
 def test_export_metadata_of_a_custom_model():
     model = AlphaNet(SEARCH_SPACE.sample(3))
-    meta = export_metadata(model, license="random-init", weights="random")
-    assert meta["model_name"] == "custom" and meta["license"] == "random-init"
-    assert meta["mflops"] == round(count_flops(model.arch), 2)
+    meta = export_metadata(model)
+    assert meta["name"] is None and meta["license"] == "random-init" and meta["published"] is None
+    assert meta["mflops"] == round(count_flops(model.arch), 4)

@@ -7,12 +7,12 @@ import random
 
 import pytest
 import torch
+from conftest import det
+from official_oracle import official_flops, official_forward
 
 from alphanet_zoo import SEARCH_SPACE, Supernet, count_flops
 from alphanet_zoo.checkpoint import read_state_dict
-from alphanet_zoo.transforms import resize_to_resolution
-from conftest import det
-from official_oracle import official_flops, official_forward
+from alphanet_zoo.preprocessing import resize_to_resolution
 
 TOL = 1e-4
 

@@ -6,10 +6,10 @@ import random
 
 import pytest
 import torch
-
 from _train_helpers import make_image_folder
+
 from alphanet_zoo import SEARCH_SPACE, ArchConfig, count_flops
-from alphanet_zoo._cli import parse_arch
+from alphanet_zoo.cli import parse_arch
 from alphanet_zoo.search import (Candidate, EvolutionSearch, crossover, flops_range, mutate, pareto_front,
                                  sample_at_flops)
 
@@ -96,7 +96,8 @@ def test_alphanet_search_end_to_end(tmp_path, official_checkpoint, capsys):
     out, history = tmp_path / "best.json", tmp_path / "history.jsonl"
     argv = ["--supernet", str(official_checkpoint), "--flops", "300", "--flops-min", "260",
             "--data", str(tmp_path / "heldout"), "--calib-data", str(tmp_path / "train"), "--out", str(out),
-            "--population", "4", "--generations", "1", "--calib-batches", "2", "--batch-size", "4",
+            "--population", "4", "--generations", "1", "--calib-batches", "2", "--calib-batch-size", "4",
+            "--batch-size", "4",
             "--workers", "0", "--crop-size", "64", "--history", str(history)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -124,6 +125,6 @@ def test_alphanet_search_errors(tmp_path, capsys):
     (tmp_path / "s.pt").write_bytes(b"")
     base[1] = str(tmp_path / "s.pt")
     assert main(base + ["--flops", "100"]) == 2
-    assert "smallest has 203.39" in capsys.readouterr().err
+    assert "smallest subnet has 203.39" in capsys.readouterr().err
     assert main(base + ["--flops", "300", "--flops-min", "400"]) == 2
     assert "above --flops" in capsys.readouterr().err

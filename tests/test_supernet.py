@@ -4,10 +4,10 @@ import pickle
 
 import pytest
 import torch
+from conftest import det
 
 from alphanet_zoo import SEARCH_SPACE, AlphaNet, CheckpointError, Supernet, get_arch
 from alphanet_zoo.checkpoint import OFFICIAL_SKIPPED, from_official, read_state_dict
-from conftest import det
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_truncated_and_garbage_files_are_clear_errors(tmp_path, official_checkpo
     junk.write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         Supernet.from_checkpoint(junk)
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
         Supernet.from_checkpoint(tmp_path / "absent.pth")
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(CheckpointError, match="holds no state dict"):

@@ -15,17 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _train_helpers import make_image_folder, read_log
+from conftest import PARITY_DIR, REPO, det
 from PIL import Image
 
-from _train_helpers import make_image_folder, read_log
-from alphanet_zoo import SEARCH_SPACE, ArchConfig, Supernet
+from alphanet_zoo import SEARCH_SPACE, ArchConfig, InputError, Supernet
 from alphanet_zoo.checkpoint import CheckpointError, from_official
 from alphanet_zoo.train import (WarmupCosineSchedule, build_optimizer, load_config, no_weight_decay, sample_sandwich,
                                 sandwich_step, scaled_lr)
 from alphanet_zoo.train.autoaugment import POLICY_V0, AutoAugment
 from alphanet_zoo.train.checkpointing import load_checkpoint, save_checkpoint
 from alphanet_zoo.train.data import SeededDataset, ShardedSampler, TrainTransform, image_folder
-from conftest import PARITY_DIR, REPO, det
+
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -178,8 +179,8 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index(tmp_path):
 
 
 def test_cached_uint8_crops_normalise_exactly_like_the_eval_transform():
-    from alphanet_zoo.train.data import EvalCrop, normalize
-    from alphanet_zoo.transforms import EvalTransform, Preprocessing
+    from alphanet_zoo.preprocessing import EvalTransform, Preprocessing
+    from alphanet_zoo.preprocessing import EvalCrop, normalize
 
     image = Image.open(PARITY_DIR / "photo.png")
     preprocessing = Preprocessing(resolution=224)
@@ -242,7 +243,7 @@ def test_config_overrides_and_errors():
             load_config("tiny", bad)
     with pytest.raises(ValueError, match="data.train is not set"):
         load_config("tiny").check()
-    with pytest.raises(FileNotFoundError, match="bundled recipes"):
+    with pytest.raises(InputError, match="bundled recipes"):
         load_config("no_such_recipe")
 
 
@@ -388,8 +389,9 @@ def test_training_checkpoint_feeds_extract_and_eval(uninterrupted, train_data, t
     state = load_checkpoint(checkpoint)
     assert all(torch.equal(v, state["model"][k]) for k, v in supernet.state_dict().items())
 
-    from alphanet_zoo.commands import extract_main
     from alphanet_zoo.eval.cli import main as eval_main
+
+    from alphanet_zoo.commands import extract_main
 
     assert extract_main(["--supernet", str(checkpoint), "--arch", "a0", "--out", str(tmp_path / "x")]) == 0
     assert (tmp_path / "x" / "a0" / "model.safetensors").is_file()

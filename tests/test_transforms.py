@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 import torch
+from conftest import PARITY_DIR
 from PIL import Image
 
 import alphanet_zoo
-from alphanet_zoo.transforms import EvalTransform, Preprocessing, resize_to_resolution
-from conftest import PARITY_DIR
+from alphanet_zoo.preprocessing import EvalTransform, Preprocessing, resize_to_resolution
 
 
 @pytest.fixture(scope="module")

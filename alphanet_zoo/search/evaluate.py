@@ -1,63 +1,51 @@
 """Accuracy of a subnet for search: extract it, re-calibrate its BatchNorm, count top-1 on held-out images.
 
-Images are decoded once and kept as uint8 crops (`TensorBatches`); each candidate then costs only
-its forward passes. Calibration images get the training-style crop and flip the official test
-script calibrates with (seeded per image); held-out images the evaluation crop (short side 256,
-centre 224). Both are resized (bicubic) to each candidate's resolution, as the published
-evaluation does.
+Images are decoded once into memory as uint8 crops (`alphanet_zoo.data.TensorBatches`); each
+candidate then costs only its forward passes. Calibration and counting go through the very
+functions ``alphanet-extract`` and ``alphanet-eval`` use (`alphanet_zoo.calibration.calibrate`,
+`alphanet_zoo.data.evaluate`), so the top-1 recorded for a candidate is what extracting it and
+evaluating it with the same flags gives.
 """
 from __future__ import annotations
 
-import os
 import random
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from ..calibration import calibrate_bn
+from ..calibration import calibrate
 from ..config import ArchConfig
+from ..data import CalibrationBatches, Sample, TensorBatches, TorchClassifier, evaluate, labelled_batches
+from ..preprocessing import EvalCrop, Preprocessing
 from ..supernet import Supernet
-from ..train.data import (EvalCrop, LabelledImages, MappedDataset, SeededDataset, TensorBatches, TrainTransform,
-                          eval_preprocessing, image_folder, load_tensor_batches)
 
 
-def labelled_samples(root: str | os.PathLike, num_classes: int) -> list[tuple[str, int]]:
-    """``(path, class index)`` of every image under ``root``.
-
-    For a 1000-class supernet the folder is read as ImageNet (synset folders, or a flat folder with
-    a ground-truth file; `alphanet_zoo.eval.data.open_dataset`), so labels are the canonical indices
-    even for a subset of the classes; otherwise as an ImageFolder with sorted class folders (the
-    labels ``alphanet-train`` gives).
-    """
-    if num_classes == 1000:
-        from alphanet_zoo.eval.data import open_dataset
-
-        samples, _layout = open_dataset(root)
-        return [(str(s.path), int(s.target)) for s in samples]
-    return [(str(p), int(t)) for p, t in image_folder(root).samples]
+def heldout_preprocessing(crop_size: int = 224) -> Preprocessing:
+    """The evaluation crop at ``crop_size`` (short side resized to ``crop / 0.875``, centre crop):
+    the published models' preprocessing at 224."""
+    return Preprocessing(resolution=crop_size, resize_size=int(round(crop_size / 0.875)), crop_size=crop_size)
 
 
-def _subset(samples: Sequence, count: int | None, seed: int) -> list:
+def heldout_subset(samples: Sequence[Sample], count: int | None, seed: int) -> list[Sample]:
+    """A seeded subset of ``count`` samples (None or 0: all), kept in the dataset's order."""
+    if not count or count >= len(samples):
+        return list(samples)
     order = list(range(len(samples)))
     random.Random(seed).shuffle(order)
-    return [samples[i] for i in sorted(order[:count] if count else order)]
+    return [samples[i] for i in sorted(order[:count])]
 
 
-def load_calibration_images(samples: Sequence[tuple[str, int]], num_images: int, batch_size: int, crop_size: int = 224,
-                            seed: int = 0, workers: int = 0, progress=None) -> TensorBatches:
-    """``num_images`` seeded training-style crops (random resized crop, flip; uint8), ``batch_size`` a batch."""
-    chosen = _subset(samples, num_images, seed)
-    dataset = SeededDataset(LabelledImages(chosen), TrainTransform(crop_size, auto_augment=None, normalized=False),
-                            seed)
-    return load_tensor_batches(dataset, range(len(chosen)), batch_size, workers, progress)
+def load_calibration_images(calibration: CalibrationBatches, progress: Callable | None = None) -> TensorBatches:
+    """The calibration batches, decoded once and held in memory (batch for batch the same tensors)."""
+    return TensorBatches.from_batches(calibration, calibration.batch_size, progress)
 
 
-def load_heldout_images(samples: Sequence[tuple[str, int]], num_images: int | None, batch_size: int,
-                        crop_size: int = 224, seed: int = 0, workers: int = 0, progress=None) -> TensorBatches:
-    """A seeded subset of ``num_images`` (None: all) with the evaluation crop (uint8)."""
-    chosen = _subset(samples, num_images, seed)
-    dataset = MappedDataset(LabelledImages(chosen), EvalCrop(eval_preprocessing(crop_size)))
-    return load_tensor_batches(dataset, range(len(chosen)), batch_size, workers, progress)
+def load_heldout_images(samples: Sequence[Sample], batch_size: int, crop_size: int = 224, workers: int = 0,
+                        progress: Callable | None = None) -> TensorBatches:
+    """Held-out images with the evaluation crop, decoded once (an unreadable image is an error naming it)."""
+    pre = heldout_preprocessing(crop_size)
+    return TensorBatches.from_batches(labelled_batches(samples, EvalCrop(pre), pre.crop_size, batch_size=batch_size,
+                                                       workers=workers), batch_size, progress)
 
 
 class SubnetEvaluator:
@@ -73,11 +61,7 @@ class SubnetEvaluator:
     def __call__(self, arch: ArchConfig) -> float:
         resolution = arch.resolution if self.resize else None
         model = self.supernet.extract(arch).to(self.device)
-        calibrate_bn(model, self.calibration.batches(resolution, self.device))
-        correct = total = 0
-        with torch.no_grad():
-            for x, labels in self.heldout.batches(resolution, self.device):
-                correct += (model(x).argmax(1) == labels).sum().item()
-                total += labels.numel()
-        return 100.0 * correct / max(total, 1)
-
+        calibrate(model, self.calibration.calibration(), resolution)
+        result = evaluate(TorchClassifier(model, self.device), self.heldout, resolution=resolution,
+                          device=self.device)
+        return result.top1 if result.top1 is not None else 0.0

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from ..config import SEARCH_SPACE, ArchConfig, SearchSpace
+from ..errors import InputError
 from ..flops import count_flops
 from .sampling import crossover, flops_range, mutate, sample_in_range
 
@@ -65,13 +66,13 @@ class EvolutionSearch:
         self.min_mflops = smallest if min_mflops is None else float(min_mflops)
         self.max_mflops = float(max_mflops)
         if self.max_mflops < smallest:
-            raise ValueError(f"no subnet fits in {self.max_mflops:.2f} MFLOPs: the smallest has {smallest:.2f}")
+            raise InputError(f"no subnet fits in {self.max_mflops:.2f} MFLOPs: the smallest has {smallest:.2f}")
         if self.min_mflops > self.max_mflops:
-            raise ValueError(f"the FLOPs floor ({self.min_mflops:.2f}) is above the budget ({self.max_mflops:.2f})")
+            raise InputError(f"the FLOPs floor ({self.min_mflops:.2f}) is above the budget ({self.max_mflops:.2f})")
         if population < 2 or generations < 0:
-            raise ValueError(f"need population >= 2 and generations >= 0, got {population} and {generations}")
+            raise InputError(f"need population >= 2 and generations >= 0, got {population} and {generations}")
         if not 0 < parent_ratio <= 1 or not 0 <= mutation_ratio <= 1 or not 0 <= mutate_prob <= 1:
-            raise ValueError("parent_ratio must be in (0, 1], mutation_ratio and mutate_prob in [0, 1]")
+            raise InputError("parent_ratio must be in (0, 1], mutation_ratio and mutate_prob in [0, 1]")
         self.evaluate_fn = evaluate
         self.population, self.generations = population, generations
         self.num_parents = min(population - 1, max(1, round(population * parent_ratio)))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+
 from ..config import SEARCH_SPACE, ArchConfig, SearchSpace
+from ..errors import InputError
 from ..flops import count_flops
 
 # (field, index into the field or None for resolution)
@@ -52,10 +54,10 @@ def flops_range(space: SearchSpace = SEARCH_SPACE) -> tuple[float, float]:
 def _check_band(low: float, high: float, space: SearchSpace) -> None:
     smallest, largest = flops_range(space)
     if high < smallest or low > largest:
-        raise ValueError(f"no subnet has between {low:.2f} and {high:.2f} MFLOPs: the search space spans "
+        raise InputError(f"no subnet has between {low:.2f} and {high:.2f} MFLOPs: the search space spans "
                          f"{smallest:.2f} (smallest) to {largest:.2f} MFLOPs (largest)")
     if low > high:
-        raise ValueError(f"empty FLOPs range: {low:.2f} > {high:.2f}")
+        raise InputError(f"empty FLOPs range: {low:.2f} > {high:.2f}")
 
 
 def _descend(start: ArchConfig, low: float, high: float, rng: random.Random,
@@ -93,7 +95,7 @@ def sample_in_range(low: float, high: float, rng: random.Random, space: SearchSp
         arch = _descend(space.sample(rng), low, high, rng, space)
         if arch is not None:
             return arch
-    raise ValueError(f"found no subnet between {low:.2f} and {high:.2f} MFLOPs; widen the range")
+    raise InputError(f"found no subnet between {low:.2f} and {high:.2f} MFLOPs; widen the range")
 
 
 def sample_at_flops(target: float, tolerance: float = 10.0, seed: int | random.Random | None = None, *,
@@ -107,7 +109,7 @@ def sample_at_flops(target: float, tolerance: float = 10.0, seed: int | random.R
         True
     """
     if tolerance < 0:
-        raise ValueError(f"tolerance must be >= 0 MFLOPs, got {tolerance}")
+        raise InputError(f"tolerance must be >= 0 MFLOPs, got {tolerance}")
     rng = seed if isinstance(seed, random.Random) else random.Random(seed)
     return sample_in_range(target - tolerance, target + tolerance, rng, space)
 

@@ -21,6 +21,8 @@ from typing import Callable
 
 from PIL import Image, ImageEnhance, ImageOps
 
+from ..errors import InputError
+
 MAX_LEVEL = 10.0
 FILL = (128, 128, 128)
 TRANSLATE_CONST = 250
@@ -102,7 +104,7 @@ class AutoAugment:
 
     def __init__(self, policy: str = "v0") -> None:
         if policy not in POLICIES:
-            raise ValueError(f"unknown AutoAugment policy {policy!r}; available: {', '.join(POLICIES)}")
+            raise InputError(f"unknown AutoAugment policy {policy!r}; available: {', '.join(POLICIES)}")
         self.policy_name = policy
         self.policy = POLICIES[policy]
 

@@ -16,6 +16,7 @@ import torch
 
 from .._io import atomic_path
 from ..checkpoint import CheckpointError
+from ..errors import InputError
 
 CHECKPOINT_FORMAT = "alphanet_zoo.train/1"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -33,7 +34,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a training checkpoint with ``torch.load(weights_only=True)`` (no code runs) and check it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise InputError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

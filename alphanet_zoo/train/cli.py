@@ -6,36 +6,43 @@ One CPU::
 
 Every GPU of a node, or many nodes (the learning rate follows the global batch)::
 
-    torchrun --nproc_per_node 8 -m alphanet_zoo.train.cli --config alphanet_imagenet data.train=...
+    torchrun --nproc_per_node 8 --no-python alphanet-train --config alphanet_imagenet data.train=...
     torchrun --nnodes 8 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \\
-        -m alphanet_zoo.train.cli --config alphanet_imagenet data.train=...
+        --no-python alphanet-train --config alphanet_imagenet data.train=...
 
 Rerunning the same command resumes from ``OUTPUT_DIR/checkpoint.pt``; SIGTERM (or Ctrl-C) makes
-every process stop at the next step and write a checkpoint first.
+every process stop at the next step and write a checkpoint first (exit status 143).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Sequence
 
-from .._cli import CLIError, cli_main, progress
+from .. import cli
+from ..cli import Console, cli_main, progress
 from .config import BUNDLED_CONFIGS, load_config
 
 EXIT_STOPPED = 143  # 128 + SIGTERM: stopped on request, checkpoint written
+# flags that set a config key (None: leave the config's value)
+_FLAG_KEYS = {"out": "output_dir", "device": "device", "seed": "seed", "batch_size": "data.batch_size",
+              "workers": "data.workers"}
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="alphanet-train",
-        description="Train the AlphaNet supernet with the sandwich rule and the adaptive alpha-divergence. "
-                    "Run it directly (one process) or under torchrun (one process per GPU; gloo on CPU). "
-                    "Rerun the same command to resume from OUTPUT_DIR/checkpoint.pt.",
-        epilog="overrides: dotted keys of the config, e.g. data.train=/data/train optim.lr_per_256=0.2 epochs=10")
+def _parser() -> cli.ArgumentParser:
+    parser = cli.command_parser(
+        "alphanet-train",
+        "Train the AlphaNet supernet with the sandwich rule and the adaptive alpha-divergence. Run it directly "
+        "(one process) or under torchrun (one process per GPU; gloo on CPU). Rerun the same command to resume "
+        "from OUTPUT_DIR/checkpoint.pt.",
+        [cli.output_flags("output folder: checkpoints, log.jsonl, supernet.safetensors (the config's output_dir)"),
+         cli.device_flags(default=None), cli.seed_flags(default=None), cli.batch_flags(None),
+         cli.workers_flags(None), cli.threads_flags(), cli.json_flags()],
+        epilog="The flags above override the config; so do dotted keys: data.train=/data/train "
+               "optim.lr_per_256=0.2 epochs=10")
     parser.add_argument("--config", default="alphanet_imagenet",
                         help=f"YAML recipe: a file, or a bundled one ({', '.join(BUNDLED_CONFIGS)}); "
-                             f"default: alphanet_imagenet (the paper's recipe)")
+                             f"alphanet_imagenet is the paper's recipe")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config settings to change")
     parser.add_argument("--no-resume", action="store_true",
                         help="refuse to continue an existing checkpoint in output_dir (default: resume it)")
@@ -46,36 +53,38 @@ def _parser() -> argparse.ArgumentParser:
 @cli_main("alphanet-train")
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-    except ValueError as e:
-        raise CLIError(str(e)) from None
+    console = Console(args.json)
+    config = load_config(args.config, args.overrides)
+    for dest, key in _FLAG_KEYS.items():
+        if getattr(args, dest) is not None:
+            section, _, name = key.rpartition(".")
+            setattr(getattr(config, section) if section else config, name, getattr(args, dest))
     if args.print_config:
         import yaml
 
-        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        console.json(config.to_dict())
+        console.result(yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
         return 0
-    try:
-        config.check()
-    except ValueError as e:
-        raise CLIError(str(e)) from None
+    config.check()
+    cli.set_threads(args.threads)
 
     from .trainer import Trainer
 
     main_process = int(os.environ.get("RANK", "0")) == 0
     result = Trainer(config, resume=not args.no_resume, progress=lambda **kw: progress(None, **kw)).run()
     if main_process:
+        console.json(result)
         if result["stopped"]:
-            print(f"alphanet-train: stopped by {result['stopped']} at step {result['global_step']} "
-                  f"(epoch {result['epoch'] + 1}); checkpoint {result['checkpoint']}. "
-                  f"Run the same command to resume.", file=sys.stderr)
+            console.status(f"alphanet-train: stopped by {result['stopped']} at step {result['global_step']} "
+                           f"(epoch {result['epoch'] + 1}); checkpoint {result['checkpoint']}. "
+                           f"Run the same command to resume.")
         else:
             for name, metrics in result["validation"].items():
-                print(f"{name:>8} subnet: top-1 {metrics['top1']:.2f} %  top-5 {metrics['top5']:.2f} %  "
-                      f"({metrics['images']} images)")
-            print(f"alphanet-train: {result['epoch']} epochs, {result['global_step']} steps on "
-                  f"{result['world_size']} process(es). Checkpoint {result['checkpoint']}; extract subnets with "
-                  f"alphanet-extract --supernet {result['checkpoint']} --arch a0 --out OUT", file=sys.stderr)
+                console.result(f"{name:>8} subnet: top-1 {metrics['top1']:.2f} %  top-5 {metrics['top5']:.2f} %  "
+                               f"({metrics['images']} images)")
+            console.status(f"alphanet-train: {result['epoch']} epochs, {result['global_step']} steps on "
+                           f"{result['world_size']} process(es). Checkpoint {result['checkpoint']}; extract subnets "
+                           f"with alphanet-extract --supernet {result['checkpoint']} --arch a0 --out OUT")
     return EXIT_STOPPED if result["stopped"] else 0
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..errors import InputError
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 #: Recipes shipped with the package, by name: ``--config alphanet_imagenet``.
 BUNDLED_CONFIGS = {p.stem: p for p in sorted(CONFIG_DIR.glob("*.yaml"))}
@@ -108,21 +110,21 @@ class TrainConfig:
                     "validation.batch_size": self.validation.batch_size}
         for key, value in positive.items():
             if value <= 0:
-                raise ValueError(f"{key} must be positive, got {value}")
+                raise InputError(f"{key} must be positive, got {value}")
         if self.sandwich.num_archs < 2:
-            raise ValueError(f"sandwich.num_archs must be at least 2 (largest and smallest), "
+            raise InputError(f"sandwich.num_archs must be at least 2 (largest and smallest), "
                              f"got {self.sandwich.num_archs}")
         if self.data.workers < 0:
-            raise ValueError(f"data.workers must be >= 0, got {self.data.workers}")
+            raise InputError(f"data.workers must be >= 0, got {self.data.workers}")
         for key in ("dropout", "drop_connect", "label_smoothing"):
             if not 0.0 <= getattr(self.sandwich, key) < 1.0:
-                raise ValueError(f"sandwich.{key} must be in [0, 1), got {getattr(self.sandwich, key)}")
+                raise InputError(f"sandwich.{key} must be in [0, 1), got {getattr(self.sandwich, key)}")
         if not 0 <= self.optim.warmup_epochs <= self.epochs:
-            raise ValueError(f"optim.warmup_epochs must be in [0, epochs], got {self.optim.warmup_epochs}")
+            raise InputError(f"optim.warmup_epochs must be in [0, epochs], got {self.optim.warmup_epochs}")
         if self.amp_dtype not in ("bfloat16", "float16"):
-            raise ValueError(f"amp_dtype must be bfloat16 or float16, got {self.amp_dtype!r}")
+            raise InputError(f"amp_dtype must be bfloat16 or float16, got {self.amp_dtype!r}")
         if not self.data.train:
-            raise ValueError("data.train is not set: give the training image folder (data.train=PATH)")
+            raise InputError("data.train is not set: give the training image folder (data.train=PATH)")
         return self
 
 
@@ -136,12 +138,12 @@ def _plain(value: Any) -> Any:
 
 def _build(cls: type, data: Mapping[str, Any], prefix: str):
     if not isinstance(data, Mapping):
-        raise ValueError(f"config section {prefix.rstrip('.') or '(top level)'} must be a mapping, got {data!r}")
+        raise InputError(f"config section {prefix.rstrip('.') or '(top level)'} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"unknown config key {prefix}{unknown[0]}; known keys here: {', '.join(sorted(names))}")
+        raise InputError(f"unknown config key {prefix}{unknown[0]}; known keys here: {', '.join(sorted(names))}")
     values = {}
     for key, raw in data.items():
         hint = hints[key]
@@ -164,10 +166,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ValueError as e:
                 errors.append(str(e))
-        raise ValueError(errors[0])
+        raise InputError(errors[0])
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ValueError(f"config key {key} must be a list of {len(args)} values, got {value!r}")
+            raise InputError(f"config key {key} must be a list of {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a, key) for v, a in zip(value, args))
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -175,7 +177,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return value
     if hint in (str, bool) and isinstance(value, hint):
         return value
-    raise ValueError(f"config key {key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
+    raise InputError(f"config key {key} must be {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
 def _yaml():
@@ -188,11 +190,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """``"optim.lr_per_256=0.2"`` -> (["optim", "lr_per_256"], 0.2); the value is parsed as YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"override {text!r} is not key=value (for example optim.lr_per_256=0.2)")
+        raise InputError(f"override {text!r} is not key=value (for example optim.lr_per_256=0.2)")
     try:
         value = _yaml().safe_load(raw) if raw.strip() else None
     except _yaml().YAMLError as e:
-        raise ValueError(f"override {text!r}: cannot parse the value: {e}") from None
+        raise InputError(f"override {text!r}: cannot parse the value: {e}") from None
     return key.strip().split("."), value
 
 
@@ -204,7 +206,7 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
         for part in path[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ValueError(f"override {text!r}: {part} is not a section")
+                raise InputError(f"override {text!r}: {part} is not a section")
             node = child
         node[path[-1]] = value
     return data
@@ -215,15 +217,15 @@ def read_config_file(path: str | os.PathLike) -> dict:
     name = str(path)
     file = BUNDLED_CONFIGS.get(name, Path(name))
     if not file.is_file():
-        raise FileNotFoundError(f"config file not found: {name} (bundled recipes: {', '.join(BUNDLED_CONFIGS)})")
+        raise InputError(f"config file not found: {name} (bundled recipes: {', '.join(BUNDLED_CONFIGS)})")
     try:
         data = _yaml().safe_load(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, _yaml().YAMLError) as e:
-        raise ValueError(f"{file} is not a readable YAML config: {e}") from None
+        raise InputError(f"{file} is not a readable YAML config: {e}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"{file} must hold a mapping of settings, got {type(data).__name__}")
+        raise InputError(f"{file} must hold a mapping of settings, got {type(data).__name__}")
     return data
 
 

@@ -13,6 +13,8 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 
+from ..errors import InputError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -40,7 +42,7 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
         device = f"cuda:{local_rank}"
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} asked for, but no CUDA GPU is available")
+        raise InputError(f"device {device} asked for, but no CUDA GPU is available")
     return resolved
 
 

@@ -9,6 +9,8 @@ import math
 
 import torch
 
+from ..errors import InputError
+
 
 def scaled_lr(lr_per_256: float, global_batch: int) -> float:
     """The linear scaling rule: ``lr_per_256`` for every 256 images of the global batch."""
@@ -32,9 +34,9 @@ class WarmupCosineSchedule:
     def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, epochs: float, warmup_epochs: float = 0.0,
                  min_lr: float = 0.0, warmup_start_lr: float = 0.0) -> None:
         if epochs <= 0:
-            raise ValueError(f"epochs must be positive, got {epochs}")
+            raise InputError(f"epochs must be positive, got {epochs}")
         if not 0 <= warmup_epochs <= epochs:
-            raise ValueError(f"warmup_epochs must be in [0, epochs={epochs}], got {warmup_epochs}")
+            raise InputError(f"warmup_epochs must be in [0, epochs={epochs}], got {warmup_epochs}")
         self.optimizer = optimizer
         self.base_lr, self.epochs, self.warmup_epochs = float(base_lr), float(epochs), float(warmup_epochs)
         self.min_lr, self.warmup_start_lr = float(min_lr), float(warmup_start_lr)

@@ -14,8 +14,9 @@ import torch.distributed as dist
 from torch import nn
 
 from ..config import SEARCH_SPACE, ArchConfig, SearchSpace
+from ..errors import InputError
 from ..losses import AdaptiveAlphaDivergence, LabelSmoothingCrossEntropy
-from ..transforms import resize_to_resolution
+from ..preprocessing import resize_to_resolution
 from .distributed import is_distributed
 
 
@@ -37,7 +38,7 @@ def build_optimizer(supernet: nn.Module, lr: float, momentum: float = 0.9, neste
                     weight_decay: float = 1e-5) -> torch.optim.SGD:
     """SGD with two parameter groups: weight decay on weights, none on BatchNorm parameters and biases."""
     if lr <= 0:
-        raise ValueError(f"lr must be positive, got {lr}")
+        raise InputError(f"lr must be positive, got {lr}")
     skip = no_weight_decay(supernet)
     decay, no_decay = [], []
     for name, p in supernet.named_parameters():
@@ -51,7 +52,7 @@ def build_optimizer(supernet: nn.Module, lr: float, momentum: float = 0.9, neste
 def sample_sandwich(rng: random.Random, num_archs: int = 4, space: SearchSpace = SEARCH_SPACE) -> list[ArchConfig]:
     """The sandwich rule's subnets for one step: largest, ``num_archs - 2`` random ones, smallest."""
     if num_archs < 2:
-        raise ValueError(f"the sandwich rule needs at least 2 subnets (largest and smallest), got {num_archs}")
+        raise InputError(f"the sandwich rule needs at least 2 subnets (largest and smallest), got {num_archs}")
     return [space.largest(), *(space.sample(rng) for _ in range(num_archs - 2)), space.smallest()]
 
 
@@ -110,9 +111,9 @@ def sandwich_step(supernet: nn.Module, images: torch.Tensor, targets: torch.Tens
     skipped the step}``; the students' ``losses`` are the gradient surrogates (they can be negative).
     """
     if len(archs) < 1:
-        raise ValueError("sandwich_step needs at least one arch (the teacher)")
+        raise InputError("sandwich_step needs at least one arch (the teacher)")
     if images.shape[0] != targets.shape[0]:
-        raise ValueError(f"{images.shape[0]} images but {targets.shape[0]} targets")
+        raise InputError(f"{images.shape[0]} images but {targets.shape[0]} targets")
     ce = LabelSmoothingCrossEntropy(label_smoothing)
     kd = AdaptiveAlphaDivergence(alpha_min, alpha_max, iw_clip)
     device_type = images.device.type

@@ -29,13 +29,14 @@ from torch.utils.data import DataLoader, Subset
 from ..calibration import calibrate_bn
 from ..checkpoint import CheckpointError
 from ..config import SEARCH_SPACE
+from ..data.folders import is_imagenet_folder
+from ..errors import InputError
+from ..preprocessing import EvalCrop, normalize, resize_to_resolution
 from ..supernet import Supernet
 from . import distributed
-from ..transforms import resize_to_resolution
 from .checkpointing import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import (EvalCrop, MappedDataset, SeededDataset, ShardedSampler, TrainTransform, eval_preprocessing,
-                   image_folder, is_imagenet_folder, normalize)
+from .data import MappedDataset, SeededDataset, ShardedSampler, TrainTransform, eval_preprocessing, image_folder
 from .schedule import WarmupCosineSchedule, scaled_lr
 from .step import build_optimizer, sample_sandwich, sandwich_step
 
@@ -108,7 +109,7 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path = self.out_dir / CHECKPOINT_NAME
         if self.checkpoint_path.is_file() and not self.resume:
-            raise ValueError(f"{self.checkpoint_path} exists: resume it (drop --no-resume) or choose "
+            raise InputError(f"{self.checkpoint_path} exists: resume it (drop --no-resume) or choose "
                              f"another output_dir")
         self.log = JsonLinesLog(self.out_dir / LOG_NAME, self.ctx.is_main)
 
@@ -119,13 +120,13 @@ class Trainer:
         self.train_set = image_folder(cfg.data.train, imagenet)
         self.num_classes = cfg.data.num_classes or len(self.train_set.classes)
         if max(self.train_set.targets, default=0) >= self.num_classes:
-            raise ValueError(f"{cfg.data.train} has {len(self.train_set.classes)} class folders but "
+            raise InputError(f"{cfg.data.train} has {len(self.train_set.classes)} class folders but "
                              f"data.num_classes is {self.num_classes}")
         self.val_set = None
         if cfg.data.val:
             self.val_set = image_folder(cfg.data.val, imagenet)
             if not imagenet and self.val_set.class_to_idx != self.train_set.class_to_idx:
-                raise ValueError(f"the class folders of {cfg.data.val} differ from those of {cfg.data.train}")
+                raise InputError(f"the class folders of {cfg.data.val} differ from those of {cfg.data.train}")
         transform = TrainTransform(cfg.data.crop_size, cfg.data.interpolation, cfg.data.auto_augment,
                                    cfg.data.crop_scale)
         self.dataset = SeededDataset(self.train_set, transform, cfg.seed)

@@ -17,6 +17,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
+
 # data types (MAT-file format, table 1-1) -> struct format characters
 _NUMERIC_TYPES = {1: "b", 2: "B", 3: "h", 4: "H", 5: "i", 6: "I", 7: "f", 9: "d", 12: "q", 13: "Q"}
 _MI_MATRIX, _MI_COMPRESSED, _MI_UTF8, _MI_UTF16, _MI_UTF32 = 14, 15, 16, 17, 18
@@ -25,14 +27,24 @@ _CELL, _STRUCT, _OBJECT, _CHAR, _SPARSE = 1, 2, 3, 4, 5
 _NUMERIC_CLASSES = range(6, 16)
 
 
-class MatFileError(ValueError):
+#: Larger files, or compressed parts that inflate beyond this, are refused (meta.mat is about 200 kB).
+MAX_MAT_BYTES = 64 << 20
+
+
+class MatFileError(InputError):
     """A file that is not a level-5 MAT file, or uses a feature this reader does not have."""
 
 
 def load_mat(path: str | os.PathLike) -> dict[str, Any]:
     """The named variables of a level-5 MAT file, as Python values."""
     path = Path(path)
-    data = path.read_bytes()
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_MAT_BYTES + 1)
+    except OSError as e:
+        raise MatFileError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > MAX_MAT_BYTES:
+        raise MatFileError(f"{path} is larger than {MAX_MAT_BYTES >> 20} MiB; not a devkit meta.mat")
     if len(data) < 128:
         raise MatFileError(f"{path} is not a MAT file (too short)")
     if data[:19] == b"MATLAB 7.3 MAT-file" or data[124:128] in (b"\x00\x02IM", b"\x02\x00MI"):
@@ -47,9 +59,17 @@ def load_mat(path: str | os.PathLike) -> dict[str, Any]:
     variables: dict[str, Any] = {}
     try:
         _Reader(data, endian, 128).read_variables(variables)
-    except (struct.error, zlib.error, IndexError, UnicodeDecodeError) as e:
-        raise MatFileError(f"{path} is damaged or not a MAT file: {e}") from None
+    except (struct.error, zlib.error, IndexError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise MatFileError(f"{path} is damaged or not a MAT file: {type(e).__name__}: {e}") from None
     return variables
+
+
+def _inflate(payload: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    data = inflater.decompress(payload, MAX_MAT_BYTES + 1)
+    if len(data) > MAX_MAT_BYTES or inflater.unconsumed_tail:
+        raise ValueError(f"a compressed part inflates beyond {MAX_MAT_BYTES >> 20} MiB")
+    return data
 
 
 class _Reader:
@@ -60,7 +80,7 @@ class _Reader:
         while self.pos + 8 <= len(self.data):
             dtype, payload = self._element()
             if dtype == _MI_COMPRESSED:
-                _Reader(zlib.decompress(payload), self.endian).read_variables(out)
+                _Reader(_inflate(payload), self.endian).read_variables(out)
             elif dtype == _MI_MATRIX:
                 name, value = self._matrix(payload)
                 out[name] = value

@@ -1,30 +1,23 @@
-"""`predict`: top-k ImageNet classes, with names and probabilities, for images."""
+"""`predict`: top-k classes, with labels and probabilities, for images."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 from PIL import Image
 
-from .imagenet import imagenet_classes
-from .images import load_image
-from .transforms import transforms
+from .data.images import load_image
+from .errors import InputError
+from .preprocessing import transforms
 
 
 def _open(image: Any) -> Image.Image:
     if isinstance(image, Image.Image):
         return image
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        try:
-            return load_image(path)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"image not found: {path}") from None
-        except (OSError, SyntaxError) as e:  # PIL: unidentified or truncated image
-            raise ValueError(f"cannot read image {path}: {e}") from None
-    raise TypeError(f"expected PIL images or image paths, got {type(image).__name__}")
+        return load_image(image)
+    raise InputError(f"expected PIL images or image paths, got {type(image).__name__}")
 
 
 def predict(model: torch.nn.Module, images: Iterable[Any] | Any, topk: int = 5,
@@ -32,17 +25,24 @@ def predict(model: torch.nn.Module, images: Iterable[Any] | Any, topk: int = 5,
     """Top-``topk`` classes per image: ``[{"index", "synset", "name", "probability"}, ...]`` per image.
 
     ``images`` are PIL images or paths (one or a list); they go through the model's evaluation
-    transform (`transforms`). The model runs in eval mode without gradients; a model with other than
-    1000 classes reports indices only (``synset`` and ``name`` None).
+    transform (`transforms`). Probabilities are the softmax of the logits. Names come from the
+    model's record (``pretrained_cfg.labels``; None when unknown); ``synset`` is the WordNet id for
+    ImageNet-1k outputs, else None. An unreadable image raises `BadImageError` naming it.
     """
+    from .imagenet import imagenet_classes
+    from .record import IMAGENET_LABELS
+
     if isinstance(images, (str, os.PathLike, Image.Image)):
         images = [images]
     images = list(images)
     num_classes = model.classifier.out_features
-    if not 1 <= topk <= num_classes:
-        raise ValueError(f"topk must be between 1 and {num_classes}, got {topk}")
+    if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= num_classes:
+        raise InputError(f"topk must be an integer from 1 to {num_classes}, got {topk!r}")
+    record = getattr(model, "pretrained_cfg", None)
+    labels = record.labels if record is not None else None
+    synsets = ([c.synset for c in imagenet_classes()]
+               if record is not None and record.label_set == IMAGENET_LABELS else None)
     transform = transforms(model)
-    classes = imagenet_classes() if num_classes == 1000 else None
     param = next(model.parameters())
     was_training = model.training
     model.eval()
@@ -54,8 +54,8 @@ def predict(model: torch.nn.Module, images: Iterable[Any] | Any, topk: int = 5,
                 probs = model(batch.to(device=param.device, dtype=param.dtype)).float().softmax(dim=1)
                 values, indices = probs.topk(topk, dim=1)
                 for vals, idxs in zip(values.tolist(), indices.tolist()):
-                    results.append([{"index": i, "synset": classes[i].synset if classes else None,
-                                     "name": classes[i].name if classes else None, "probability": p}
+                    results.append([{"index": i, "synset": synsets[i] if synsets else None,
+                                     "name": labels[i] if labels else None, "probability": p}
                                     for p, i in zip(vals, idxs)])
     finally:
         model.train(was_training)

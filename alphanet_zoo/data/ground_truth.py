@@ -18,11 +18,13 @@ Every label ends as an index in the canonical order of `alphanet_zoo.imagenet.sy
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from pathlib import Path
 
-from alphanet_zoo.imagenet import NUM_CLASSES, synset_to_index
+from ..errors import InputError
+from ..imagenet import NUM_CLASSES, synset_to_index
 
 LOC_SOLUTION = "LOC_val_solution.csv"
 DEVKIT_GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
@@ -31,8 +33,24 @@ DEVKIT_MAPPING_FILES = ("meta.mat", "map_clsloc.txt")
 VAL_IMAGE_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})$")
 
 
-class GroundTruthError(ValueError):
+#: Larger ground-truth or mapping files are refused (LOC_val_solution.csv is about 8 MB).
+MAX_TEXT_BYTES = 256 << 20
+
+
+class GroundTruthError(InputError):
     """A ground-truth or class-mapping file that cannot be used."""
+
+
+def _check_size(path: Path) -> None:
+    if path.stat().st_size > MAX_TEXT_BYTES:
+        raise GroundTruthError(f"{path} is larger than {MAX_TEXT_BYTES >> 20} MiB; not a ground-truth or mapping file")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise GroundTruthError(f"cannot read {path} as UTF-8 text: {e}") from None
 
 
 def canonical_index(synset: str, where: str) -> int:
@@ -47,8 +65,8 @@ def read_loc_solution(path: str | os.PathLike) -> dict[str, int]:
     """``LOC_val_solution.csv`` -> {image id (file stem): canonical class index}."""
     path = Path(path)
     labels: dict[str, int] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""))
+    try:
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
             raise GroundTruthError(f"{path}: expected the header 'ImageId,PredictionString', got {header}")
@@ -61,6 +79,8 @@ def read_loc_solution(path: str | os.PathLike) -> dict[str, int]:
             if image_id in labels:
                 raise GroundTruthError(f"{path}, line {line}: image {image_id} is listed twice")
             labels[image_id] = canonical_index(synset, f"{path}, line {line}")
+    except csv.Error as e:
+        raise GroundTruthError(f"{path} is not a readable CSV file: {e}") from None
     if not labels:
         raise GroundTruthError(f"{path} lists no images")
     return labels
@@ -74,7 +94,8 @@ def read_devkit_mapping(path: str | os.PathLike) -> dict[int, int]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"class mapping file not found: {path}")
+        raise GroundTruthError(f"class mapping file not found: {path}")
+    _check_size(path)
     pairs = _mat_pairs(path) if path.suffix.lower() == ".mat" else _text_pairs(path)
     mapping: dict[int, int] = {}
     for ilsvrc_id, synset in pairs:
@@ -106,7 +127,7 @@ def _mat_pairs(path: Path) -> list[tuple[int, str]]:
 
 def _text_pairs(path: Path) -> list[tuple[int, str]]:
     pairs = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(_read_text(path).splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
@@ -130,7 +151,7 @@ def read_devkit_ground_truth(path: str | os.PathLike, mapping: dict[int, int]) -
     """``ILSVRC2012_validation_ground_truth.txt`` -> {``ILSVRC2012_val_%08d``: canonical class index}."""
     path = Path(path)
     labels: dict[str, int] = {}
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(_read_text(path).splitlines(), start=1):
         text = line.strip()
         if not text:
             continue
@@ -154,7 +175,8 @@ def read_ground_truth(path: str | os.PathLike, mapping: str | os.PathLike | None
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"ground-truth file not found: {path}")
+        raise GroundTruthError(f"ground-truth file not found: {path}")
+    _check_size(path)
     if path.suffix.lower() == ".csv":
         return read_loc_solution(path)
     mapping_path = Path(mapping) if mapping is not None else find_devkit_mapping(path)

@@ -1,21 +1,23 @@
-"""The evaluation loop: top-1 and top-5 accuracy and throughput of a classifier over a loader.
+"""The one top-1/top-5 loop: a classifier over labelled uint8 batches, counted exactly.
 
-The classifier is any callable from an image batch to logits: a PyTorch model (`TorchClassifier`
-runs it in eval mode without gradients on a device) or an ONNX Runtime session
-(`alphanet_zoo.eval.onnx_model.OnnxClassifier`). Top-k is ``logits.topk(k)``, as the official
-accuracy function computes it. Results accumulate in an `EvalResult` the caller may pass in, so
-what was measured survives an interruption (Ctrl-C) of the loop.
+The classifier is any callable from a float input batch to logits: a PyTorch model
+(`TorchClassifier` runs it in eval mode without gradients on a device), an ONNX Runtime or
+OpenVINO session. Top-k is ``logits.topk(k)``, as the official accuracy function computes it.
+Results accumulate in an `EvalResult` the caller may pass in, so what was measured survives an
+interruption (Ctrl-C) of the loop. ``alphanet-eval``, ``alphanet-search`` and training validation
+all count with it.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
-from .data import BadImageError
+from ..preprocessing import IMAGENET_MEAN, IMAGENET_STD, model_input
+from .images import BadImageError
 
 Classifier = Callable[[torch.Tensor], torch.Tensor]
 
@@ -70,7 +72,7 @@ class EvalResult:
         """Add a batch of logits (N, C) for ``targets`` (N,)."""
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices.cpu()
-        hits = top.eq(targets.view(-1, 1))
+        hits = top.eq(targets.cpu().view(-1, 1))
         self.correct1 += int(hits[:, 0].sum())
         self.correct5 += int(hits.any(dim=1).sum())
         self.images += len(targets)
@@ -78,27 +80,42 @@ class EvalResult:
             self.predictions.extend(Prediction(int(i), int(t), p.tolist())
                                     for i, t, p in zip(indices, targets, top))
 
+    def merge(self, other: "EvalResult") -> "EvalResult":
+        """Add another share's counts (distributed evaluation); predictions are kept in index order."""
+        self.images += other.images
+        self.correct1 += other.correct1
+        self.correct5 += other.correct5
+        self.seconds = max(self.seconds, other.seconds)
+        self.bad_images += other.bad_images
+        self.predictions = sorted(self.predictions + other.predictions, key=lambda p: p.index)
+        self.interrupted = self.interrupted or other.interrupted
+        return self
 
-def evaluate(classifier: Classifier, loader: Iterable, *, result: EvalResult | None = None,
-             skip_bad_images: bool = False, keep_predictions: bool = False,
+
+def evaluate(classifier: Classifier, batches: Iterable, *, resolution: int | None,
+             mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+             device: str | torch.device = "cpu", result: EvalResult | None = None, skip_bad_images: bool = False,
+             keep_predictions: bool = False, paths: Callable[[int], str] | None = None,
              on_batch: Callable[[EvalResult, int], None] | None = None) -> EvalResult:
-    """Run ``classifier`` over ``loader`` (batches of ``(images, targets, indices, errors)``, as
-    `alphanet_zoo.eval.data.eval_loader` makes them) and count top-1/top-5 hits.
+    """Run ``classifier`` over labelled uint8 ``batches`` of ``(images, targets, indices, errors)``
+    (`labelled_batches`, `TensorBatches`) and count top-1/top-5 hits.
 
-    An image whose file could not be decoded raises `BadImageError` naming it, unless
-    ``skip_bad_images``: then it is left out and listed in ``result.bad_images``. ``on_batch(result,
-    n)`` is called after each batch of ``n`` loaded images (for a progress bar). ``result.seconds``
-    is the loop's wall time, data loading included, kept current as the loop runs.
+    Each batch becomes the model's input with `model_input` (normalise, resize to ``resolution``) on
+    ``device``. An image whose file could not be decoded raises `BadImageError` naming it (``paths``
+    maps a sample index to its file), unless ``skip_bad_images``: then it is left out and listed in
+    ``result.bad_images``. ``on_batch(result, n)`` is called after each batch of ``n`` images.
+    ``result.seconds`` is the loop's wall time, data loading included, kept current as it runs.
     """
     result = result if result is not None else EvalResult()
-    dataset = getattr(loader, "dataset", None)
-    start = time.perf_counter()
-    elapsed = result.seconds
-    for images, targets, indices, errors in loader:
+    if paths is None:
+        dataset = getattr(batches, "dataset", None)
+        paths = (lambda i: str(dataset.samples[i].path)) if dataset is not None else (lambda i: f"#{i}")
+    start, elapsed = time.perf_counter(), result.seconds
+    for images, targets, indices, errors in batches:
         good = [j for j, error in enumerate(errors) if not error]
         for j, error in enumerate(errors):
             if error:
-                path = str(dataset.samples[int(indices[j])].path) if dataset is not None else f"#{int(indices[j])}"
+                path = paths(int(indices[j]))
                 if not skip_bad_images:
                     raise BadImageError(path, error)
                 result.bad_images.append((path, error))
@@ -106,8 +123,8 @@ def evaluate(classifier: Classifier, loader: Iterable, *, result: EvalResult | N
             keep = torch.tensor(good, dtype=torch.long)
             images, targets, indices = images[keep], targets[keep], indices[keep]
         if len(good):
-            logits = classifier(images)
-            result.update(logits, targets, indices, keep_predictions)
+            x = model_input(images.to(device, non_blocking=True), resolution, mean, std)
+            result.update(classifier(x), torch.as_tensor(targets), torch.as_tensor(indices), keep_predictions)
         result.seconds = elapsed + time.perf_counter() - start
         if on_batch is not None:
             on_batch(result, len(errors))

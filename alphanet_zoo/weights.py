@@ -1,0 +1,231 @@
+"""Which weights: one grammar (`WeightsSpec`) for the API and every command, and the one factory, `load`.
+
+    load("a5")                               # the architecture, randomly initialised
+    load("a5", pretrained=True)              # the registry's pinned Hub weights
+    load("hf-hub:org/repo@rev")              # any Hub repo written by save_pretrained
+    load("a5", weights="weights/")           # a save_pretrained folder, or a folder of them (weights/a5/)
+    load("a5", weights="a5.safetensors")     # bare subnet weights
+    load("a5", weights="supernet.pth.tar")   # a supernet checkpoint: the subnet is extracted
+    load("path/to/folder")                   # a folder names its own architecture
+
+A weights spec is ``pretrained`` | ``hf-hub:ORG/REPO[@REV]`` | a path | ``random``; a path is told
+apart by its content (folder with ``config.json``, folder of such folders, ``.safetensors`` or torch
+file of a subnet, supernet checkpoint). Nothing is unpickled with code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ._io import read_json
+from .checkpoint import build_with_state, num_classes_in, read_state_dict
+from .config import ArchConfig
+from .errors import InputError
+from .hub import HUB_PREFIX, NoPretrainedWeightsError, download, drop_from_cache, parse_hub_id, verify_download
+from .model import AlphaNet
+from .pretrained import CONFIG_NAME, WEIGHTS_NAME
+from .record import ModelRecord
+from .registry import MODELS, model_info, name_of, resolve_arch
+from .supernet import Supernet
+
+log = logging.getLogger("alphanet_zoo")
+
+PRETRAINED, RANDOM, HUB, PATH = "pretrained", "random", "hub", "path"
+KEYWORDS = (PRETRAINED, RANDOM)
+GRAMMAR = "pretrained | hf-hub:ORG/REPO[@REV] | PATH (folder, .safetensors, supernet checkpoint) | random"
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """A parsed weights spec: ``kind`` is pretrained, hub, path or random."""
+
+    kind: str
+    repo_id: str | None = None
+    revision: str | None = None
+    path: Path | None = None
+
+    @classmethod
+    def parse(cls, value: "str | os.PathLike | WeightsSpec") -> "WeightsSpec":
+        """Read a spec; `InputError` for anything else, or for a keyword that is also a path here."""
+        if isinstance(value, WeightsSpec):
+            return value
+        if isinstance(value, os.PathLike):
+            return cls(PATH, path=Path(value))
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(f"bad weights {value!r}: expected {GRAMMAR}")
+        text = value.strip()
+        if text.startswith(HUB_PREFIX):
+            repo_id, revision = parse_hub_id(text)
+            return cls(HUB, repo_id, revision)
+        if text in KEYWORDS:
+            if Path(text).exists():
+                raise InputError(f"weights {text!r} is ambiguous: it is a keyword and also a path here; write "
+                                 f"./{text} for the path")
+            return cls(text)
+        return cls(PATH, path=Path(text))
+
+    def __str__(self) -> str:
+        if self.kind == HUB:
+            return f"{HUB_PREFIX}{self.repo_id}" + (f"@{self.revision}" if self.revision else "")
+        return str(self.path) if self.kind == PATH else self.kind
+
+    def with_revision(self, revision: str | None) -> "WeightsSpec":
+        """The spec at ``revision`` (pretrained and Hub weights only)."""
+        if revision is None:
+            return self
+        if self.kind not in (PRETRAINED, HUB):
+            raise InputError(f"a revision applies to Hub weights only, not to {self}")
+        if self.revision and self.revision != revision:
+            raise InputError(f"two revisions given: {self.revision!r} and {revision!r}")
+        return WeightsSpec(self.kind, self.repo_id, revision, self.path)
+
+
+class WeightsLoader:
+    """Builds models from one weights spec, for one architecture or many (a supernet is read once).
+
+    ``loader.load(arch, name)`` returns an `AlphaNet` in eval mode whose ``pretrained_cfg`` says
+    where the weights came from. ``num_classes=None`` keeps the head the weights have; an int
+    replaces the classifier by a fresh one only when it differs.
+    """
+
+    def __init__(self, spec: "WeightsSpec | str | os.PathLike", map_location: str | torch.device = "cpu") -> None:
+        self.spec = WeightsSpec.parse(spec)
+        self.map_location = map_location
+        self._supernet: Supernet | None = None
+
+    def load(self, arch: ArchConfig | None = None, name: str | None = None,
+             num_classes: int | None = None) -> AlphaNet:
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                        or num_classes < 1):
+            raise InputError(f"num_classes must be a positive integer or None, got {num_classes!r}")
+        kind = self.spec.kind
+        if kind in (RANDOM, PRETRAINED) and arch is None:
+            raise InputError(f"{kind} weights need an architecture (a model name or ArchConfig)")
+        if kind == RANDOM:
+            model = AlphaNet(arch, num_classes or 1000)
+        elif kind == PRETRAINED:
+            model = self._pretrained(arch)
+        elif kind == HUB:
+            model = self._from_hub(self.spec.repo_id, self.spec.revision or "main", None, arch, name)
+        else:
+            model = self._from_path(self.spec.path, arch, name)
+        if name and model.pretrained_cfg.name is None:  # a custom architecture named by its file
+            model.pretrained_cfg = dataclasses.replace(model.pretrained_cfg, name=name)
+        if num_classes is not None and num_classes != model.num_classes:
+            model.reset_classifier(num_classes)
+        return model.to(self.map_location).eval()
+
+    # ---- sources ----------------------------------------------------------------------------
+    def _pretrained(self, arch: ArchConfig) -> AlphaNet:
+        name = name_of(arch)
+        if name is None:
+            raise NoPretrainedWeightsError(
+                "no pretrained weights are published for a custom architecture; extract it from a supernet "
+                "checkpoint (--weights alphanet_pretrained.pth.tar, or alphanet-extract --calib-data to calibrate "
+                "it too), or use --weights random for untrained weights")
+        pin = MODELS[name].weights
+        revision = self.spec.revision or pin.revision or "main"
+        pinned_sha = pin.sha256 if pin.sha256 and revision == (pin.revision or "main") else None
+        return self._from_hub(pin.hub_repo, revision, pinned_sha, arch, name)
+
+    def _from_hub(self, repo_id: str, revision: str, pinned_sha256: str | None, arch: ArchConfig | None,
+                  name: str | None) -> AlphaNet:
+        config_path = download(repo_id, revision, CONFIG_NAME, name)
+        verify_download(config_path)
+        weights_path = download(repo_id, revision, WEIGHTS_NAME, name)
+        verify_download(weights_path, pinned_sha256)
+        try:
+            return _from_folder_files(config_path, weights_path, arch, f"Hub repository {repo_id}@{revision}")
+        except InputError:
+            # the bytes matched their hash, so the repo itself is bad; keep nothing of it for the next try
+            drop_from_cache(weights_path)
+            raise
+
+    def _from_path(self, path: Path, arch: ArchConfig | None, name: str | None) -> AlphaNet:
+        if not path.exists():
+            raise InputError(f"weights not found: {path}")
+        if path.is_dir():
+            folder = path
+            if not (folder / CONFIG_NAME).is_file() and name and (path / name / CONFIG_NAME).is_file():
+                folder = path / name  # a folder of per-model folders, as alphanet-extract --out writes
+            for needed in (CONFIG_NAME, WEIGHTS_NAME):
+                if not (folder / needed).is_file():
+                    inside = f" nor a folder of them holding {name}/" if name else ""
+                    raise InputError(f"{path} is not a save_pretrained folder ({needed} is missing){inside}")
+            return _from_folder_files(folder / CONFIG_NAME, folder / WEIGHTS_NAME, arch, str(folder))
+        state = read_state_dict(path)
+        if Supernet.is_supernet_state(state):
+            if arch is None:
+                raise InputError(f"{path} is a supernet checkpoint: name the subnet to extract, "
+                                 f"e.g. load('a5', weights={str(path)!r})")
+            if self._supernet is None:
+                self._supernet = Supernet.from_state_dict(state, what=f"supernet checkpoint {path}",
+                                                          source=path.name)
+            return self._supernet.extract(arch)
+        if arch is None:
+            raise InputError(f"{path} holds bare weights: name the architecture, e.g. load('a0', weights=...)")
+        classes = num_classes_in(state)
+        model = build_with_state(lambda: AlphaNet(arch, classes), state, f"weights file {path}")
+        model.pretrained_cfg = ModelRecord.create(arch, classes, source=f"weights file {path.name}")
+        return model
+
+
+def _from_folder_files(config_path: Path, weights_path: Path, arch: ArchConfig | None, what: str) -> AlphaNet:
+    record = ModelRecord.from_dict(read_json(config_path, f"{what}/{CONFIG_NAME}"), f"{what}/{CONFIG_NAME}")
+    if arch is not None and arch != record.arch:
+        raise InputError(f"{what} holds architecture {record.arch.to_dict()}, not the requested {arch.to_dict()}")
+    state = read_state_dict(weights_path)
+    model = build_with_state(lambda: AlphaNet(record.arch, record.num_classes), state, what)
+    model.pretrained_cfg = record
+    return model
+
+
+def _is_path_argument(value: Any) -> bool:
+    """Whether ``load``'s first argument names weights on disk rather than an architecture."""
+    if isinstance(value, os.PathLike):
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        model_info(value)
+    except InputError:
+        return True
+    if Path(value).exists() and os.sep not in value and not value.startswith("."):
+        raise InputError(f"{value!r} names both a published model and the path ./{value}: write './{value}' to "
+                         f"load the folder, or pass alphanet_zoo.get_arch({value!r}) for the published model")
+    return False
+
+
+def load(name_or_id: str | ArchConfig | Mapping | os.PathLike, pretrained: bool = False, *,
+         weights: "str | os.PathLike | WeightsSpec | None" = None, revision: str | None = None,
+         num_classes: int | None = None, map_location: str | torch.device = "cpu") -> AlphaNet:
+    """An AlphaNet model in eval mode: by registry name or alias, ``hf-hub:`` id, `ArchConfig`, or path.
+
+    ``pretrained=True`` is ``weights="pretrained"``: the registry's Hub weights at its pinned revision
+    (or ``revision``), sha256-checked. ``weights`` takes any spec of the grammar (`WeightsSpec`).
+    ``num_classes=None`` keeps the head the weights have; an int gives a fresh classifier only when
+    it differs. Raises `WeightsUnavailableError` when Hub weights cannot be had,
+    `WeightsIntegrityError` when a download is corrupt, `InputError` for bad names, paths or files.
+    """
+    if pretrained and weights is not None:
+        raise InputError("give either pretrained=True or weights=..., not both")
+    spec = WeightsSpec.parse(weights) if weights is not None else WeightsSpec(PRETRAINED if pretrained else RANDOM)
+    arch = name = None
+    if isinstance(name_or_id, str) and name_or_id.startswith(HUB_PREFIX):
+        if weights is not None or pretrained:
+            raise InputError(f"{name_or_id} names Hub weights; do not pass weights= or pretrained= with it")
+        spec = WeightsSpec.parse(name_or_id)
+    elif _is_path_argument(name_or_id):
+        if weights is not None or pretrained:
+            raise InputError(f"{name_or_id} names weights on disk; do not pass weights= or pretrained= with it")
+        spec = WeightsSpec(PATH, path=Path(name_or_id))
+    else:
+        arch = resolve_arch(name_or_id).validate()
+        name = name_of(arch)
+    return WeightsLoader(spec.with_revision(revision), map_location).load(arch, name, num_classes)
