@@ -1,6 +1,6 @@
 """An independent, functional AlphaNet forward over the official checkpoint's own keys.
 
-Written from the architecture facts in DESIGN.md alone (not from the package's modules), so that
+Written from the architecture facts in docs/design.md alone (not from the package's modules), so that
 parity can be checked on any weights, inputs and architectures, not only those of the reference
 file: slicing, block order, SE, shortcuts and head are all re-derived here.
 """
@@ -79,7 +79,7 @@ def _block(sd, p, x, in_c, out_c, k, e, stride, se, bn, kernel):
 
 
 def official_flops(arch):
-    """MFLOPs in the paper's convention, counted from the DESIGN.md rules by walking the network."""
+    """MFLOPs in the paper's convention, counted from the docs/design.md rules by walking the network."""
     width, depth, ks, er, res = (arch["width"], arch["depth"], arch["kernel_size"], arch["expand_ratio"],
                                  arch["resolution"])
     side = math.ceil(res / 2)

@@ -1,6 +1,6 @@
 """Parity beyond the reference file: other salts, seeds and architectures, against an independent oracle.
 
-tests/official_oracle.py re-derives the network from DESIGN.md over the official checkpoint's keys; the
+tests/official_oracle.py re-derives the network from docs/design.md over the official checkpoint's keys; the
 package must agree with it for random subnets of the space, on weights it has never seen.
 """
 import random

@@ -77,7 +77,7 @@ class ValidationConfig:
 
 @dataclass
 class TrainConfig:
-    """Everything `alphanet-train` needs; the defaults are the paper's recipe (DESIGN.md)."""
+    """Everything `alphanet-train` needs; the defaults are the paper's recipe (docs/design.md)."""
 
     output_dir: str = "outputs/alphanet_train"
     epochs: int = 360

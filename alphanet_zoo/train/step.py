@@ -17,7 +17,7 @@ from ..config import SEARCH_SPACE, ArchConfig, SearchSpace
 from ..errors import InputError
 from ..losses import AdaptiveAlphaDivergence, LabelSmoothingCrossEntropy
 from ..preprocessing import resize_to_resolution
-from .distributed import is_distributed
+from ..distributed import is_distributed
 
 
 def no_weight_decay(module: nn.Module) -> set[str]:

@@ -33,7 +33,7 @@ from ..data.folders import is_imagenet_folder
 from ..errors import InputError
 from ..preprocessing import EvalCrop, normalize, resize_to_resolution
 from ..supernet import Supernet
-from . import distributed
+from .. import distributed
 from .checkpointing import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import MappedDataset, SeededDataset, ShardedSampler, TrainTransform, eval_preprocessing, image_folder

@@ -13,7 +13,7 @@ from typing import Iterable
 import torch
 import torch.distributed as dist
 
-from ..errors import InputError
+from .errors import InputError
 
 
 @dataclass(frozen=True)
