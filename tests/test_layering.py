@@ -1,0 +1,109 @@
+"""The package's layers, read from its source: the core never reaches up into the commands, eval,
+export, search or train; search and eval share through the data module, not through training's
+internals; module-level imports form no cycle; no function of the package shadows a module."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import alphanet_zoo
+
+REPO = Path(__file__).resolve().parents[1]
+# installed module name -> source folder (setup.cfg's package_dir)
+ROOTS = {"alphanet_zoo": REPO / "alphanet_zoo", "alphanet_zoo.eval": REPO / "eval",
+         "alphanet_zoo.export": REPO / "export"}
+UPPER = ("alphanet_zoo.eval", "alphanet_zoo.export", "alphanet_zoo.search", "alphanet_zoo.train",
+         "alphanet_zoo.commands")
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package, folder in ROOTS.items():
+        for path in folder.rglob("*.py"):
+            rel = path.relative_to(folder).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            name = ".".join([package, *parts])
+            if package == "alphanet_zoo" and parts and parts[0] in ("eval", "export"):
+                continue
+            found[name] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path, top_level_only: bool = False) -> set[str]:
+    """The alphanet_zoo modules ``name`` imports (anywhere in it, or at module level only)."""
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    out = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            out.add(base)
+            out |= {f"{base}.{a.name}" for a in node.names}
+    return {m for m in out if m.startswith("alphanet_zoo")} & (set(MODULES) | {m for m in out if m in MODULES})
+
+
+def _is_core(name: str) -> bool:
+    return not name.startswith(UPPER) and name != "alphanet_zoo.cli"
+
+
+def test_the_core_never_imports_commands_eval_export_search_or_train():
+    offenders = {name: sorted(m for m in _imports(name, path) if m.startswith(UPPER))
+                 for name, path in MODULES.items() if _is_core(name)}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_search_and_eval_do_not_import_training_internals():
+    offenders = {name: sorted(m for m in _imports(name, path) if m.startswith("alphanet_zoo.train"))
+                 for name, path in MODULES.items() if name.startswith(("alphanet_zoo.search", "alphanet_zoo.eval"))}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_module_level_imports_have_no_cycle():
+    graph = {name: _imports(name, path, top_level_only=True) - {name} for name, path in MODULES.items()}
+    # a package's __init__ importing its own submodules is not a cycle through them
+    graph = {n: {m for m in deps if not (m.startswith(n + ".") and MODULES[n].name == "__init__.py")}
+             for n, deps in graph.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if dep not in graph:
+                continue
+            if state.get(dep) == 1:
+                return stack[stack.index(dep):] + [dep]
+            if dep not in state and (cycle := visit(dep)):
+                return cycle
+        state[node] = 2
+        stack.pop()
+        return None
+
+    for module in sorted(graph):
+        if module not in state:
+            assert visit(module) is None, f"import cycle: {' -> '.join(stack)}"
+
+
+def test_no_function_shadows_a_module_of_the_same_name():
+    shadowing = [name for name in alphanet_zoo.__all__
+                 if callable(getattr(alphanet_zoo, name)) and not isinstance(getattr(alphanet_zoo, name), type)
+                 and f"alphanet_zoo.{name}" in MODULES]
+    assert shadowing == []
+
+
+def test_nothing_cites_a_file_outside_the_repository():
+    outside = ("DESIGN" + ".md", "../" + "shared")
+    for path in [*MODULES.values(), *(REPO / "tests").glob("*.py")]:
+        text = path.read_text()
+        assert not any(name in text for name in outside), path
+    assert (REPO / "docs" / "design.md").is_file()
