@@ -154,6 +154,7 @@ class WeightsLoader:
             folder = path
             if not (folder / CONFIG_NAME).is_file() and name and (path / name / CONFIG_NAME).is_file():
                 folder = path / name  # a folder of per-model folders, as alphanet-extract --out writes
+                log.info("using %s (the folder for %s inside %s)", folder, name, path)
             for needed in (CONFIG_NAME, WEIGHTS_NAME):
                 if not (folder / needed).is_file():
                     inside = f" nor a folder of them holding {name}/" if name else ""

@@ -85,7 +85,7 @@ def main() -> None:
         results["a0_supernet_fwd_bwd_b8_s"] = median_time(lambda: step(lambda: supernet(x, "a0")), r)
 
         # cold process: load cached weights and classify the first image
-        a0.eval().pretrained_cfg = {"name": "a0"}
+        a0.eval()
         folder = a0.save_pretrained(tmp / "a0")
         env = dict(os.environ, HF_HOME=str(tmp / "hf"), HF_HUB_DISABLE_PROGRESS_BARS="1")
         from fake_hub import FakeHub

@@ -5,8 +5,9 @@
 
 On generated ImageNet-like JPEGs (500x375 and similar, about 100 kB each) in the synset layout:
 
-- data only: a full pass of `eval_loader` (decode, resize 256, crop, normalise, resize to the model's
-  resolution; in ``--workers`` processes), no model; worker start-up included, as in a real run;
+- data only: a full pass of `labelled_batches` (decode, resize 256, crop to uint8 in ``--workers``
+  processes) plus `model_input` (normalise, resize to the model's resolution), no model; worker
+  start-up included, as in a real run;
 - model only: the model's forward on a ready batch (no data loading);
 - end to end: `evaluate` over the loader (what ``alphanet-eval`` reports as images/s).
 
@@ -28,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from alphanet_zoo.eval.data import eval_loader, open_dataset
-from alphanet_zoo.eval.evaluate import TorchClassifier, evaluate
 from PIL import Image
 
 import alphanet_zoo
+from alphanet_zoo.data import TorchClassifier, evaluate, labelled_batches, open_dataset
+from alphanet_zoo.preprocessing import EvalCrop, model_input
 
 SIZES = [(500, 375), (375, 500), (500, 333), (500, 400), (640, 480), (400, 300)]
 
@@ -65,7 +66,8 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
     model = alphanet_zoo.AlphaNet(args.arch).eval().to(device)
     resolution = model.arch.resolution
-    transform = alphanet_zoo.transforms(model)
+    pre = model.pretrained_cfg.preprocessing
+    crop = EvalCrop(pre)
     classifier = TorchClassifier(model, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     results = {"arch": args.arch, "device": str(device), "torch_threads": torch.get_num_threads(),
@@ -89,13 +91,16 @@ def main(argv=None) -> dict:
                 classifier(batch)
             sync()
 
+        def batches(workers):
+            return labelled_batches(samples, crop, pre.crop_size, batch_size=args.batch_size, workers=workers,
+                                    pin_memory=device.type == "cuda")
+
         def data_only(workers):
-            for _ in eval_loader(samples, transform, resolution, batch_size=args.batch_size, workers=workers):
-                pass
+            for images, *_ in batches(workers):
+                model_input(images, resolution)
 
         def end_to_end(workers):
-            evaluate(classifier, eval_loader(samples, transform, resolution, batch_size=args.batch_size,
-                                             workers=workers, pin_memory=device.type == "cuda"))
+            evaluate(classifier, batches(workers), resolution=resolution, device=device)
 
         data_only(0)  # warm the page cache
         # side by side: every repeat times each measurement once, so load changes hit them alike

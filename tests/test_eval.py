@@ -111,14 +111,15 @@ def labelled(tmp_path_factory, model):
     """Generated images with labels of known outcome: [(path, label, outcome)], the expected top-1 and
     top-5, and {path: the official pipeline's top-1 class}.
 
-    outcome 1: the official top-1 class; 5: the third class (top-5 only); 0: a class ranked 500th.
+    outcome 1: the official top-1 class; 5: the class ranked fifth (top-5 only, at its very edge);
+    0: the class ranked sixth (just outside the top 5), or, every other time, one ranked 500th.
     """
     paths = make_images(tmp_path_factory.mktemp("pool"), N_IMAGES)
     items, official_top1 = [], {}
     for i, path in enumerate(paths):
         ranking = official_logits(model, path).argsort(descending=True).tolist()
         outcome = (1, 5, 0)[i % 3]
-        label = {1: ranking[0], 5: ranking[2], 0: ranking[500]}[outcome]
+        label = {1: ranking[0], 5: ranking[4], 0: ranking[5] if i % 2 else ranking[500]}[outcome]
         items.append((path, label, outcome))
         official_top1[path] = ranking[0]
     top1 = 100 * sum(o == 1 for *_, o in items) / len(items)
@@ -234,6 +235,18 @@ def test_synset_layout_exact_accuracy_json_and_predictions(tmp_path, labelled, o
         assert len(line["top5"]) == 5
         assert (line["top5"][0] == label) == (outcome == 1)
         assert (label in line["top5"]) == (outcome in (1, 5))
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_top_k_counts_a_label_at_rank_k_and_not_at_rank_k_plus_1(k):
+    from alphanet_zoo.data import EvalResult
+
+    logits = torch.tensor([[10.0, 9.0, 8.0, 7.0, 6.0, 5.0, 4.0]] * 2)  # class j is ranked j + 1
+    result = EvalResult()
+    result.update(logits, torch.tensor([k - 1, k]), torch.tensor([0, 1]), keep_predictions=True)
+    hits = result.correct1 if k == 1 else result.correct5
+    assert hits == 1 and result.images == 2  # rank k counts, rank k + 1 does not
+    assert result.predictions[0].top5 == [0, 1, 2, 3, 4]
 
 
 def test_subset_and_empty_class_folders_use_canonical_indices(tmp_path):

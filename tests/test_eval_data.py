@@ -101,13 +101,53 @@ def test_devkit_txt_maps_ids_through_the_devkit_table(tmp_path):
 
 # -- images and folders ---------------------------------------------------------------------------
 
+def _image_in_mode(mode: str) -> tuple[Image.Image, np.ndarray]:
+    """An image built directly in ``mode`` from known values, and the RGB pixels it stands for."""
+    rng = np.random.RandomState(0)
+    rgb = rng.randint(0, 256, (20, 30, 3)).astype(np.uint8)
+    gray = rng.randint(0, 256, (20, 30)).astype(np.uint8)
+    if mode == "RGB":
+        return Image.fromarray(rgb), rgb
+    if mode in ("L", "LA"):
+        image = Image.fromarray(gray)
+        if mode == "LA":
+            image.putalpha(Image.fromarray(rng.randint(0, 256, (20, 30)).astype(np.uint8)))
+        return image, np.repeat(gray[..., None], 3, axis=2)
+    if mode == "RGBA":
+        alpha = rng.randint(0, 256, (20, 30, 1)).astype(np.uint8)
+        return Image.fromarray(np.concatenate([rgb, alpha], axis=2), "RGBA"), rgb  # alpha is dropped, not blended
+    if mode == "P":
+        palette = rng.randint(0, 256, (256, 3)).astype(np.uint8)
+        indices = rng.randint(0, 256, (20, 30)).astype(np.uint8)
+        image = Image.fromarray(indices, "P")
+        image.putpalette(palette.tobytes())
+        return image, palette[indices]
+    if mode == "1":
+        bits = rng.rand(20, 30) > 0.5
+        return Image.fromarray(bits), np.repeat((bits * 255).astype(np.uint8)[..., None], 3, axis=2)
+    if mode == "CMYK":  # with no black ink, red = 255 - cyan, green = 255 - magenta, blue = 255 - yellow
+        cmy = rng.randint(0, 256, (20, 30, 3)).astype(np.uint8)
+        cmyk = np.concatenate([cmy, np.zeros((20, 30, 1), np.uint8)], axis=2)
+        return Image.fromarray(cmyk, "CMYK"), 255 - cmy
+    if mode == "I;16":  # 16-bit grey: values above 255 saturate to white
+        values = rng.randint(0, 700, (20, 30)).astype(np.uint16)
+        image = Image.frombytes("I;16", (30, 20), values.tobytes())
+        return image, np.repeat(np.minimum(values, 255).astype(np.uint8)[..., None], 3, axis=2)
+    raise AssertionError(mode)
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P", "CMYK", "I;16", "1", "LA"])
-def test_load_image_gives_rgb_for_every_mode(tmp_path, mode):
-    image = Image.fromarray((np.random.RandomState(0).rand(20, 30, 3) * 255).astype(np.uint8)).convert(mode)
+def test_load_image_gives_the_right_rgb_pixels_for_every_mode(tmp_path, mode):
+    from torchvision.datasets.folder import pil_loader  # the loader of the official pipeline
+
+    image, expected = _image_in_mode(mode)
     path = tmp_path / ("x.tiff" if mode in ("CMYK", "I;16") else "x.png")
     image.save(path)
+    assert Image.open(path).mode == mode
     loaded = load_image(path)
     assert loaded.mode == "RGB" and loaded.size == (30, 20)
+    assert np.array_equal(np.asarray(loaded), expected)
+    assert np.array_equal(np.asarray(loaded), np.asarray(pil_loader(str(path))))
 
 
 def test_image_extensions_are_case_insensitive():
