@@ -221,3 +221,47 @@ def test_calibration_stops_on_a_bad_image(tmp_path):
         list(calibration_batches(train, num_batches=1, batch_size=4, seed=0, crop_size=64))
     with pytest.raises(DatasetError, match="not found"):
         calibration_batches(tmp_path / "missing")
+
+
+# -- calibrate: the one calibration path, checked against the recipe written out by hand -----------------
+
+def test_calibrate_feeds_normalised_bicubic_resized_crops(supernet):
+    import torch.nn.functional as F
+
+    from alphanet_zoo import calibrate_bn
+
+    crops = [torch.randint(0, 256, (3, 3, 224, 224), generator=torch.Generator().manual_seed(s), dtype=torch.uint8)
+             for s in range(2)]
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1) / 255
+    std = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1) / 255
+    by_hand = [F.interpolate((c.float() / 255 - mean) / std, size=(192, 192), mode="bicubic", align_corners=False)
+               for c in crops]
+    expected = calibrate_bn(supernet.extract("a0"), by_hand)
+    got = calibrate(supernet.extract("a0"), crops, 192)
+    for name, buffer in expected.named_buffers():
+        assert torch.allclose(dict(got.named_buffers())[name].float(), buffer.float(), rtol=1e-5, atol=1e-6), name
+    unresized = calibrate(supernet.extract("a0"), crops, None)  # None: the crops as they are, not resized
+    assert not torch.allclose(unresized.stem.bn.running_var, got.stem.bn.running_var)
+
+
+def test_calibrate_bn_uses_exactly_the_batches_asked_for_and_names_bad_input(supernet):
+    from torch import nn
+
+    from alphanet_zoo import InputError, calibrate_bn
+
+    batches = [torch.randn(2, 3, 192, 192, generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    one = calibrate_bn(supernet.extract("a0"), batches, num_batches=1)
+    first_only = calibrate_bn(supernet.extract("a0"), batches[:1])
+    all_three = calibrate_bn(supernet.extract("a0"), batches)
+    assert torch.equal(one.stem.bn.running_mean, first_only.stem.bn.running_mean)
+    assert not torch.equal(one.stem.bn.running_mean, all_three.stem.bn.running_mean)
+    # momentum None: a cumulative average over every batch seen
+    assert all_three.stem.bn.num_batches_tracked.item() == 3
+    with pytest.raises(InputError, match="no BatchNorm layers"):
+        calibrate_bn(nn.Linear(2, 2), batches)
+    with pytest.raises(InputError, match="no batches were given"):
+        calibrate_bn(supernet.extract("a0"), [])
+    with pytest.raises(InputError, match="num_batches must be positive, got 0"):
+        calibrate_bn(supernet.extract("a0"), batches, num_batches=0)
+    with pytest.raises(InputError, match="a batch must be a tensor or \\(images, labels\\), got str"):
+        calibrate_bn(supernet.extract("a0"), ["nope"])
