@@ -1,22 +1,21 @@
-"""Supernet training: the sandwich step (parity with the official implementation), its parts,
-and ``alphanet-train`` under torchrun with gloo: loss falls, SIGTERM, exact resume."""
+"""Supernet training: the sandwich step (parity with the official implementation), its parts, labels,
+checkpoints and the fast fault paths of ``alphanet-train`` (in-process, fabricated checkpoints).
+
+The runs under torchrun (2 gloo processes: SIGKILL, a lost rank, SIGTERM, exact resume) are in
+test_train_faults.py."""
 from __future__ import annotations
 
 import json
 import os
 import pickle
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from _train_helpers import make_image_folder, read_log
-from conftest import PARITY_DIR, REPO, det
+from _train_helpers import SYNSETS, events, make_image_folder, read_log, state_digest
+from conftest import PARITY_DIR, det
 from PIL import Image
 
 from alphanet_zoo import SEARCH_SPACE, ArchConfig, InputError, Supernet
@@ -24,8 +23,8 @@ from alphanet_zoo.checkpoint import CheckpointError, from_official
 from alphanet_zoo.train import (WarmupCosineSchedule, build_optimizer, load_config, no_weight_decay, sample_sandwich,
                                 sandwich_step, scaled_lr)
 from alphanet_zoo.train.autoaugment import POLICY_V0, AutoAugment
-from alphanet_zoo.train.checkpointing import load_checkpoint, save_checkpoint
-from alphanet_zoo.train.data import SeededDataset, ShardedSampler, TrainTransform, image_folder
+from alphanet_zoo.train.checkpointing import load_checkpoint, load_latest, save_checkpoint
+from alphanet_zoo.train.data import SeededDataset, ShardedSampler, TrainTransform, training_data
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -168,12 +167,12 @@ def test_sharded_sampler_resumes_exactly_and_with_another_world_size():
 
 def test_augmentation_is_a_function_of_seed_epoch_and_index(tmp_path):
     root = make_image_folder(tmp_path / "train", ["a", "b"], 3, size=40)
-    dataset = SeededDataset(image_folder(root), TrainTransform(32, auto_augment="v0"), seed=5)
+    dataset = SeededDataset(training_data(root).samples, TrainTransform(32, auto_augment="v0"), seed=5)
     dataset.set_epoch(2)
     direct = torch.stack([dataset[i][0] for i in range(6)])
     loader = torch.utils.data.DataLoader(dataset, batch_size=3, num_workers=2)
-    via_workers = torch.cat([x for x, _ in loader])
-    assert torch.equal(direct, via_workers) and direct.shape == (6, 3, 32, 32)
+    via_workers = torch.cat([x for x, _, _, _ in loader])
+    assert torch.equal(direct, via_workers) and direct.shape == (6, 3, 32, 32) and direct.dtype == torch.uint8
     dataset.set_epoch(3)
     assert not torch.equal(direct[0], dataset[0][0])
 
@@ -278,134 +277,316 @@ def test_checkpoints_are_plain_data(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
 
 
-# ---- alphanet-train under torchrun: 2 processes, gloo on loopback -------------------------------------
-
-CLASSES = ["n01440764", "n01443537", "n01484850", "n01491361"]  # ImageNet synsets 0..3
-
-
-def _torchrun(output_dir: Path, data: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "alphanet_zoo.train.cli", "--config", "tiny",
-               f"data.train={data / 'train'}", f"data.val={data / 'val'}", f"output_dir={output_dir}",
-               "data.num_classes=1000", "data.crop_size=48", "data.batch_size=4", "optim.lr_per_256=1.0",
-               "epochs=2", "validation.every_epochs=1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(command, cwd=output_dir.parent, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def _finish(proc: subprocess.Popen, timeout: float = 400) -> str:
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"alphanet-train did not finish in {timeout} s:\n{out[-3000:]}")
-    return out
+def test_config_rejects_non_finite_and_out_of_range_settings():
+    config = load_config("tiny", ["data.train=/x", "checkpoint_every_steps=7", "collective_timeout_s=30"])
+    assert config.checkpoint_every_steps == 7 and config.collective_timeout_s == 30.0
+    assert load_config("alphanet_imagenet", ["data.train=/x"]).checkpoint_every_steps == 500
+    for bad, message in ((["optim.lr_per_256=.nan"], "optim.lr_per_256 must be a finite number"),
+                         (["collective_timeout_s=.inf"], "collective_timeout_s must be a finite number"),
+                         (["collective_timeout_s=0.5"], r"collective_timeout_s must be in \[1, 86400\]"),
+                         (["checkpoint_every_steps=-1"], "checkpoint_every_steps must be >= 0"),
+                         (["checkpoint_every_steps=2.5"], "checkpoint_every_steps must be int"),
+                         (["optim.momentum=1.5"], r"optim.momentum must be in \[0, 1\)"),
+                         (["data.crop_scale=[0.9, 0.1]"], "data.crop_scale"),
+                         (["data.num_classes=0"], "data.num_classes must be positive")):
+        with pytest.raises(InputError, match=message):
+            load_config("tiny", ["data.train=/x", *bad]).check()
 
 
-def _train_losses(log: list[dict]) -> dict[int, list[float]]:
-    return {r["global_step"]: r["losses"] for r in log if r["event"] == "train"}
+# ---- labels: the same as every other command's (alphanet_zoo.data.labelled_samples) -----------------------
+
+def test_training_labels_match_labelled_samples(tmp_path):
+    from alphanet_zoo.data import labelled_samples
+
+    # ImageNet synsets in an order of their own: sorted they are 0..3, their ImageNet indices are not
+    synsets = list(SYNSETS)
+    train = make_image_folder(tmp_path / "train", synsets, 2, size=12)
+    val = make_image_folder(tmp_path / "val", synsets[1:3], 1, size=12)  # a subset of the classes
+    expected_sorted = {name: i for i, name in enumerate(sorted(synsets))}
+
+    data = training_data(train, val)  # no num_classes: one output per class folder, in sorted order
+    assert data.num_classes == 4 and data.classes == sorted(synsets) and data.labels == "class_folders"
+    assert {(Path(s.path).parent.name, s.target) for s in data.samples} == set(expected_sorted.items())
+    assert {(Path(s.path).parent.name, s.target) for s in data.val_samples} == \
+        {(n, expected_sorted[n]) for n in synsets[1:3]}
+    assert data.samples == labelled_samples(train, 4)[0]
+
+    data = training_data(train, val, num_classes=1000)  # a 1000-class supernet: ImageNet's own indices
+    assert data.labels == "imagenet" and data.num_classes == 1000
+    assert {(Path(s.path).parent.name, s.target) for s in data.samples} == set(SYNSETS.items())
+    assert {(Path(s.path).parent.name, s.target) for s in data.val_samples} == {(n, SYNSETS[n]) for n in synsets[1:3]}
+    assert data.samples == labelled_samples(train, 1000)[0]
+    assert data.classes == sorted(synsets, key=SYNSETS.get)
+
+    assert training_data(train, num_classes=10).samples == labelled_samples(train, 10)[0]  # spare outputs
+    with pytest.raises(InputError, match="4 class folders but the model has 3 classes"):
+        training_data(train, num_classes=3)
+    make_image_folder(tmp_path / "val_other", ["n99999999"], 1, size=12)
+    with pytest.raises(InputError, match="not the model's classes"):
+        training_data(train, tmp_path / "val_other")
+    with pytest.raises(InputError, match="training image folder not found"):
+        training_data(tmp_path / "missing")
 
 
-@pytest.fixture(scope="module")
-def train_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("train_data")
-    make_image_folder(root / "train", CLASSES, 20, size=40, seed=0)  # 80 images: 10 steps of 2 x 4
-    make_image_folder(root / "val", CLASSES, 4, size=40, seed=1)
-    return root
+# ---- checkpoints: atomic, the previous one kept, damage detected ---------------------------------------
+
+def _fake_state(step: int) -> dict:
+    return {"model": {"w": torch.full((100_000,), float(step))}, "optimizer": {"state": {}, "param_groups": []},
+            "schedule": {"progress": 0.0}, "epoch": 0, "consumed": 8 * step, "global_step": step}
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, train_data) -> Path:
-    out = tmp_path_factory.mktemp("run") / "uninterrupted"
+def test_checkpoints_keep_the_previous_one_and_resume_falls_back(tmp_path, caplog):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, _fake_state(2))
+    save_checkpoint(path, _fake_state(4))
+    assert load_checkpoint(path)["global_step"] == 4 and load_checkpoint(tmp_path / "checkpoint.prev.pt")[
+        "global_step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.prev.pt", "checkpoint.pt"]  # no litter
+    assert (path.stat().st_mode & 0o777) == 0o666 & ~_umask()
+    state, used, fallback = load_latest(path)
+    assert state["global_step"] == 4 and used == path and fallback is None
+
+    good = path.read_bytes()
+    damaged = bytearray(good)
+    damaged[len(good) // 2] ^= 0x01  # one flipped bit inside the tensor data: torch.load does not notice
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(path)
+    with caplog.at_level("WARNING", logger="alphanet_zoo"):
+        state, used, fallback = load_latest(path)
+    assert state["global_step"] == 2 and used.name == "checkpoint.prev.pt"
+    assert "damaged" in fallback and "previous checkpoint" in fallback and "step 2" in fallback
+    assert any("resuming from the previous checkpoint" in r.getMessage() for r in caplog.records)
+
+    path.write_bytes(good[:len(good) // 3])  # truncated
+    assert load_latest(path)[0]["global_step"] == 2
+    path.unlink()  # killed between the two renames
+    state, used, fallback = load_latest(path)
+    assert state["global_step"] == 2 and "missing" in fallback
+    (tmp_path / "checkpoint.prev.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="cannot be used either"):
+        load_latest(path)
+    assert load_latest(tmp_path / "none" / "checkpoint.pt") is None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _tiny_argv(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--config", "tiny", f"data.train={data}", f"output_dir={out}", "data.crop_size=16", *extra]
+
+
+def test_resume_falls_back_to_the_previous_checkpoint_it_cannot_reproduce(tmp_path, capsys):
+    """A newest checkpoint that is junk and a previous one holding state no training from scratch could make
+    (all classifier biases 0.5, step 7): the run says it falls back, resumes that very state, cuts the log
+    back to what that checkpoint saw (the rest moves to log.discarded.jsonl), and removes stale temporaries."""
+    from alphanet_zoo.train.cli import main
+    from alphanet_zoo.train.schedule import WarmupCosineSchedule
+
+    data = make_image_folder(tmp_path / "train", ["b", "a"], 2, size=12)
+    out = tmp_path / "out"
     out.mkdir()
-    proc = _torchrun(out, train_data)
-    text = _finish(proc)
-    assert proc.returncode == 0, text[-3000:]
-    return out
+    torch.manual_seed(1)
+    supernet = Supernet(num_classes=2)
+    with torch.no_grad():
+        supernet.classifier.bias.fill_(0.5)
+    optimizer = build_optimizer(supernet, 0.1)
+    kept = ['{"event": "start", "global_step": 0}\n', '{"event": "checkpoint", "global_step": 7}\n']
+    lost = ['{"event": "train", "global_step": 8, "losses": [1.0]}\n', '{"event": "train", "glo']
+    (out / "log.jsonl").write_text("".join(kept + lost))
+    state = {"model": supernet.state_dict(), "optimizer": optimizer.state_dict(),
+             "schedule": WarmupCosineSchedule(optimizer, 0.1, 1).state_dict(), "epoch": 1, "consumed": 0,
+             "global_step": 7, "log_offset": len("".join(kept)), "classes": ["a", "b"], "labels": "class_folders"}
+    save_checkpoint(out / "checkpoint.prev.pt", state, keep_previous=False)
+    (out / "checkpoint.pt").write_bytes(b"\x00" * 100)
+    stale = out / ".checkpoint.pt.4000000.abcd.tmp"
+    stale.write_bytes(b"half a checkpoint")
 
-
-def test_distributed_training_loss_falls(uninterrupted):
-    log = read_log(uninterrupted / "log.jsonl")
-    start = next(r for r in log if r["event"] == "start")
-    assert start["world_size"] == 2 and start["global_batch"] == 8 and start["steps_per_epoch"] == 10
-    assert start["base_lr"] == pytest.approx(1.0 * 8 / 256)
-    losses = _train_losses(log)
-    assert sorted(losses) == list(range(1, 21))
-    teacher = [losses[s][0] for s in sorted(losses)]
-    assert teacher[0] > 6.0  # ln(1000): an untrained 1000-way classifier
-    assert np.mean(teacher[-5:]) < 0.75 * np.mean(teacher[:5]) and np.mean(teacher[-5:]) < 0.6 * teacher[0], teacher
-    assert all(np.isfinite(v).all() for v in losses.values())
-    validations = [r for r in log if r["event"] == "validation"]
-    assert [v["epoch"] for v in validations] == [1, 2]
-    assert all(v[name]["images"] == 16 for v in validations for name in ("smallest", "largest"))
-    assert [r["reason"] for r in log if r["event"] == "checkpoint"] == ["epoch", "epoch"]
-    assert (uninterrupted / "supernet.safetensors").is_file()
-
-
-def test_sigterm_then_resume_matches_an_uninterrupted_run(tmp_path, train_data, uninterrupted):
-    out = tmp_path / "interrupted"
-    out.mkdir()
-    proc = _torchrun(out, train_data)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        log_file = out / "log.jsonl"
-        if log_file.is_file() and any(s >= 4 for s in _train_losses(read_log(log_file))):
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the run ended before it could be interrupted"
-    proc.send_signal(signal.SIGTERM)  # to torchrun, which passes it to both workers
-    _finish(proc)
+    assert main(_tiny_argv(data, out, "epochs=1")) == 0  # epoch 1 of 1 is done: nothing left to train
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "resuming from the previous checkpoint" in warnings[0] and "step 7" in warnings[0]
     log = read_log(out / "log.jsonl")
-    stopped = [r for r in log if r["event"] == "stopped"]
-    assert stopped and stopped[0]["signal"] == "SIGTERM"
-    stop_step = stopped[0]["global_step"]
-    assert 4 <= stop_step < 20
-    state = load_checkpoint(out / "checkpoint.pt")
-    assert state["global_step"] == stop_step and state["consumed"] == 8 * (stop_step % 10)
+    assert [json.dumps(r) + "\n" for r in log[:2]] == kept
+    start = events(log, "start")[-1]
+    assert start["resumed"] and start["resumed_from"] == str(out / "checkpoint.prev.pt") and start["global_step"] == 7
+    assert f"{out / 'checkpoint.pt'}: not plain data, or damaged" in start["fallback"]
+    assert start["state_sha256"] == state_digest(supernet.state_dict())
+    assert (out / "log.discarded.jsonl").read_text() == "".join(lost) + "\n"
+    assert not stale.exists()
+    from safetensors.torch import load_file
 
-    proc = _torchrun(out, train_data)  # the same command resumes
-    text = _finish(proc)
-    assert proc.returncode == 0, text[-3000:]
-    log = read_log(out / "log.jsonl")
-    assert [r["resumed"] for r in log if r["event"] == "start"] == [False, True]
-    reference_log = read_log(uninterrupted / "log.jsonl")
-    assert _train_losses(log) == _train_losses(reference_log)  # every step, bit for bit
-    assert [r["largest"] for r in log if r["event"] == "validation"] == \
-        [r["largest"] for r in reference_log if r["event"] == "validation"]
-    resumed, reference_state = load_checkpoint(out / "checkpoint.pt"), load_checkpoint(uninterrupted / "checkpoint.pt")
-    assert resumed["model"].keys() == reference_state["model"].keys()
-    assert all(torch.equal(resumed["model"][k], reference_state["model"][k]) for k in resumed["model"])
-    momentum = [(resumed["optimizer"]["state"][i]["momentum_buffer"],
-                 reference_state["optimizer"]["state"][i]["momentum_buffer"]) for i in resumed["optimizer"]["state"]]
-    assert momentum and all(torch.equal(a, b) for a, b in momentum)
+    final = load_file(out / "supernet.safetensors")
+    assert torch.equal(final["classifier.bias"], torch.full((2,), 0.5))
+    assert all(torch.equal(final[k], v) for k, v in supernet.state_dict().items())
+    assert not list(out.glob(".*.tmp"))
 
 
-def test_training_checkpoint_feeds_extract_and_eval(uninterrupted, train_data, tmp_path, capsys):
-    checkpoint = uninterrupted / "checkpoint.pt"
-    supernet = Supernet.from_checkpoint(checkpoint)
-    assert supernet.num_classes == 1000
-    state = load_checkpoint(checkpoint)
-    assert all(torch.equal(v, state["model"][k]) for k, v in supernet.state_dict().items())
-
-    from alphanet_zoo.eval.cli import main as eval_main
-
-    from alphanet_zoo.commands import extract_main
-
-    assert extract_main(["--supernet", str(checkpoint), "--arch", "a0", "--out", str(tmp_path / "x")]) == 0
-    assert (tmp_path / "x" / "a0" / "model.safetensors").is_file()
-    results = tmp_path / "eval.json"
-    assert eval_main(["--arch", "a0", "--supernet", str(checkpoint), "--data", str(train_data / "val"),
-                      "--batch-size", "8", "--output", str(results)]) == 0
-    assert results.is_file()
-    capsys.readouterr()
-
-
-def test_no_resume_refuses_to_overwrite(uninterrupted, train_data, capsys):
+def test_no_resume_refuses_an_existing_checkpoint(tmp_path, capsys):
     from alphanet_zoo.train.cli import main
 
-    argv = ["--config", "tiny", f"data.train={train_data / 'train'}", f"output_dir={uninterrupted}",
-            "data.num_classes=1000", "--no-resume"]
-    assert main(argv) == 2
-    assert "exists" in capsys.readouterr().err
+    data = make_image_folder(tmp_path / "train", ["a", "b"], 1, size=12)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "checkpoint.pt").write_bytes(b"a fabricated checkpoint: never read")
+    assert main(_tiny_argv(data, tmp_path / "out", "--no-resume")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint.pt exists" in err[0] and "--no-resume" in err[0]
+
+
+def test_a_second_run_on_the_same_output_is_refused(tmp_path, capsys):
+    import fcntl
+
+    from alphanet_zoo.train.cli import main
+
+    data = make_image_folder(tmp_path / "train", ["a", "b"], 1, size=12)
+    (tmp_path / "out").mkdir()
+    with open(tmp_path / "out" / ".alphanet-train.lock", "w") as lock:
+        lock.write("4242\n")
+        lock.flush()
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another run holds it
+        assert main(_tiny_argv(data, tmp_path / "out")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another alphanet-train (pid 4242)" in err[0]
+    assert not (tmp_path / "out" / "log.jsonl").exists()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_bad_training_image_is_one_line_naming_it(tmp_path, capsys, workers):
+    from alphanet_zoo.train.cli import main
+
+    data = make_image_folder(tmp_path / "train", ["a", "b"], 2, size=12)
+    for image in data.glob("*/*.png"):
+        image.write_bytes(b"\x89PNG\r\n\x1a\n broken")  # every image: the first batch has one
+    code = main(_tiny_argv(data, tmp_path / "out", "data.batch_size=2", "--workers", str(workers)))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot read image" in err[0] and str(data) in err[0], err
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_divergence_stops_training_with_one_line(tmp_path, capsys):
+    from alphanet_zoo.train.cli import main
+
+    data = make_image_folder(tmp_path / "train", ["a", "b"], 2, size=12)
+    out = tmp_path / "out"
+    code = main(_tiny_argv(data, out, "data.batch_size=2", "optim.lr_per_256=1e30", "optim.grad_clip_value=null",
+                           "sandwich.num_archs=2", "data.auto_augment=null"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "training diverged at step" in err[0], err
+    assert not (out / "checkpoint.pt").exists()  # no diverged weights saved over a good checkpoint
+
+
+@pytest.mark.parametrize("stopped, status", [(None, 0), ("SIGTERM", 143), ("SIGINT", 130)])
+def test_exit_status_of_a_stopped_run(tmp_path, capsys, monkeypatch, stopped, status):
+    from alphanet_zoo.train.cli import main
+    from alphanet_zoo.train.trainer import Trainer
+
+    summary = {"stopped": stopped, "epoch": 0, "global_step": 3, "checkpoint": "c.pt", "validation": {},
+               "world_size": 1, "resumed": False}
+    monkeypatch.setattr(Trainer, "run", lambda self: summary)
+    assert main(_tiny_argv(tmp_path, tmp_path / "out")) == status
+    out = capsys.readouterr().out
+    assert (f"stopped by {stopped} at step 3" in out) if stopped else "3 steps" in out
+
+
+def test_a_failed_checkpoint_write_is_one_error_and_loses_nothing(tmp_path, monkeypatch):
+    from alphanet_zoo.errors import OutputError
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, _fake_state(2))
+    save_checkpoint(path, _fake_state(4))
+
+    def disk_full(obj, f):  # what torch's writer raises when the disk fills up mid-file
+        Path(f).write_bytes(b"PK\x03\x04 half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OutputError, match="cannot write .*checkpoint.pt: the write failed"):
+        save_checkpoint(path, _fake_state(6))
+    monkeypatch.undo()
+    assert load_checkpoint(path)["global_step"] == 4 and load_checkpoint(tmp_path / "checkpoint.prev.pt")[
+        "global_step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.prev.pt", "checkpoint.pt"]
+
+
+def test_checkpoint_reading_refuses_what_it_cannot_use(tmp_path):
+    from alphanet_zoo.train.checkpointing import content_digest
+
+    with pytest.raises(InputError, match="checkpoint not found: .*nothing.pt"):
+        load_checkpoint(tmp_path / "nothing.pt")
+    state = _fake_state(3)
+    del state["optimizer"]
+    save_checkpoint(tmp_path / "partial.pt", state)
+    with pytest.raises(CheckpointError, match="lacks optimizer"):
+        load_checkpoint(tmp_path / "partial.pt")
+    torch.save({"format": "something/9", **_fake_state(3)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="format 'something/9'"):
+        load_checkpoint(tmp_path / "other.pt")
+    (tmp_path / "checkpoint.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="no previous checkpoint checkpoint.prev.pt"):
+        load_latest(tmp_path / "checkpoint.pt")
+    # every part of the content counts: a value in a list, a dict value, a tensor's dtype, shape or bytes
+    base = {"a": [1, 2.5], "b": {"c": torch.zeros(2, 2)}}
+    variants = [{"a": [1, 2.0], "b": {"c": torch.zeros(2, 2)}}, {"a": [1, 2.5], "b": {"c": torch.ones(2, 2)}},
+                {"a": [1, 2.5], "b": {"c": torch.zeros(2, 2, dtype=torch.float64)}},
+                {"a": [1, 2.5], "b": {"c": torch.zeros(4)}}, {"a": [1, 2.5], "b": {"d": torch.zeros(2, 2)}}]
+    digests = {content_digest(v) for v in [base, *variants]}
+    assert len(digests) == 1 + len(variants) and content_digest(base) == content_digest(dict(base))
+
+
+def test_a_resumed_run_continues_exactly_as_the_uninterrupted_one(tmp_path, monkeypatch, capsys):
+    """One process, in-process: an uninterrupted run keeps copies of its checkpoints; each is then put in a
+    fresh output folder with the run's whole log (as a job killed later leaves them) and the same command
+    resumes it: from that checkpoint's step (not from scratch), every step logged once, the log records
+    (averaged over 2 steps, across checkpoints) and the final weights bit for bit the uninterrupted run's."""
+    import shutil
+
+    from alphanet_zoo.train import trainer
+    from alphanet_zoo.train.cli import main
+
+    data = make_image_folder(tmp_path / "train", ["b", "a"], 2, size=12)
+    val = make_image_folder(tmp_path / "val", ["b", "a"], 1, size=12, seed=1)
+    recipe = ["data.batch_size=2", "epochs=2", "log_every=2", "checkpoint_every_steps=3", f"data.val={val}",
+              "validation.calib_batches=1", "validation.calib_batch_size=2", "validation.batch_size=2",
+              "sandwich.num_archs=3", "sandwich.dropout=0.3", "sandwich.drop_connect=0.3"]  # random draws
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    save = trainer.save_checkpoint
+
+    def save_and_keep(path, state, **kwargs):
+        save(path, state, **kwargs)
+        shutil.copy(path, kept / f"{state['global_step']}{'v' if state['validation_pending'] else ''}.pt")
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_and_keep)
+    assert main(_tiny_argv(data, tmp_path / "whole", *recipe)) == 0
+    monkeypatch.undo()
+    whole = read_log(tmp_path / "whole" / "log.jsonl")
+    records = [(r["global_step"], r["steps"], r["losses"]) for r in events(whole, "train")]
+    assert [(step, steps) for step, steps, _ in records] == [(2, 2), (4, 2)]  # 2 steps an epoch
+    assert sorted(p.name for p in kept.iterdir()) == ["2.pt", "2v.pt", "3.pt", "4.pt", "4v.pt"]
+    reference = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
+
+    for name in ("3.pt", "2v.pt"):  # mid-window; and at an epoch end with its validation still to do
+        out = tmp_path / f"from_{name}"
+        out.mkdir()
+        shutil.copy(kept / name, out / "checkpoint.pt")
+        shutil.copy(tmp_path / "whole" / "log.jsonl", out / "log.jsonl")
+        state = load_checkpoint(out / "checkpoint.pt")
+        assert main(_tiny_argv(data, out, *recipe)) == 0
+        log = read_log(out / "log.jsonl")
+        start = events(log, "start")[-1]
+        assert start["resumed"] and start["global_step"] == state["global_step"] == int(name[0])
+        assert start["state_sha256"] == state_digest(state["model"])
+        assert [(r["global_step"], r["steps"], r["losses"]) for r in events(log, "train")] == records
+        assert [(r["smallest"], r["largest"]) for r in events(log, "validation")] == \
+            [(r["smallest"], r["largest"]) for r in events(whole, "validation")]
+        final = load_checkpoint(out / "checkpoint.pt")
+        assert all(torch.equal(final["model"][k], v) for k, v in reference["model"].items())
+        assert all(torch.equal(final["optimizer"]["state"][i]["momentum_buffer"], s["momentum_buffer"])
+                   for i, s in reference["optimizer"]["state"].items())
+        mark = next(i for i, r in enumerate(whole) if r["event"] == "checkpoint" and
+                    (r["global_step"], r["validation_pending"]) == (state["global_step"], state["validation_pending"]))
+        assert log[:mark + 1] == whole[:mark + 1] and read_log(out / "log.discarded.jsonl") == whole[mark + 1:]
+    capsys.readouterr()

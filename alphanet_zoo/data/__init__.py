@@ -9,15 +9,16 @@
 calibrate and count through these functions, so the same flags give the same numbers in each.
 """
 from .accuracy import EvalResult, Prediction, TorchClassifier, evaluate
-from .batches import (CalibrationBatches, LabelledImages, TensorBatches, batch_indices, calibration_batches,
-                      labelled_batches)
+from .batches import (CalibrationBatches, CalibrationDraws, LabelledImages, TensorBatches, batch_indices,
+                      calibration_batches, labelled_batches)
 from .folders import (CLASS_FOLDERS, GROUND_TRUTH_FILE, SYNSET_FOLDERS, Sample, class_folder_samples, find_ground_truth,
                       is_imagenet_folder, labelled_samples, open_dataset, synset_folder_samples)
 from .ground_truth import GroundTruthError, read_devkit_mapping, read_ground_truth
 from .images import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, BadImageError, DatasetError, is_image_file, load_image
 
 __all__ = [
-    "BadImageError", "CLASS_FOLDERS", "CalibrationBatches", "DatasetError", "EvalResult", "GROUND_TRUTH_FILE",
+    "BadImageError", "CLASS_FOLDERS", "CalibrationBatches", "CalibrationDraws", "DatasetError", "EvalResult",
+    "GROUND_TRUTH_FILE",
     "GroundTruthError", "IMAGE_EXTENSIONS", "LabelledImages", "MAX_IMAGE_PIXELS", "Prediction", "SYNSET_FOLDERS",
     "Sample", "TensorBatches", "TorchClassifier", "batch_indices", "calibration_batches", "class_folder_samples",
     "evaluate", "find_ground_truth", "is_image_file", "is_imagenet_folder", "labelled_batches", "labelled_samples",

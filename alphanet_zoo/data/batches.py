@@ -65,7 +65,7 @@ def labelled_batches(samples: Sequence[Sample], crop: Callable[[Image.Image], to
                       generator=torch.Generator().manual_seed(0))  # leaves the global RNG alone
 
 
-class _Draws(Dataset):
+class CalibrationDraws(Dataset):
     """Item ``k`` is calibration draw ``k``: (image index, seed); its crop and flip come from that seed
     alone, so a draw gives the same tensor in any worker and with any number of workers."""
 
@@ -113,6 +113,11 @@ class CalibrationBatches:
         return Calibration(data=self.data, num_batches=self.num_batches, batch_size=self.batch_size, seed=self.seed,
                            crop_size=self.crop_size)
 
+    def dataset(self) -> "CalibrationDraws":
+        """The draws as a dataset (item ``k``: draw ``k``'s uint8 crop and error), for a custom loader,
+        e.g. one process's share of the batches."""
+        return CalibrationDraws(self.samples, self.draws(), RandomCrop(self.crop_size))
+
     def draws(self) -> torch.Tensor:
         """(num_batches * batch_size, 2) int64: image index and per-draw seed, in order."""
         total = self.num_batches * self.batch_size
@@ -123,7 +128,7 @@ class CalibrationBatches:
         return torch.stack([order, seeds], dim=1)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        dataset = _Draws(self.samples, self.draws(), RandomCrop(self.crop_size))
+        dataset = self.dataset()
         loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.workers,
                             prefetch_factor=4 if self.workers > 0 else None,
                             generator=torch.Generator().manual_seed(0))  # leaves the global RNG alone

@@ -10,8 +10,11 @@ Every GPU of a node, or many nodes (the learning rate follows the global batch):
     torchrun --nnodes 8 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 \\
         --no-python alphanet-train --config alphanet_imagenet data.train=...
 
-Rerunning the same command resumes from ``OUTPUT_DIR/checkpoint.pt``; SIGTERM (or Ctrl-C) makes
-every process stop at the next step and write a checkpoint first (exit status 143).
+Rerunning the same command resumes from ``OUTPUT_DIR/checkpoint.pt`` (or, if that is damaged, from the
+previous one, ``checkpoint.prev.pt``). Checkpoints are written every ``checkpoint_every_steps`` steps and
+at every epoch end. SIGTERM (a scheduler's pre-emption) makes every process stop at the next step,
+write a checkpoint and exit with status 143 (Ctrl-C: 130). A process that dies or hangs makes the
+others exit with status 1 and one line naming it, within ``collective_timeout_s`` (seconds when it died).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from ..cli import Console, cli_main, progress
 from .config import BUNDLED_CONFIGS, load_config
 
 EXIT_STOPPED = 143  # 128 + SIGTERM: stopped on request, checkpoint written
+EXIT_INTERRUPTED = 130  # 128 + SIGINT (Ctrl-C): the same, asked from a terminal
 # flags that set a config key (None: leave the config's value)
 _FLAG_KEYS = {"out": "output_dir", "device": "device", "seed": "seed", "batch_size": "data.batch_size",
               "workers": "data.workers"}
@@ -34,7 +38,7 @@ def _parser() -> cli.ArgumentParser:
         "alphanet-train",
         "Train the AlphaNet supernet with the sandwich rule and the adaptive alpha-divergence. Run it directly "
         "(one process) or under torchrun (one process per GPU; gloo on CPU). Rerun the same command to resume "
-        "from OUTPUT_DIR/checkpoint.pt.",
+        "from OUTPUT_DIR/checkpoint.pt. SIGTERM writes a checkpoint and exits 143.",
         [cli.output_flags("output folder: checkpoints, log.jsonl, supernet.safetensors (the config's output_dir)"),
          cli.device_flags(default=None), cli.seed_flags(default=None), cli.batch_flags(None),
          cli.workers_flags(None), cli.threads_flags(), cli.json_flags()],
@@ -85,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.status(f"alphanet-train: {result['epoch']} epochs, {result['global_step']} steps on "
                            f"{result['world_size']} process(es). Checkpoint {result['checkpoint']}; extract subnets "
                            f"with alphanet-extract --supernet {result['checkpoint']} --arch a0 --out OUT")
-    return EXIT_STOPPED if result["stopped"] else 0
+    if not result["stopped"]:
+        return 0
+    return EXIT_INTERRUPTED if result["stopped"] == "SIGINT" else EXIT_STOPPED
 
 
 if __name__ == "__main__":

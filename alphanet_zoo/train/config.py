@@ -7,7 +7,9 @@ type, naming the offending key. ``default`` names the bundled recipes (`BUNDLED_
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,15 +21,17 @@ from ..errors import InputError
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 #: Recipes shipped with the package, by name: ``--config alphanet_imagenet``.
 BUNDLED_CONFIGS = {p.stem: p for p in sorted(CONFIG_DIR.glob("*.yaml"))}
+MAX_COLLECTIVE_TIMEOUT_S = 86400.0
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 @dataclass
 class DataConfig:
     """Where the images are and how they are fed."""
 
-    train: str = ""  # ImageFolder root: one sub-folder of images per class
-    val: str | None = None  # ImageFolder root for periodic validation (same class folders); None: none
-    num_classes: int | None = None  # None: the number of class folders in `train`
+    train: str = ""  # class folders: one sub-folder of images per class (ImageNet: synset folders)
+    val: str | None = None  # validation images, labelled as `train` is (alphanet_zoo.data.labelled_samples)
+    num_classes: int | None = None  # None: the number of class folders; 1000 on synset folders: ImageNet's labels
     batch_size: int = 32  # per process
     workers: int = 8  # loader processes per training process
     crop_size: int = 224  # side of the random resized crop
@@ -87,6 +91,8 @@ class TrainConfig:
     amp: bool = True  # mixed precision, on GPU only
     amp_dtype: str = "bfloat16"  # or float16 (with loss scaling); bfloat16 falls back to it where unsupported
     log_every: int = 20  # steps between JSON-lines log records
+    checkpoint_every_steps: int = 500  # also checkpoint every this many steps (0: at epoch ends only)
+    collective_timeout_s: float = 600.0  # a collective waiting longer on another process fails the run
     data: DataConfig = field(default_factory=DataConfig)
     sandwich: SandwichConfig = field(default_factory=SandwichConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -109,8 +115,14 @@ class TrainConfig:
                     "validation.calib_batch_size": self.validation.calib_batch_size,
                     "validation.batch_size": self.validation.batch_size}
         for key, value in positive.items():
-            if value <= 0:
+            if not value > 0:
                 raise InputError(f"{key} must be positive, got {value}")
+        if self.checkpoint_every_steps < 0:
+            raise InputError(f"checkpoint_every_steps must be >= 0 (0: at epoch ends only), "
+                             f"got {self.checkpoint_every_steps}")
+        if not 1.0 <= self.collective_timeout_s <= MAX_COLLECTIVE_TIMEOUT_S:
+            raise InputError(f"collective_timeout_s must be in [1, {MAX_COLLECTIVE_TIMEOUT_S:g}] seconds, "
+                             f"got {self.collective_timeout_s}")
         if self.sandwich.num_archs < 2:
             raise InputError(f"sandwich.num_archs must be at least 2 (largest and smallest), "
                              f"got {self.sandwich.num_archs}")
@@ -121,6 +133,25 @@ class TrainConfig:
                 raise InputError(f"sandwich.{key} must be in [0, 1), got {getattr(self.sandwich, key)}")
         if not 0 <= self.optim.warmup_epochs <= self.epochs:
             raise InputError(f"optim.warmup_epochs must be in [0, epochs], got {self.optim.warmup_epochs}")
+        non_negative = {"optim.weight_decay": self.optim.weight_decay, "optim.min_lr": self.optim.min_lr,
+                        "optim.warmup_start_lr": self.optim.warmup_start_lr,
+                        "validation.every_epochs": self.validation.every_epochs}
+        for key, value in non_negative.items():
+            if value < 0:
+                raise InputError(f"{key} must be >= 0, got {value}")
+        if not 0.0 <= self.optim.momentum < 1.0:
+            raise InputError(f"optim.momentum must be in [0, 1), got {self.optim.momentum}")
+        for key, value in (("optim.grad_clip_value", self.optim.grad_clip_value),
+                           ("data.num_classes", self.data.num_classes),
+                           ("validation.max_images", self.validation.max_images)):
+            if value is not None and value <= 0:
+                raise InputError(f"{key} must be positive (or null), got {value}")
+        low, high = self.data.crop_scale
+        if not 0.0 < low <= high <= 1.0:
+            raise InputError(f"data.crop_scale must be [low, high] with 0 < low <= high <= 1, got {[low, high]}")
+        if self.sandwich.alpha_min > self.sandwich.alpha_max or self.sandwich.iw_clip <= 0:
+            raise InputError("sandwich: alpha_min must be <= alpha_max and iw_clip positive, got "
+                             f"{self.sandwich.alpha_min}, {self.sandwich.alpha_max}, {self.sandwich.iw_clip}")
         if self.amp_dtype not in ("bfloat16", "float16"):
             raise InputError(f"amp_dtype must be bfloat16 or float16, got {self.amp_dtype!r}")
         if not self.data.train:
@@ -171,7 +202,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise InputError(f"config key {key} must be a list of {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if hint is float and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise InputError(f"config key {key} must be a finite number, got {value!r}")
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value

@@ -1,4 +1,8 @@
-"""Image-folder data for training: seeded augmentation and the sharded, resumable sampler.
+"""Training data: labelled samples as every command labels them, seeded augmentation, the resumable sampler.
+
+Labels come from `alphanet_zoo.data.labelled_samples`, so training, evaluation and search number
+classes the same way: a 1000-class supernet on ImageNet synset folders gets the canonical ImageNet
+indices (also for a subset of the classes); any other gets its class folders in sorted order.
 
 Training augmentation is a pure function of ``(seed, epoch, sample index)``: each sample draws
 from its own ``random.Random``, so a resumed run sees exactly the images an uninterrupted one
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -17,52 +22,65 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from ..data.images import IMAGE_EXTENSIONS, load_image
+from ..data import CLASS_FOLDERS, BadImageError, DatasetError, Sample, is_imagenet_folder, labelled_samples, load_image
 from ..errors import InputError
+from ..imagenet import NUM_CLASSES, synset_to_index
 from ..preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, RandomCrop, normalize
 from .autoaugment import AutoAugment
 
 
-def image_folder(root: str | os.PathLike, imagenet_labels: bool = False):
-    """An ImageFolder (``root/<class>/<image>``) of ``(RGB PIL image, class index)``; a clear error for a bad folder.
+IMAGENET_LABELS = "imagenet"
 
-    Classes are numbered in sorted folder order, or, with ``imagenet_labels``, by their canonical
-    ImageNet-1k index (folders named by synset, like ``n01440764``), so that a subset of ImageNet's
-    classes still gets the labels of the 1000-class classifier.
-    """
-    from torchvision.datasets import DatasetFolder
 
-    root = Path(root)
+@dataclass(frozen=True)
+class TrainingData:
+    """The labelled training (and validation) samples and how they are labelled."""
+
+    samples: list[Sample]
+    classes: list[str]  # class folder names, in label order (ImageNet: the synsets present, by index)
+    num_classes: int  # outputs of the classifier
+    labels: str  # IMAGENET_LABELS (canonical indices) or CLASS_FOLDERS (sorted folder order)
+    val_samples: list[Sample] | None = None
+
+
+def training_data(train: str | os.PathLike, val: str | os.PathLike | None = None,
+                  num_classes: int | None = None) -> TrainingData:
+    """Read ``train`` (and ``val``) with `labelled_samples`; ``num_classes`` None means one output per
+    class folder. A clear `DatasetError` for a missing or empty folder or a label that does not fit."""
+    root = Path(train)
     if not root.is_dir():
-        raise InputError(f"image folder not found: {root}")
-    try:
-        dataset = DatasetFolder(str(root), loader=load_image, extensions=IMAGE_EXTENSIONS)
-    except FileNotFoundError as e:
-        raise InputError(f"{root} is not an image folder (one sub-folder of images per class): {e}") from None
-    if imagenet_labels:
-        from ..imagenet import synset_to_index
-
+        raise DatasetError(f"training image folder not found: {root}" if not root.exists()
+                           else f"{root} is a file, not a folder of class folders")
+    names = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not names:
+        raise DatasetError(f"{root} has no class folders (one sub-folder of images per class)")
+    num_classes = len(names) if num_classes is None else num_classes
+    if num_classes == NUM_CLASSES and is_imagenet_folder(root):
+        samples, _ = labelled_samples(root, NUM_CLASSES)
         index = synset_to_index()
-        unknown = [c for c in dataset.classes if c not in index]
-        if unknown:
-            raise InputError(f"{root}: folder {unknown[0]} is not an ImageNet-1k synset (like n01440764)")
-        dataset.class_to_idx = {c: index[c] for c in dataset.classes}
-        dataset.samples = [(path, index[dataset.classes[t]]) for path, t in dataset.samples]
-        dataset.targets = [t for _, t in dataset.samples]
-    return dataset
+        classes, labels = sorted(names, key=index.__getitem__), IMAGENET_LABELS
+    else:
+        samples, _ = labelled_samples(root, num_classes, classes=names)
+        classes, labels = names, CLASS_FOLDERS
+    val_samples = None
+    if val:
+        val_samples, _ = (labelled_samples(val, NUM_CLASSES) if labels == IMAGENET_LABELS
+                          else labelled_samples(val, num_classes, classes=classes))
+    return TrainingData(samples, classes, num_classes, labels, val_samples)
 
 
 class TrainTransform:
-    """Training augmentation: random resized crop, horizontal flip, AutoAugment, normalise.
+    """Training augmentation: random resized crop, horizontal flip, AutoAugment; a uint8 tensor.
 
     ``transform(image, rng)`` draws every random choice from ``rng``. Without AutoAugment it is the
-    training-style crop that BN calibration uses (`alphanet_zoo.preprocessing.RandomCrop`).
-    ``normalized=False`` returns the uint8 crop. Picklable (loader workers).
+    training-style crop that BN calibration uses (`alphanet_zoo.preprocessing.RandomCrop`). The
+    trainer makes the float input from a whole batch with `alphanet_zoo.preprocessing.model_input`;
+    ``normalized=True`` returns the normalised float tensor instead. Picklable (loader workers).
     """
 
     def __init__(self, crop_size: int = 224, interpolation: str = "bicubic", auto_augment: str | None = "v0",
                  scale: Sequence[float] = (0.08, 1.0), mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, normalized: bool = True) -> None:
+                 std: Sequence[float] = IMAGENET_STD, normalized: bool = False) -> None:
         self.crop = RandomCrop(crop_size, interpolation, scale)
         self.crop_size = int(crop_size)
         self.auto_augment = AutoAugment(auto_augment) if auto_augment else None
@@ -83,25 +101,39 @@ class TrainTransform:
 
 
 class SeededDataset(Dataset):
-    """A dataset of ``(PIL image, label)`` with a transform drawing from a per-sample seeded RNG.
+    """Labelled samples through a transform drawing from a per-sample seeded RNG.
 
-    Sample ``i`` of epoch ``e`` is augmented with ``random.Random(f"{seed}:{e}:{i}")``; set the
-    epoch with `set_epoch` before creating the loader's iterator (workers get a copy then).
+    Item ``i`` of epoch ``e`` is ``(image, label, i, error)``, augmented with ``random.Random(f"{seed}:{e}:{i}")``;
+    set the epoch with `set_epoch` before creating the loader's iterator (workers get a copy then).
+    ``error`` is "" for a good image; for a file that cannot be decoded it is the reason (and the image
+    zeros), so a loader worker never raises: the trainer stops with an error naming the file.
     """
 
-    def __init__(self, dataset: Dataset, transform: TrainTransform, seed: int = 0) -> None:
-        self.dataset, self.transform, self.seed = dataset, transform, int(seed)
+    def __init__(self, samples: Sequence[Sample], transform: TrainTransform, seed: int = 0) -> None:
+        self.samples, self.transform, self.seed = list(samples), transform, int(seed)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image, label = self.dataset[index]
-        return self.transform(image, random.Random(f"{self.seed}:{self.epoch}:{index}")), label
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, str]:
+        sample = self.samples[index]
+        try:
+            image = load_image(sample.path)
+        except BadImageError as e:
+            size = self.transform.crop_size
+            return torch.zeros(3, size, size, dtype=torch.uint8), sample.target, index, e.reason
+        return self.transform(image, random.Random(f"{self.seed}:{self.epoch}:{index}")), sample.target, index, ""
+
+
+def check_batch(samples: Sequence[Sample], indices: Sequence[int], errors: Sequence[str]) -> None:
+    """Raise `BadImageError` naming the first file of a batch that could not be read."""
+    for index, error in zip(indices, errors):
+        if error:
+            raise BadImageError(samples[index].path, error)
 
 
 class ShardedSampler(Sampler[int]):
@@ -148,20 +180,6 @@ class ShardedSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return (self.samples_per_epoch - self.consumed) // self.num_replicas
-
-
-class MappedDataset(Dataset):
-    """``dataset`` with ``fn`` applied to each image (picklable, unlike a lambda)."""
-
-    def __init__(self, dataset: Dataset, fn) -> None:
-        self.dataset, self.fn = dataset, fn
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        image, label = self.dataset[index]
-        return self.fn(image), label
 
 
 def eval_preprocessing(crop_size: int = 224) -> Preprocessing:
