@@ -134,6 +134,22 @@ class Console:
             print(json.dumps(record), flush=True)
 
 
+class SilentConsole(Console):
+    """The console of a process other than rank 0 in a ``torchrun`` run: says nothing (rank 0 speaks)."""
+
+    def result(self, text: str = "") -> None:
+        pass
+
+    def status(self, text: str) -> None:
+        pass
+
+    def json(self, document: Any) -> None:
+        pass
+
+    def json_line(self, record: Any) -> None:
+        pass
+
+
 def progress(iterable: Iterable | None = None, **kwargs):
     """A tqdm progress bar on stderr (off when stderr is not a terminal)."""
     from tqdm.auto import tqdm
@@ -394,6 +410,18 @@ def calibration_from_args(args: argparse.Namespace, *, workers: int | None = Non
     args.calib_batch_size = args.calib_batch_size or CALIB_BATCH_SIZE
     return calibration_batches(args.calib_data, args.calib_batches, args.calib_batch_size, args.seed,
                                args.workers if workers is None else workers, crop_size)
+
+
+def warn_if_uncalibrated(model: Any) -> None:
+    """Warn when ``model`` was sliced from a supernet and its BatchNorm statistics were never re-calibrated
+    (its outputs are not those of the subnet: `alphanet-extract --calib-data` makes a calibrated folder)."""
+    from .supernet import EXTRACTED_FROM
+
+    record = model.pretrained_cfg
+    if record.source.startswith(EXTRACTED_FROM) and not record.calibrated:
+        log.warning("%s is %s without BatchNorm re-calibration: it keeps the supernet's statistics, which do not "
+                    "fit the subnet; use a folder from alphanet-extract --calib-data for faithful outputs",
+                    record.name or "the model", record.source)
 
 
 def set_threads(threads: int | None) -> None:

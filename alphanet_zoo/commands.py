@@ -136,11 +136,16 @@ def extract_main(argv: Sequence[str] | None = None) -> int:
 @cli_main("alphanet-predict")
 def predict_main(argv: Sequence[str] | None = None) -> int:
     parser = cli.command_parser(
-        "alphanet-predict", "Classify images with an AlphaNet model: the top-k classes with probabilities.",
-        [cli.arch_flags(many=False), cli.weights_flags(), cli.batch_flags(16), cli.device_flags(),
+        "alphanet-predict", "Classify images with an AlphaNet model, or with a file alphanet-export wrote (--model): "
+                            "the top-k classes with probabilities.",
+        [cli.arch_flags(many=False), cli.weights_flags(default=None), cli.batch_flags(16), cli.device_flags(),
          cli.threads_flags(), cli.output_flags("also write the predictions as JSON lines to this file"),
          cli.json_flags()])
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    parser.add_argument("--model", metavar="FILE",
+                        help="an exported file (.onnx, OpenVINO .xml, TorchScript .pt, torch.export .pt2) to run "
+                             "instead of PyTorch weights; its metadata gives the preprocessing and labels (--arch "
+                             "and --weights do not apply; --device auto means cpu)")
     parser.add_argument("--topk", type=cli.integer(1, 1000), default=5, metavar="K", help="classes per image")
     parser.add_argument("--skip-bad-images", action="store_true",
                         help="report unreadable images and go on (default: stop at the first)")
@@ -158,11 +163,33 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
         check_writable_file(args.out)
     cli.set_threads(args.threads)
     device = cli.parse_device(args.device)
-    if arch is None and args.weights in ("pretrained", "random"):
-        raise InputError(f"--arch is needed with --weights {args.weights}")
-    model = WeightsLoader(args.weights, device).load(arch, name)
-    if args.topk > model.num_classes:
-        raise InputError(f"--topk {args.topk} is more than the model's {model.num_classes} classes")
+    if args.model:
+        from .errors import UsageError
+        from .export import open_model
+
+        if args.arch or args.weights:
+            raise UsageError("--model runs an exported file, whose metadata gives the architecture, preprocessing "
+                             "and labels: --arch and --weights do not apply")
+        exported = open_model(args.model, threads=args.threads, device="cpu" if args.device == "auto" else device.type)
+        if exported.record() is None:
+            raise InputError(f"{args.model} carries no metadata (labels, preprocessing): export it with "
+                             "alphanet-export")
+        num_classes = exported.record().num_classes
+
+        def classify(images):
+            return exported.predict(images, topk=args.topk, batch_size=args.batch_size)
+    else:
+        weights = args.weights or "pretrained"
+        if arch is None and weights in ("pretrained", "random"):
+            raise InputError(f"--arch is needed with --weights {weights}")
+        model = WeightsLoader(weights, device).load(arch, name)
+        cli.warn_if_uncalibrated(model)
+        num_classes = model.num_classes
+
+        def classify(images):
+            return predict(model, images, topk=args.topk, batch_size=args.batch_size)
+    if args.topk > num_classes:
+        raise InputError(f"--topk {args.topk} is more than the model's {num_classes} classes")
     rows, bad = [], 0
     for start in range(0, len(args.images), args.batch_size):
         chunk, opened = args.images[start:start + args.batch_size], []
@@ -176,8 +203,7 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
                 log.warning("%s", e)
         if not opened:
             continue
-        for (path, _), top in zip(opened, predict(model, [image for _, image in opened], topk=args.topk,
-                                                  batch_size=args.batch_size)):
+        for (path, _), top in zip(opened, classify([image for _, image in opened])):
             row = {"path": str(path), "top": top}
             rows.append(row)
             console.json_line(row)

@@ -53,6 +53,10 @@ def slice_state_dict(state: Mapping[str, torch.Tensor], shapes: Mapping[str, tor
     return {k: slice_tensor(state[k], shape, k) for k, shape in shapes.items()}
 
 
+#: How the record of an extracted subnet names its source (commands warn when such a model is not calibrated).
+EXTRACTED_FROM = "extracted from "
+
+
 @dataclass(frozen=True)
 class _Skeleton:
     """A subnet's module tree on the meta device (no memory) and the shapes of its tensors."""
@@ -107,7 +111,7 @@ class Supernet(NetworkModules):
         state = slice_state_dict(self.state_dict(), _skeleton(arch, self.num_classes).shapes)
         model.load_state_dict({k: v.clone(memory_format=torch.contiguous_format) for k, v in state.items()},
                               strict=True, assign=True)
-        model.pretrained_cfg = ModelRecord.create(arch, self.num_classes, source=f"extracted from {self.source}")
+        model.pretrained_cfg = ModelRecord.create(arch, self.num_classes, source=f"{EXTRACTED_FROM}{self.source}")
         return model.eval()
 
     def forward(self, x: torch.Tensor, arch: ArchConfig | str | Mapping, *, drop_rate: float = 0.0,

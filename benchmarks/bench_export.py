@@ -14,7 +14,6 @@ Weights are random (timings do not depend on them). Everything runs in one proce
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from dataclasses import asdict
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from alphanet_zoo.export import bench, onnxruntime_session, to_onnx
 
 from alphanet_zoo import AlphaNet
+from alphanet_zoo._io import write_json
 from alphanet_zoo.layout import subnet_layout
 
 BRIEF_CEILING = 68.0  # GFLOP/s, the figure for this machine (2 threads, fp32 GEMM)
@@ -148,10 +148,10 @@ def main() -> None:
                       f"({100 * best_gflops / ceiling:3.0f}%) of measured, "
                       f"{100 * r.gflops_per_s / BRIEF_CEILING:3.0f}% ({100 * best_gflops / BRIEF_CEILING:3.0f}%) of 68")
     if args.json:
-        Path(args.json).write_text(json.dumps({
+        write_json(args.json, {
             "environment": bench.environment(args.threads), "gemm_gflops_per_s": ceiling,
             "gemm_gflops_per_s_after": ceiling_after,
-            "rows": [asdict(r) for r in rows], "summary": summary}, indent=2) + "\n")
+            "rows": [asdict(r) for r in rows], "summary": summary})
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
         --calib-data /data/imagenet/train --workers 8 --out results.json
     alphanet-eval --arch all --weights weights/ --data /data/imagenet/val --plot pareto.png
     alphanet-eval --model alphanet_a0.onnx --data /data/imagenet/val
+    torchrun --nproc_per_node 8 --no-python alphanet-eval --arch all ...   # the images split across 8 processes
 
 The results JSON is described in `alphanet_zoo.eval.report`.
 """
@@ -27,7 +28,7 @@ from alphanet_zoo.cli import EXIT_INTERRUPTED, Console, cli_main, progress
 from alphanet_zoo.config import ArchConfig
 from alphanet_zoo.data import (GROUND_TRUTH_FILE, EvalResult, Sample, TorchClassifier, evaluate, find_ground_truth,
                                labelled_batches, labelled_samples)
-from alphanet_zoo.errors import InputError, UsageError
+from alphanet_zoo.errors import AlphaNetError, InputError, UsageError
 from alphanet_zoo.imagenet import NUM_CLASSES
 from alphanet_zoo.preprocessing import EvalCrop, Preprocessing
 from alphanet_zoo.record import ModelRecord
@@ -48,7 +49,8 @@ def build_parser() -> cli.ArgumentParser:
          cli.threads_flags(),
          cli.output_flags("write the results JSON here (atomically)"), cli.json_flags()])
     p.add_argument("--output", dest="out", help=argparse.SUPPRESS)  # the old spelling of --out
-    p.add_argument("--model", metavar="FILE", help="evaluate an exported file (ONNX) instead of PyTorch weights")
+    p.add_argument("--model", metavar="FILE",
+                   help="evaluate an exported file (ONNX, OpenVINO .xml, .pt2, TorchScript) instead of PyTorch weights")
     p.add_argument("--onnx", dest="model", help=argparse.SUPPRESS)
     p.add_argument("--data", required=True, metavar="DIR",
                    help="validation images: synset folders (DIR/n01440764/*.JPEG), a flat folder with "
@@ -67,6 +69,9 @@ def build_parser() -> cli.ArgumentParser:
                    help="write one JSON line per image: model, path, target, top5 (class indices)")
     p.add_argument("--plot", metavar="PNG", help="plot top-1 against MFLOPs beside the paper's points "
                                                  "(needs matplotlib: the 'plot' extra)")
+    p.add_argument("--dist-timeout", type=cli.number(10, 86400), default=1800, metavar="S",
+                   help="under torchrun: seconds a process waits for the others before the run stops with an error "
+                        "(a process that dies is noticed at once)")
     return p
 
 
@@ -117,7 +122,8 @@ def _pytorch_subjects(args: argparse.Namespace, device: torch.device, calibratio
         record = model.pretrained_cfg
         if calibration is not None:
             calibrate(model, progress(calibration, total=len(calibration), desc=f"calibrating {name or 'model'}",
-                                      unit="batch", leave=False), arch.resolution if arch else record.arch.resolution)
+                                      unit="batch", leave=False, **_quiet()),
+                      arch.resolution if arch else record.arch.resolution)
             record = dataclasses.replace(record, calibration=calibration.describe())
             model.pretrained_cfg = record
         label = name or record.name or Path(str(spec)).name
@@ -125,11 +131,12 @@ def _pytorch_subjects(args: argparse.Namespace, device: torch.device, calibratio
 
 
 def _file_subject(args: argparse.Namespace, device: torch.device) -> Subject:
-    """The ``--model`` file: its record (metadata) gives the architecture and preprocessing; ``--arch``
-    must agree with it, or stands in for it when the file has none."""
-    from .onnx_model import OnnxClassifier
+    """The ``--model`` file (ONNX, OpenVINO IR, TorchScript or pt2, run by `alphanet_zoo.export.open_model`):
+    its record (metadata) gives the architecture and preprocessing; ``--arch`` must agree with it, or
+    stands in for it when the file has none."""
+    from alphanet_zoo.export import open_model
 
-    classifier = OnnxClassifier(args.model, device=device.type)
+    classifier = open_model(args.model, threads=args.threads, device=device.type)
     record = classifier.record()
     name, arch = cli.single_arch(args.arch) if args.arch else (None, None)
     if record is not None and arch is not None and arch != record.arch:
@@ -148,7 +155,7 @@ def _file_subject(args: argparse.Namespace, device: torch.device) -> Subject:
         raise InputError(f"cannot tell the input resolution of {args.model} (dynamic input size and no "
                          "'config' metadata): give --arch")
     label = name or (record.name if record else None) or Path(args.model).stem
-    return Subject(label, record, classifier, preprocessing, "onnxruntime", f"file:{args.model}")
+    return Subject(label, record, classifier, preprocessing, classifier.backend, f"file:{args.model}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -187,29 +194,83 @@ class _Samples:
         return self._cache[key]
 
 
+def _quiet() -> dict[str, Any]:
+    """Progress-bar arguments: bars on rank 0 only."""
+    from alphanet_zoo import distributed
+
+    return {} if distributed.rank_and_world()[0] == 0 else {"disable": True}
+
+
+def _shard(count: int, batch_size: int) -> list[list[int]] | None:
+    """This process's share of a distributed run: batch k of the fixed order goes to rank k mod world
+    size (whole batches, so every image is computed in the batch it has in one process); None alone."""
+    from alphanet_zoo import distributed
+    from alphanet_zoo.data import batch_indices
+
+    rank, world = distributed.rank_and_world()
+    if world == 1:
+        return None
+    return [b for k, b in enumerate(batch_indices(count, batch_size)) if k % world == rank]
+
+
+def _gather(result: EvalResult, samples: Sequence[Sample], error: tuple[int, str] | None = None) -> EvalResult:
+    """Every process's counts, bad images and predictions, merged in the images' order (a no-op alone).
+    A process's ``error`` (exit code, message) is raised on every process, so all stop with it."""
+    from alphanet_zoo import distributed
+
+    if not distributed.is_distributed():
+        return result
+    parts = distributed.all_gather_object((result, error), "gathering the evaluation counts")
+    failed = [e for _, e in parts if e is not None]
+    if failed:
+        code, message = failed[0]
+        raise (InputError if code == InputError.exit_code else AlphaNetError)(message)
+    merged = EvalResult()
+    for part, _ in parts:
+        merged.merge(part)
+    order = {str(s.path): i for i, s in enumerate(samples)}
+    merged.bad_images.sort(key=lambda bad: order.get(str(bad[0]), -1))
+    return merged
+
+
 def _run(subject: Subject, samples: Sequence[Sample], args: argparse.Namespace, device: torch.device) -> EvalResult:
-    """Evaluate with a progress bar; on Ctrl-C the result so far comes back marked interrupted."""
+    """Evaluate with a progress bar; on Ctrl-C the result so far comes back marked interrupted.
+
+    Under torchrun each process evaluates its share of whole batches (`_shard`) and the counts and
+    predictions of all are gathered (`_gather`): the same numbers as one process, bit for bit.
+    """
+    from alphanet_zoo import distributed
+
     p = subject.preprocessing
+    share = _shard(len(samples), args.batch_size)
     batches = labelled_batches(samples, EvalCrop(p), p.crop_size, batch_size=args.batch_size, workers=args.workers,
-                               pin_memory=device.type == "cuda")
+                               pin_memory=device.type == "cuda", batches=share)
     result = EvalResult()
-    bar = progress(total=len(samples), desc=subject.name, unit="img")
+    total = len(samples) if share is None else sum(len(b) for b in share)
+    bar = progress(total=total, desc=subject.name, unit="img", **_quiet())
 
     def on_batch(r: EvalResult, n: int) -> None:
         bar.update(n)
         if r.top1 is not None:
             bar.set_postfix_str(f"top1={r.top1:.2f}%", refresh=False)
 
+    error = None
     try:
         evaluate(subject.classifier, batches, resolution=p.resolution, mean=p.mean, std=p.std,
                  device=device if subject.backend == "pytorch" else "cpu", result=result,
                  skip_bad_images=args.skip_bad_images, keep_predictions=bool(args.save_predictions),
                  on_batch=on_batch)
     except KeyboardInterrupt:
+        if distributed.is_distributed():
+            raise  # the other processes cannot be asked to stop at the same image: no partial results
         result.interrupted = True
+    except AlphaNetError as e:
+        if not distributed.is_distributed():
+            raise
+        error = (e.exit_code, f"rank {distributed.rank_and_world()[0]}: {e}")
     finally:
         bar.close()
-    return result
+    return _gather(result, samples, error)
 
 
 def _prediction_rows(name: str, result: EvalResult, samples: Sequence[Sample], root: Path) -> Iterator[dict]:
@@ -224,11 +285,32 @@ def _prediction_rows(name: str, result: EvalResult, samples: Sequence[Sample], r
 
 @cli_main(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
+    """Under torchrun (``WORLD_SIZE`` > 1) each process evaluates a share of the images and rank 0
+    writes what one process would; a process that dies stops the others at once (the connection
+    closes), one that hangs after ``--dist-timeout`` seconds."""
+    from alphanet_zoo import distributed
+
     args = build_parser().parse_args(argv)
     _check_args(args)
-    console = Console(args.json)
     cli.set_threads(args.threads)
-    device = cli.parse_device(args.device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        ctx = distributed.setup(args.device, timeout_s=args.dist_timeout)
+        device, world = ctx.device, ctx.world_size
+        console = Console(args.json) if ctx.is_main else cli.SilentConsole(args.json)
+    else:
+        ctx, device, world, console = None, cli.parse_device(args.device), 1, Console(args.json)
+    try:
+        with distributed.stop_on_sigterm(PROG):
+            return _evaluate(args, device, world, console)
+    finally:
+        if ctx is not None:
+            distributed.teardown()
+
+
+def _evaluate(args: argparse.Namespace, device: torch.device, world: int, console: Console) -> int:
+    from alphanet_zoo import distributed
+
+    main_rank = distributed.rank_and_world()[0] == 0
     if device.type == "cuda":
         # cuDNN convolutions default to TF32 on Ampere+; the published numbers are full float32
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.allow_tf32
@@ -239,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = _Samples(args)
     run: dict[str, Any] = {"data": str(root), "layout": None, "ground_truth": None, "limit": args.limit,
                            "device": str(device), "tf32": device.type == "cuda" and args.allow_tf32,
-                           "batch_size": args.batch_size, "workers": args.workers, "world_size": 1,
+                           "batch_size": args.batch_size, "workers": args.workers, "world_size": world,
                            "calibration": None}
     results: list[dict[str, Any]] = []
     predictions: list[dict[str, Any]] = []
@@ -254,7 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             samples = images.for_record(subject.record)
             if not results:
                 console.status(f"{PROG}: {len(samples)} images ({images.layout.replace('_', ' ')}) from {root}, "
-                               f"device {device}, batch {args.batch_size}, {args.workers} workers")
+                               f"device {device}, batch {args.batch_size}, {args.workers} workers"
+                               + (f", {world} processes" if world > 1 else ""))
             result = _run(subject, samples, args, device)
             record = subject.record
             results.append(model_result(
@@ -268,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 console.status(f"{subject.name}: top-1 {_pct(r['top1'])}  top-5 {_pct(r['top5'])}  on "
                                f"{r['images']} images ({_num(r['images_per_s'], '.1f')} img/s)")
     except KeyboardInterrupt:
+        if world > 1:
+            raise
         interrupted = True  # while loading or calibrating: report the models already done
 
     run["layout"] = images.layout
@@ -278,15 +363,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     document = results_document(results, run, partial=interrupted)
     console.result(format_table(results, partial=interrupted))
     console.json(document)
-    if args.out:
+    if args.out and main_rank:
         write_json(args.out, document)
         console.status(f"results written to {args.out}" + (" (partial)" if interrupted else ""))
-    if args.save_predictions:
+    if args.save_predictions and main_rank:
         write_predictions(args.save_predictions, predictions)
         console.status(f"predictions written to {args.save_predictions}")
-    if args.plot:
+    if args.plot and main_rank:
         plot_pareto(results, args.plot)
         console.status(f"plot written to {args.plot}")
+    distributed.checked_barrier("finishing")
     if interrupted:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -7,7 +7,8 @@ Results JSON (``alphanet-eval --out``, and stdout with ``--json``; format ``alph
       "partial": false,              # true when interrupted (Ctrl-C): numbers cover what was measured
       "data": "/data/imagenet/val", "layout": "synset_folders" | "ground_truth_file" | "class_folders",
       "ground_truth": null | "/path/LOC_val_solution.csv",   # the file used (flat layout)
-      "limit": null | N, "device": "cpu", "tf32": false, "batch_size": 256, "workers": 8, "world_size": 1,
+      "limit": null | N, "device": "cpu", "tf32": false, "batch_size": 256, "workers": 8,
+      "world_size": 1,               # processes the images were split across (torchrun); same numbers for any
       "calibration": null | {"data", "num_batches", "batch_size", "seed", "crop_size", "recipe"},
       "models": [ RESULT, ... ],     # one per evaluated model, in order
       ...RESULT                      # when exactly one model was evaluated, its keys also sit here

@@ -1,20 +1,31 @@
-"""Exporters: ONNX and TorchScript, every file verified against PyTorch (installed as ``alphanet_zoo.export``).
+"""Exporters and the runtime of exported files (installed as ``alphanet_zoo.export``).
 
-    >>> from alphanet_zoo.export import to_onnx, to_torchscript, read_metadata
-    >>> result = to_onnx(model, "alphanet_a0.onnx")      # checked, run with ONNX Runtime, then renamed
-    >>> result.verification.max_abs_diff                 # largest |ONNX Runtime - PyTorch| of the logits
-    >>> read_metadata("alphanet_a0.onnx")["preprocessing"]
+    >>> from alphanet_zoo.export import export_model, open_model, read_metadata
+    >>> result = export_model(model, "alphanet_a0.xml", "openvino")   # auto precision: measured, verified
+    >>> result.precision, result.verification.agreement["cosine_min"]
+    >>> model = open_model("alphanet_a0.xml", threads=2)             # any exported file: .onnx .xml .pt .pt2
+    >>> logits = model(model.preprocess(image)[None])
+    >>> read_metadata("alphanet_a0.xml")["preprocessing"]            # the record, as config.json holds it
 
-The command-line tools are ``alphanet-export`` (`cli`) and ``alphanet-bench`` (`bench`).
+Formats: ONNX (`to_onnx`; fp32 or int8), OpenVINO IR (``export_model(..., "openvino")``; fp32,
+bf16 or int8), ``torch.export`` (`to_pt2`) and TorchScript (`to_torchscript`, deprecated upstream).
+Every file is verified before it is written (`deploy`). The command-line tools are
+``alphanet-export`` (`cli`) and ``alphanet-bench`` (`bench`).
 """
-from .metadata import export_metadata, read_metadata
+from .agreement import Agreement, Thresholds, measure_agreement
+from .deploy import PRECISIONS, default_precision, export_model
+from .metadata import export_metadata, file_format, read_export_info, read_metadata
 from .onnx_export import DEFAULT_OPSET, onnx_model, to_onnx
-from .runtime import load_torchscript, onnxruntime_session
+from .pt2_export import to_pt2
+from .runtime import ExportedModel, load_torchscript, onnxruntime_session, open_model
 from .torchscript_export import to_torchscript, torchscript_module
-from .verify import ExportResult, ExportVerificationError, Verification, verify_onnx, verify_torchscript
+from .verify import (ExportResult, ExportVerificationError, Verification, verify_onnx, verify_openvino, verify_pt2,
+                     verify_torchscript)
 
 __all__ = [
-    "DEFAULT_OPSET", "ExportResult", "ExportVerificationError", "Verification", "export_metadata",
-    "load_torchscript", "onnx_model", "onnxruntime_session", "read_metadata", "to_onnx", "to_torchscript",
-    "torchscript_module", "verify_onnx", "verify_torchscript",
+    "Agreement", "DEFAULT_OPSET", "ExportResult", "ExportVerificationError", "ExportedModel", "PRECISIONS",
+    "Thresholds", "Verification", "default_precision", "export_metadata", "export_model", "file_format",
+    "load_torchscript", "measure_agreement", "onnx_model", "onnxruntime_session", "open_model", "read_export_info",
+    "read_metadata", "to_onnx", "to_pt2", "to_torchscript", "torchscript_module", "verify_onnx", "verify_openvino",
+    "verify_pt2", "verify_torchscript",
 ]

@@ -1,9 +1,30 @@
-"""What travels inside an exported file, so its user needs nothing else: the model's record.
+"""What travels inside an exported file, so its user needs nothing else: the model's record, and how
+the file was made.
 
-The record (`alphanet_zoo.record.ModelRecord`: name, architecture, classes and labels,
-preprocessing, metrics, calibration, license, provenance) is the very JSON a model folder keeps
-as ``config.json``. ONNX keeps it as the ``metadata_props`` entry ``config``; TorchScript as the
-extra file ``config.json``. `read_metadata` reads either back, validated.
+Two entries, in every format:
+
+- ``config``: the record (`alphanet_zoo.record.ModelRecord`: name, architecture, classes and
+  labels, preprocessing, metrics, calibration, license, provenance), the very JSON a model folder
+  keeps as ``config.json``. `read_metadata` returns it, validated by ``ModelRecord.from_dict``.
+- ``export``: how the file was made and checked (`read_export_info`): the format, the precision
+  (``fp32``, ``bf16`` or ``int8``) and, for ``--precision auto``, which candidates were timed and
+  why this one was chosen; the agreement with the fp32 PyTorch model measured on real images
+  (logit cosine, top-1 agreement, top-5 overlap, on which images); the verification against
+  PyTorch; the quantization recipe of an int8 file; and the runtime settings `open_model` applies
+  (OpenVINO's inference precision). It is kept apart from ``config`` so the record stays exactly
+  the folder's ``config.json``.
+
+Where they live:
+
+| format | ``config`` | ``export`` |
+| --- | --- | --- |
+| ONNX | ``metadata_props`` key ``config`` | ``metadata_props`` key ``export`` |
+| OpenVINO IR (``.xml`` + ``.bin``) | ``rt_info`` ``alphanet_zoo/config`` | ``rt_info`` ``alphanet_zoo/export`` |
+| TorchScript (``.pt``) | extra file ``config.json`` | extra file ``export.json`` |
+| pt2 (``torch.export``) | extra file ``config.json`` | extra file ``export.json`` |
+
+Both are JSON strings. Reading needs neither OpenVINO nor torch: an IR's ``.xml`` is parsed as XML,
+TorchScript and pt2 files are zip archives.
 """
 from __future__ import annotations
 
@@ -15,14 +36,20 @@ from typing import Any
 
 from torch import nn
 
-from alphanet_zoo._io import parse_json
+from alphanet_zoo._io import MAX_JSON_BYTES, parse_json
 from alphanet_zoo.errors import InputError
 from alphanet_zoo.record import ModelRecord
 
 CONFIG_KEY = "config"
+EXPORT_KEY = "export"
 TORCHSCRIPT_METADATA_FILE = "config.json"
+EXPORT_METADATA_FILE = "export.json"
+OPENVINO_SECTION = "alphanet_zoo"  # rt_info section of an OpenVINO IR: alphanet_zoo/config, alphanet_zoo/export
+EXPORT_INFO_FORMAT = "alphanet_zoo.export/1"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+FORMATS = ("onnx", "openvino", "torchscript", "pt2")
+MAX_XML_BYTES = 64 << 20  # an IR's .xml holds the graph only (weights are in the .bin)
 
 
 def export_metadata(model: nn.Module) -> dict[str, Any]:
@@ -30,34 +57,111 @@ def export_metadata(model: nn.Module) -> dict[str, Any]:
     return model.pretrained_cfg.to_dict()
 
 
-def to_string_props(metadata: dict[str, Any]) -> dict[str, str]:
-    """Metadata as ONNX ``metadata_props``: the record as JSON under ``config``."""
-    return {CONFIG_KEY: json.dumps(metadata)}
+def to_string_props(metadata: dict[str, Any], export_info: dict[str, Any] | None = None) -> dict[str, str]:
+    """Metadata as ONNX ``metadata_props``: the record as JSON under ``config`` (and ``export``)."""
+    props = {CONFIG_KEY: json.dumps(metadata)}
+    if export_info is not None:
+        props[EXPORT_KEY] = json.dumps(export_info)
+    return props
+
+
+def file_format(path: str | os.PathLike) -> str:
+    """``onnx``, ``openvino``, ``torchscript`` or ``pt2``, told from the file's content (and an IR's suffix)."""
+    path = Path(path)
+    if path.suffix.lower() == ".bin" and path.with_suffix(".xml").is_file():
+        raise InputError(f"{path} is the weights file of an OpenVINO IR: give its {path.with_suffix('.xml').name}")
+    if not path.is_file():
+        raise InputError(f"no such file: {path}")
+    if path.suffix.lower() == ".xml":
+        return "openvino"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as e:
+            raise InputError(f"{path} is not a readable archive: {e}") from None
+        tops = {tuple(n.split("/")[1:]) for n in names if n.count("/") >= 1}
+        if ("archive_format",) in tops or any(t[0] == "models" and len(t) == 2 for t in tops):
+            return "pt2"  # torch.export.save's archive (PT2 archive format)
+        if ("data.pkl",) in tops:
+            return "torchscript"
+        raise InputError(f"{path} is a zip archive but neither a TorchScript nor a torch.export (pt2) file")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.lstrip().startswith(b"<"):
+        return "openvino"
+    return "onnx"
+
+
+def _read_entries(path: Path, fmt: str) -> dict[str, str]:
+    """The raw ``config`` and ``export`` strings stored in a file (either may be missing)."""
+    if fmt in ("torchscript", "pt2"):
+        wanted = {TORCHSCRIPT_METADATA_FILE: CONFIG_KEY, EXPORT_METADATA_FILE: EXPORT_KEY}
+        found = {}
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                parts = info.filename.split("/")
+                if len(parts) >= 2 and parts[-2] == "extra" and parts[-1] in wanted:
+                    if info.file_size > MAX_JSON_BYTES:
+                        raise InputError(f"{path}: metadata {parts[-1]} is larger than {MAX_JSON_BYTES >> 20} MiB")
+                    found[wanted[parts[-1]]] = archive.read(info).decode("utf-8", errors="replace")
+        return found
+    if fmt == "openvino":
+        return _read_ir_rt_info(path)
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError and others for a file that is not ONNX
+        raise InputError(f"{path} is not a readable ONNX file: {type(e).__name__}") from None
+    return {p.key: p.value for p in proto.metadata_props if p.key in (CONFIG_KEY, EXPORT_KEY)}
+
+
+def _read_ir_rt_info(path: Path) -> dict[str, str]:
+    """``rt_info/alphanet_zoo/{config,export}`` of an IR ``.xml``, read as XML (OpenVINO not needed)."""
+    import xml.etree.ElementTree as ET
+
+    if path.stat().st_size > MAX_XML_BYTES:
+        raise InputError(f"{path} is larger than {MAX_XML_BYTES >> 20} MiB: not an OpenVINO IR .xml this package wrote")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise InputError(f"{path} is not a readable OpenVINO IR (.xml): {e}") from None
+    if root.tag != "net":
+        raise InputError(f"{path} is not an OpenVINO IR: its root element is <{root.tag}>, not <net>")
+    section = root.find(f"rt_info/{OPENVINO_SECTION}")
+    found = {}
+    if section is not None:
+        for key in (CONFIG_KEY, EXPORT_KEY):
+            element = section.find(key)
+            if element is not None and element.get("value") is not None:
+                found[key] = element.get("value")
+    return found
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The record of an exported ``.onnx`` or TorchScript file, as written (and validated)."""
+    """The record of an exported file (ONNX, OpenVINO IR ``.xml``, TorchScript, pt2), as written and validated."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no such file: {path}")
-    if zipfile.is_zipfile(path):  # a TorchScript archive; ONNX is protobuf
-        with zipfile.ZipFile(path) as archive:
-            name = next((n for n in archive.namelist() if n.endswith(f"/extra/{TORCHSCRIPT_METADATA_FILE}")), None)
-            if name is None:
-                raise InputError(f"{path} is a TorchScript archive without {TORCHSCRIPT_METADATA_FILE} metadata")
-            text = archive.read(name)
-    else:
-        import onnx
-
-        try:
-            proto = onnx.load(str(path), load_external_data=False)
-        except Exception as e:  # onnx raises DecodeError and others for a file that is not ONNX
-            raise InputError(f"{path} is not a readable ONNX file: {type(e).__name__}") from None
-        props = {p.key: p.value for p in proto.metadata_props}
-        if CONFIG_KEY not in props:
-            raise InputError(f"{path} has no '{CONFIG_KEY}' metadata (not exported by alphanet-export?)")
-        text = props[CONFIG_KEY]
+    fmt = file_format(path)
+    entries = _read_entries(path, fmt)
+    if CONFIG_KEY not in entries:
+        where = {"onnx": f"'{CONFIG_KEY}' metadata", "openvino": f"rt_info {OPENVINO_SECTION}/{CONFIG_KEY}"}.get(
+            fmt, f"{TORCHSCRIPT_METADATA_FILE} metadata")
+        raise InputError(f"{path} has no {where} (not exported by alphanet-export?)")
     what = f"{path}: metadata '{CONFIG_KEY}'"
-    data = parse_json(text, what)
+    data = parse_json(entries[CONFIG_KEY], what)
     ModelRecord.from_dict(data, what)  # validates every field
+    return data
+
+
+def read_export_info(path: str | os.PathLike) -> dict[str, Any] | None:
+    """How an exported file was made (precision, agreement, auto's choice, runtime settings), or None
+    for a file without that entry (an older export, or one made by other tools)."""
+    path = Path(path)
+    entries = _read_entries(path, file_format(path))
+    if EXPORT_KEY not in entries:
+        return None
+    data = parse_json(entries[EXPORT_KEY], f"{path}: metadata '{EXPORT_KEY}'")
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: metadata '{EXPORT_KEY}' must be a JSON object")
     return data

@@ -19,17 +19,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from alphanet_zoo._io import atomic_path
 from alphanet_zoo.errors import InputError
 
 from .metadata import INPUT_NAME, OUTPUT_NAME, export_metadata, to_string_props
-from .verify import DEFAULT_TOLERANCE, VERIFY_BATCH_SIZES, ExportResult, eval_mode, reported_as_not_written, verify_onnx
+from .deploy import Builder, Candidate, ExportJob
+from .verify import (DEFAULT_TOLERANCE, TRACE_BATCH_SIZE, ExportResult, Verification, check_onnx_graph, eval_mode,
+                     verify_onnx)
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13  # ReduceMean/Squeeze semantics and HardSigmoid as used here; older runtimes lack them
 MAX_OPSET = 20  # the highest opset torch's TorchScript-based exporter writes
 BATCH_AXIS = "batch"
-TRACE_BATCH = 2  # dummy batch traced for a dynamic-batch export (verification then uses other sizes)
 
 
 def check_opset(opset: int) -> int:
@@ -64,14 +64,14 @@ def _strip_identities(graph) -> None:
 
 
 def onnx_model(model: nn.Module, *, opset: int = DEFAULT_OPSET, batch: int | str = "dynamic",
-               metadata: dict[str, Any] | None = None):
+               metadata: dict[str, Any] | None = None, export_info: dict[str, Any] | None = None):
     """The ``onnx.ModelProto`` of an AlphaNet in eval mode (the model's own mode is left as it was)."""
     import onnx
 
     opset, batch = check_opset(opset), check_batch(batch)
     resolution = model.arch.resolution
     param = next(model.parameters())
-    dummy = torch.zeros(TRACE_BATCH if batch == "dynamic" else batch, 3, resolution, resolution,
+    dummy = torch.zeros(TRACE_BATCH_SIZE if batch == "dynamic" else batch, 3, resolution, resolution,
                         dtype=param.dtype, device=param.device)
     axes = {INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}} if batch == "dynamic" else None
     buffer = io.BytesIO()
@@ -83,7 +83,7 @@ def onnx_model(model: nn.Module, *, opset: int = DEFAULT_OPSET, batch: int | str
     proto = onnx.load_from_string(buffer.getvalue())
     _strip_identities(proto.graph)
     meta = metadata if metadata is not None else export_metadata(model)
-    onnx.helper.set_model_props(proto, to_string_props(meta))
+    onnx.helper.set_model_props(proto, to_string_props(meta, export_info))
     proto.doc_string = (f"AlphaNet {meta.get('name') or 'custom'}: input '{INPUT_NAME}' float32 (N, 3, {resolution}, "
                         f"{resolution}), preprocessed as the metadata 'config' says; output '{OUTPUT_NAME}' "
                         f"(N, {model.num_classes}). License of the weights: {meta.get('license')}.")
@@ -92,23 +92,80 @@ def onnx_model(model: nn.Module, *, opset: int = DEFAULT_OPSET, batch: int | str
 
 def to_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
             batch: int | str = "dynamic", metadata: dict[str, Any] | None = None, verify: bool = True,
-            tolerance: float = DEFAULT_TOLERANCE) -> ExportResult:
+            tolerance: float = DEFAULT_TOLERANCE, precision: str = "fp32", **options: Any) -> ExportResult:
     """Export ``model`` (an `AlphaNet`) to an ONNX file at ``path`` and, by default, verify it.
 
-    The file is written under a temporary name beside ``path``, checked there (``onnx.checker``
-    full check, then ONNX Runtime against ``model`` at batch sizes other than the traced one) and
-    only then renamed onto ``path``: a failed check (`ExportVerificationError`) or an interruption
-    leaves nothing behind. ``metadata`` defaults to `export_metadata(model)`.
+    fp32 (the default): checked (``onnx.checker`` full check, then ONNX Runtime against ``model``
+    at batch sizes other than the traced one, to 1e-4) before it is written under its name; a
+    failed check (`ExportVerificationError`) or an interruption leaves nothing behind.
+    ``precision="int8"`` or ``"auto"``: see `export.deploy.export_model`, which takes ``options``
+    (``calib_data``, ``min_cosine``, ``threads``...). ``metadata`` defaults to `export_metadata(model)`.
     """
-    import onnx
+    from .deploy import export_model
 
-    meta = metadata if metadata is not None else export_metadata(model)
-    proto = onnx_model(model, opset=opset, batch=batch, metadata=meta)
-    verification = None
-    with reported_as_not_written(path), atomic_path(path) as tmp:
-        onnx.save(proto, str(tmp))
-        del proto
-        if verify:
-            sizes = VERIFY_BATCH_SIZES if batch == "dynamic" else (batch,)
-            verification = verify_onnx(tmp, model, batch_sizes=sizes, tolerance=tolerance, label=Path(path).name)
-    return ExportResult(Path(path), "onnx", meta, verification)
+    return export_model(model, path, "onnx", precision=precision, metadata=metadata, opset=opset, batch=batch,
+                        verify=verify, tolerance=tolerance, **options)
+
+
+class OnnxBuilder(Builder):
+    """ONNX files: fp32 as exported (BatchNorm folded), int8 quantized from it (`quantize`)."""
+
+    format = "onnx"
+    precisions = ("fp32", "int8")
+
+    def build(self, job: ExportJob, precision: str) -> Candidate:
+        from .quantize import ONNXRUNTIME_OPS
+
+        return self.fp32(job) if precision == "fp32" else self.int8(job, ONNXRUNTIME_OPS)
+
+    def int8(self, job: ExportJob, op_types) -> Candidate:
+        """The int8 QDQ file quantizing ``op_types`` (None: every op), built once per export and op set."""
+        key = f"int8_onnx_{'-'.join(op_types) if op_types else 'all'}"
+        if key not in job.cache:
+            from .quantize import quantize_onnx
+
+            fp32 = self.fp32(job)
+            path = job.staging / f"{key}.onnx"
+            recipe = quantize_onnx(fp32.files[0], path, job.images.calibration, job.images.calibration_source,
+                                   op_types)
+            checks = check_onnx_graph(path, job.label) if job.verify else ()
+            job.cache[key] = Candidate("int8", [path], details={"quantization": recipe},
+                                       verification=Verification("onnx", _ort_version(), (), 0.0, None, checks,
+                                                                 "int8"))
+        return job.cache[key]
+
+    def fp32(self, job: ExportJob) -> Candidate:
+        """The fp32 file, built (and verified, with ``job.verify``) once per export."""
+        import onnx
+
+        if "fp32_onnx" not in job.cache:
+            path = job.staging / "fp32.onnx"
+            proto = onnx_model(job.model, opset=job.opset, batch=job.batch, metadata=job.metadata)
+            onnx.save(proto, str(path))
+            verification = None
+            if job.verify:
+                verification = verify_onnx(path, job.model, batch_sizes=job.verify_batch_sizes,
+                                           tolerance=job.tolerance, label=job.label)
+            job.cache["fp32_onnx"] = Candidate("fp32", [path], verification, obj=proto)
+        return job.cache["fp32_onnx"]
+
+    def write(self, job: ExportJob, candidate: Candidate, export_info: dict[str, Any], folder: Path) -> list[Path]:
+        import onnx
+
+        proto = candidate.obj if candidate.obj is not None else onnx.load(str(candidate.files[0]))
+        onnx.helper.set_model_props(proto, to_string_props(job.metadata, export_info))
+        out = folder / "model.onnx"
+        onnx.save(proto, str(out))
+        return [out]
+
+    def open(self, job: ExportJob, candidate: Candidate, files=None):
+        from .runtime import OnnxRuntimeModel
+
+        path = Path((files or candidate.files)[0])
+        return OnnxRuntimeModel(path, job.metadata, None, job.threads, "cpu")
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return f"onnxruntime {onnxruntime.__version__}"

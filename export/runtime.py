@@ -1,22 +1,96 @@
-"""Running exported files: an ONNX Runtime session and a loaded TorchScript module, set up alike
-for verification and benchmarks."""
+"""One runtime for every exported file: `open_model`, and the tuned settings of each runtime, once.
+
+    >>> from alphanet_zoo.export import open_model
+    >>> model = open_model("alphanet_a0.xml", threads=2)      # or .onnx, .pt (TorchScript), .pt2
+    >>> x = model.preprocess(PIL.Image.open("cat.jpg"))[None]  # (1, 3, R, R) float32, as the file's record says
+    >>> logits = model(x)                                      # a tensor for a tensor, an array for an array
+    >>> model.metadata["labels"][int(logits.argmax())]
+
+- ``.onnx``: ONNX Runtime on the CPU (CUDA with ``device="cuda"``): every graph optimization, ops
+  one at a time with one inter-op thread, ``threads`` intra-op threads.
+- ``.xml`` + ``.bin`` (OpenVINO IR): OpenVINO on the CPU, compiled for each batch size it is called
+  with (static shapes; the last few kept) at the inference precision the export chose and verified
+  (``bf16``, ``f32``); batch 1 (and any batch that does not divide among the threads) on one stream
+  of ``threads`` threads, a batch that divides split into equal parts run at once on one stream
+  per thread; threads pinned to cores; the input shared with OpenVINO, not copied.
+- ``.pt`` (TorchScript, deprecated upstream) and ``.pt2`` (``torch.export``): the module in
+  inference mode, ``threads`` torch threads during the call.
+
+What is called: ``model(x)`` with ``x`` a float32 (N, 3, R, R) numpy array or torch tensor gives
+the logits (N, classes) as float32, of the same kind: a numpy array for an array, a CPU torch
+tensor for a tensor (on ``x``'s device for the torch formats). ``model.metadata`` is the record
+(the folder's ``config.json``; None for a file another tool wrote without one),
+``model.export_info`` how the file was made (`metadata.read_export_info`), ``model.preprocess(image)``
+the evaluation transform of a PIL image to a (3, R, R) tensor.
+
+OpenVINO is imported only when an IR is opened (``pip install alphanet_zoo[openvino]``).
+"""
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
+import logging
 import os
+import threading
 import warnings
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
+import numpy as np
 import torch
 
-from alphanet_zoo.errors import InputError
+from alphanet_zoo.errors import AlphaNetError, InputError
 
-from .metadata import TORCHSCRIPT_METADATA_FILE
+from .metadata import CONFIG_KEY, EXPORT_METADATA_FILE, TORCHSCRIPT_METADATA_FILE, file_format, read_export_info
 
+log = logging.getLogger("alphanet_zoo")
+#: Compiled OpenVINO models kept per file, one per batch size (least recently used dropped first).
+OPENVINO_CACHED_SHAPES = 4
+OPENVINO_PIN_THREADS = True
+
+
+class ModelOpenError(InputError):
+    """An exported file that cannot be opened or run as an image classifier."""
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` knows."""
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return name
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` torch intra-op threads (None: as they are), restoring the count afterwards."""
+    before = torch.get_num_threads()
+    if threads is None or threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ---- ONNX Runtime ---------------------------------------------------------------------------------
 
 def onnxruntime_session(path: str | os.PathLike, threads: int | None = None, *,
-                        optimization: str = "all"):
-    """An ONNX Runtime CPU session on ``path``.
+                        optimization: str = "all", providers: list[str] | None = None):
+    """An ONNX Runtime session on ``path`` with our settings.
 
     ``threads`` sets the intra-op thread pool (None: ONNX Runtime's default, one per core); ops
     run one at a time (inter-op parallelism does not pay off on a chain-shaped CNN).
@@ -37,7 +111,7 @@ def onnxruntime_session(path: str | os.PathLike, threads: int | None = None, *,
     if threads is not None:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3  # errors only: ORT's warnings go to stderr, bypassing Python
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
 
 
 def load_torchscript(path: str | os.PathLike, *, with_metadata: bool = False) -> Any:
@@ -47,6 +121,7 @@ def load_torchscript(path: str | os.PathLike, *, with_metadata: bool = False) ->
         # TorchScript is deprecated upstream in favour of torch.export, yet it is what C++/mobile
         # deployments load today; exporting it is this module's purpose.
         warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     if not with_metadata:
         return module
@@ -54,3 +129,442 @@ def load_torchscript(path: str | os.PathLike, *, with_metadata: bool = False) ->
     if isinstance(text, bytes):
         text = text.decode("utf-8")
     return module, json.loads(text) if text else {}
+
+
+# ---- the common interface ---------------------------------------------------------------------------
+
+class ExportedModel:
+    """An exported file, ready to run: ``model(x) -> logits``; see the module's docstring."""
+
+    format: str = ""
+    backend: str = ""
+
+    def __init__(self, path: Path, metadata: dict[str, Any] | None, export_info: dict[str, Any] | None,
+                 threads: int | None, device: str) -> None:
+        self.path, self.metadata, self.export_info = path, metadata, export_info
+        self.threads, self.device = threads, device
+        self._record = None
+
+    # -- what the file is
+    @property
+    def precision(self) -> str:
+        """``fp32``, ``bf16`` or ``int8``: what the export chose (``fp32`` for files without export info)."""
+        return (self.export_info or {}).get("precision", "fp32")
+
+    @property
+    def input_shape(self) -> list[int | str]:
+        """The file's input shape, with a name (str) for each dynamic dimension."""
+        raise NotImplementedError
+
+    @property
+    def resolution(self) -> int | None:
+        """The input side: from the record, else from a static input shape, else None."""
+        if self.metadata is not None:
+            return int(self.metadata["preprocessing"]["resolution"])
+        return self.static_resolution()
+
+    def static_resolution(self) -> int | None:
+        """The input side when the file's input height and width are static (and equal), else None."""
+        h, w = self.input_shape[2:4]
+        if isinstance(h, int) and isinstance(w, int):
+            if h != w:
+                raise ModelOpenError(f"{self.path}: input is {h}x{w}; AlphaNet inputs are square")
+            return h
+        return None
+
+    def record(self):
+        """The file's `alphanet_zoo.record.ModelRecord`, or None for a file without one."""
+        if self.metadata is None:
+            return None
+        if self._record is None:
+            from alphanet_zoo.record import ModelRecord
+
+            self._record = ModelRecord.from_dict(self.metadata, f"{self.path}: metadata '{CONFIG_KEY}'")
+        return self._record
+
+    def preprocess(self, image) -> torch.Tensor:
+        """A PIL image -> the (3, R, R) float32 input, by the record's evaluation preprocessing."""
+        from alphanet_zoo.preprocessing import EvalTransform
+
+        record = self.record()
+        if record is None:
+            raise ModelOpenError(f"{self.path} carries no preprocessing metadata (not exported by alphanet-export)")
+        return EvalTransform(record.preprocessing)(image)
+
+    def predict(self, images, topk: int = 5, batch_size: int = 32) -> list[list[dict[str, Any]]]:
+        """Top-``topk`` classes per image (PIL images or paths), as `alphanet_zoo.predict` gives them:
+        ``[{"index", "synset", "name", "probability"}, ...]`` per image (softmax of the logits)."""
+        from alphanet_zoo.imagenet import imagenet_classes
+        from alphanet_zoo.prediction import _open
+        from alphanet_zoo.record import IMAGENET_LABELS
+
+        record = self.record()
+        if record is None:
+            raise ModelOpenError(f"{self.path} carries no metadata (labels, preprocessing): not exported by "
+                                 "alphanet-export")
+        if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= record.num_classes:
+            raise InputError(f"topk must be an integer from 1 to {record.num_classes}, got {topk!r}")
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        synsets = [c.synset for c in imagenet_classes()] if record.label_set == IMAGENET_LABELS else None
+        results = []
+        for start in range(0, len(images), batch_size):
+            batch = torch.stack([self.preprocess(_open(im)) for im in images[start:start + batch_size]])
+            probs = self(batch).float().softmax(dim=1)
+            values, indices = probs.topk(topk, dim=1)
+            for vals, idxs in zip(values.tolist(), indices.tolist()):
+                results.append([{"index": i, "synset": synsets[i] if synsets else None,
+                                 "name": record.labels[i] if record.labels else None, "probability": p}
+                                for p, i in zip(vals, idxs)])
+        return results
+
+    # -- running it
+    def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            return self._run_tensor(x)
+        if isinstance(x, np.ndarray):
+            return self._run_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        raise InputError(f"expected a numpy array or a torch tensor of images, got {type(x).__name__}")
+
+    def _run_numpy(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _run_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._run_numpy(np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy()))
+        return torch.from_numpy(out)
+
+    def _check_input(self, x: np.ndarray) -> None:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise InputError(f"expected images as (N, 3, H, W), got shape {list(x.shape)}")
+        side = self.resolution
+        if side is not None and tuple(x.shape[2:]) != (side, side):
+            raise InputError(f"{self.path.name} takes {side}x{side} inputs, got {x.shape[2]}x{x.shape[3]} "
+                             "(preprocess images with model.preprocess)")
+
+    def close(self) -> None:
+        """Release the runtime's resources (the object cannot run afterwards)."""
+
+    def __enter__(self) -> "ExportedModel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        name = (self.metadata or {}).get("name")
+        return (f"{type(self).__name__}({str(self.path)!r}, model={name!r}, precision={self.precision!r}, "
+                f"threads={self.threads}, device={self.device!r})")
+
+
+# ---- ONNX ---------------------------------------------------------------------------------------------
+
+class OnnxRuntimeModel(ExportedModel):
+    """An ``.onnx`` file on ONNX Runtime. A file with a fixed batch size is fed in chunks of that size."""
+
+    format, backend = "onnx", "onnxruntime"
+
+    def __init__(self, path, metadata, export_info, threads, device) -> None:
+        super().__init__(path, metadata, export_info, threads, device)
+        import onnxruntime as ort
+
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda"):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ModelOpenError("device cuda: this onnxruntime has no CUDAExecutionProvider "
+                                     "(install onnxruntime-gpu)")
+            providers.insert(0, "CUDAExecutionProvider")
+        elif device != "cpu":
+            raise InputError(f"ONNX Runtime runs on cpu or cuda, not {device!r}")
+        try:
+            self.session = onnxruntime_session(path, threads, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types for a bad file
+            raise ModelOpenError(f"cannot load {path} with ONNX Runtime: {_first_line(e)}") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise ModelOpenError(f"{path} has {len(inputs)} inputs; expected one image batch")
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        self._shape = list(inputs[0].shape)
+        if len(self._shape) != 4 or self._shape[1] not in (3, "3"):
+            raise ModelOpenError(f"{path}: input {self.input_name!r} has shape {self._shape}; expected (N, 3, H, W)")
+        self.fixed_batch = self._shape[0] if isinstance(self._shape[0], int) else None
+        self._dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
+        static = [d for d in self._shape[2:] if isinstance(d, int)]
+        if self.metadata is not None and len(static) == 2 and static[0] != self.resolution:
+            raise ModelOpenError(f"{path}: input size {static[0]} disagrees with its preprocessing resolution "
+                                 f"{self.resolution}")
+
+    @property
+    def input_shape(self) -> list[int | str]:
+        return [d if isinstance(d, int) else str(d) for d in self._shape]
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+    def _run_numpy(self, x: np.ndarray) -> np.ndarray:
+        self._check_input(x)
+        x = x.astype(self._dtype, copy=False)
+        if self.fixed_batch is None or self.fixed_batch == len(x):
+            out = self._run(x)
+        else:
+            b, chunks = self.fixed_batch, []
+            for start in range(0, len(x), b):
+                chunk = x[start:start + b]
+                n = len(chunk)
+                if n < b:
+                    chunk = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), chunk.dtype)])
+                chunks.append(self._run(chunk)[:n])
+            out = np.concatenate(chunks)
+        return np.asarray(out, dtype=np.float32)
+
+    def close(self) -> None:
+        self.__dict__.pop("session", None)
+
+
+# ---- OpenVINO -------------------------------------------------------------------------------------------
+
+_core = None
+_core_lock = threading.Lock()
+
+
+def openvino_core():
+    """The process's ``openvino.Core`` (created on first use; OpenVINO imported only then).
+
+    One Core, kept for the life of the process, and never a second: OpenVINO's CPU plugin (2026.4)
+    installs an alternate signal stack on the thread that compiles and, when two Cores are destroyed
+    in the order they were made, leaves the thread pointing at the freed one; the next signal with a
+    Python handler (torch's DataLoader installs one for SIGCHLD) then kills the process with SIGSEGV."""
+    global _core
+    with _core_lock:
+        if _core is None:
+            try:
+                import openvino
+            except ImportError:
+                raise ModelOpenError("opening an OpenVINO IR needs OpenVINO: pip install 'alphanet_zoo[openvino]'") \
+                    from None
+            _core = openvino.Core()
+        return _core
+
+
+def openvino_supports(precision: str, device: str = "CPU") -> bool:
+    """Whether OpenVINO runs ``precision`` (``fp32``, ``bf16``, ``int8``) natively on ``device``."""
+    capabilities = openvino_core().get_property(device, "OPTIMIZATION_CAPABILITIES")
+    return {"fp32": "FP32", "bf16": "BF16", "int8": "INT8"}[precision] in capabilities
+
+
+def available_cores() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def openvino_config(threads: int | None, inference_precision: str | None, streams: int = 1,
+                    pin: bool | None = None) -> dict[str, Any]:
+    """Our OpenVINO CPU compile settings: one stream of ``threads`` threads (latency), or ``streams``
+    streams sharing them (throughput); threads pinned to cores unless ``pin`` is False (default
+    `OPENVINO_PIN_THREADS`); figures in ``benchmarks/README_deploy.md``."""
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
+                              "NUM_STREAMS": streams,
+                              "ENABLE_CPU_PINNING": OPENVINO_PIN_THREADS if pin is None else pin}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+    if inference_precision is not None:
+        config["INFERENCE_PRECISION_HINT"] = inference_precision
+    return config
+
+
+class OpenVinoModel(ExportedModel):
+    """An OpenVINO IR (``.xml`` beside its ``.bin``), compiled for each batch size it is called with.
+
+    A batch that divides evenly among the threads (``threads`` cores; all the process may use when
+    None) runs as that many equal parts at once, one per stream of one thread (the throughput
+    setting): AlphaNet's depthwise convolutions, squeeze-excite and small tensors keep two threads
+    on one image far from busy, while two images on two threads keep both cores working. Any other
+    batch (batch 1 above all) runs whole on one stream of ``threads`` threads (the latency setting).
+    Calls are serialised (one at a time per object).
+    """
+
+    format, backend = "openvino", "openvino"
+
+    def __init__(self, path, metadata, export_info, threads, device, *, bin_path: Path | None = None,
+                 inference_precision: str | None = None, split: bool = True, pin: bool | None = None) -> None:
+        super().__init__(path, metadata, export_info, threads, device)
+        if device not in ("cpu", "CPU"):
+            raise InputError(f"OpenVINO IR files run on the cpu here, not {device!r}")
+        self.split, self.pin = split, pin
+        core = openvino_core()
+        bin_path = bin_path or path.with_suffix(".bin")
+        if not bin_path.is_file():
+            raise ModelOpenError(f"{path}: its weights file {bin_path.name} is not beside it")
+        try:
+            self.model = core.read_model(str(path), str(bin_path))
+        except Exception as e:  # OpenVINO raises RuntimeError with a long message for a bad IR
+            raise ModelOpenError(f"cannot read {path} with OpenVINO: {_first_line(e)}") from None
+        if len(self.model.inputs) != 1:
+            raise ModelOpenError(f"{path} has {len(self.model.inputs)} inputs; expected one image batch")
+        if inference_precision is None:
+            runtime = (export_info or {}).get("runtime") or {}
+            inference_precision = runtime.get("inference_precision")
+        if inference_precision == "bf16" and not openvino_supports("bf16"):
+            log.warning("%s was exported for bf16, which this CPU does not run natively: running it in f32",
+                        path.name)
+            inference_precision = "f32"
+        self.inference_precision = inference_precision
+        self.streams = threads or available_cores()
+        self._compiled: collections.OrderedDict[tuple[int, int], list] = collections.OrderedDict()
+        self._lock = threading.RLock()
+
+    @property
+    def input_shape(self) -> list[int | str]:
+        shape = self.model.inputs[0].get_partial_shape()
+        return [d.get_length() if d.is_static else "?" for d in shape]
+
+    def plan(self, batch: int) -> tuple[int, int]:
+        """(parts, images per part) for a batch: split across the streams when it divides evenly."""
+        streams = min(self.streams, batch)
+        if self.split and streams > 1 and batch % streams == 0:
+            return streams, batch // streams
+        return 1, batch
+
+    def requests(self, batch: int) -> list:
+        """The infer requests that run a batch of ``batch`` images (compiled on first use), one per part."""
+        key = self.plan(batch)
+        with self._lock:
+            requests = self._compiled.get(key)
+            if requests is not None:
+                self._compiled.move_to_end(key)
+                return requests
+            parts, size = key
+            side = self.resolution
+            if side is None:
+                raise ModelOpenError(f"{self.path}: cannot tell its input size (no metadata, dynamic shape)")
+            model = self.model.clone()
+            model.reshape({model.inputs[0]: [size, 3, side, side]})
+            config = openvino_config(self.threads, self.inference_precision, streams=parts, pin=self.pin)
+            try:
+                compiled = openvino_core().compile_model(model, "CPU", config)
+            except Exception as e:
+                raise ModelOpenError(f"OpenVINO cannot compile {self.path.name} for {size} images: "
+                                     f"{_first_line(e)}") from None
+            requests = [compiled.create_infer_request() for _ in range(parts)]
+            self._compiled[key] = requests
+            while len(self._compiled) > OPENVINO_CACHED_SHAPES:
+                self._compiled.popitem(last=False)
+            return requests
+
+    def _run_numpy(self, x: np.ndarray) -> np.ndarray:
+        self._check_input(x)
+        with self._lock:
+            requests = self.requests(len(x))
+            try:
+                if len(requests) == 1:
+                    out = requests[0].infer(x, share_inputs=True, share_outputs=True)[0]
+                    return np.array(out, dtype=np.float32)  # a copy: the request reuses its output buffer
+                size = len(x) // len(requests)
+                for i, request in enumerate(requests):
+                    request.start_async(x[i * size:(i + 1) * size], share_inputs=True)
+                for request in requests:
+                    request.wait()
+                return np.concatenate([r.get_output_tensor(0).data for r in requests]).astype(np.float32, copy=False)
+            except Exception as e:
+                raise AlphaNetError(f"OpenVINO failed to run {self.path.name}: {_first_line(e)}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._compiled.clear()
+
+
+# ---- torch formats -----------------------------------------------------------------------------------
+
+class _TorchModel(ExportedModel):
+    """A torch module (TorchScript or ExportedProgram) run in inference mode with ``threads`` threads."""
+
+    def __init__(self, path, metadata, export_info, threads, device, module) -> None:
+        super().__init__(path, metadata, export_info, threads, device)
+        self.torch_device = torch.device(device)
+        self.module = module.to(self.torch_device) if self.torch_device.type != "cpu" else module
+
+    @property
+    def input_shape(self) -> list[int | str]:
+        side = self.resolution
+        return ["batch", 3, side, side] if side else ["batch", 3, "height", "width"]
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        with torch_threads(self.threads), torch.inference_mode():
+            return self.module(x.to(self.torch_device, torch.float32)).float()
+
+    def _run_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(x).to(x.device)
+
+    def _run_numpy(self, x: np.ndarray) -> np.ndarray:
+        return self._forward(torch.from_numpy(x)).cpu().numpy()
+
+
+class TorchScriptModel(_TorchModel):
+    """A TorchScript ``.pt`` (deprecated upstream in favour of torch.export; kept for C++ users)."""
+
+    format, backend = "torchscript", "torchscript"
+
+
+class Pt2Model(_TorchModel):
+    """A ``torch.export`` ExportedProgram (``.pt2``), run as its ``.module()``."""
+
+    format, backend = "pt2", "torch.export"
+
+
+def load_exported_program(path: str | os.PathLike, *, with_metadata: bool = False) -> Any:
+    """``torch.export.load`` of a ``.pt2`` file; with ``with_metadata``, also its extra files' text."""
+    extra = {TORCHSCRIPT_METADATA_FILE: "", EXPORT_METADATA_FILE: ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.export warns about its own internals on load
+        program = torch.export.load(str(path), extra_files=extra)
+    return (program, extra) if with_metadata else program
+
+
+# ---- open_model ---------------------------------------------------------------------------------------
+
+def open_model(path: str | os.PathLike, *, threads: int | None = None, device: str = "cpu") -> ExportedModel:
+    """Open an exported file (ONNX, OpenVINO IR ``.xml``, TorchScript ``.pt``, ``torch.export`` ``.pt2``)
+    with our tuned runtime settings; see the module's docstring for what the result does.
+
+    ``threads``: intra-op threads of the runtime (None: its default, one per core). ``device``:
+    ``cpu``, or ``cuda`` for ONNX (CUDA provider), TorchScript and pt2. A file without our metadata
+    (another tool's export) still runs: ``metadata`` is then None and `preprocess` is unavailable.
+    """
+    from .metadata import read_metadata
+
+    path = Path(path)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InputError(f"threads must be a positive integer or None, got {threads!r}")
+    device = str(device).lower()
+    fmt = file_format(path)
+    try:
+        metadata = read_metadata(path)
+    except InputError as e:
+        if "has no" not in str(e):
+            raise
+        metadata = None  # a file from another tool: runs, without a record
+    export_info = read_export_info(path)
+    if fmt == "onnx":
+        return OnnxRuntimeModel(path, metadata, export_info, threads, device)
+    if fmt == "openvino":
+        return OpenVinoModel(path, metadata, export_info, threads, device)
+    if fmt == "torchscript":
+        try:
+            module = load_torchscript(path)
+        except Exception as e:  # torch.jit.load raises RuntimeError, ValueError, zip errors... on a bad file
+            raise ModelOpenError(f"torch.jit.load cannot load {path}: {_first_line(e)}") from None
+        return TorchScriptModel(path, metadata, export_info, threads, device, module.eval())
+    try:
+        program = load_exported_program(path)
+    except Exception as e:
+        raise ModelOpenError(f"torch.export.load cannot load {path}: {_first_line(e)}") from None
+    return Pt2Model(path, metadata, export_info, threads, device, program.module())
+
+
+__all__ = ["cpu_name", "ExportedModel", "ModelOpenError", "OnnxRuntimeModel",
+           "OpenVinoModel", "Pt2Model", "TorchScriptModel", "load_exported_program", "load_torchscript",
+           "onnxruntime_session", "open_model", "openvino_config", "openvino_core", "openvino_supports",
+           "torch_threads"]

@@ -1,13 +1,18 @@
 """Proof that an exported file computes what the PyTorch model computes.
 
-`verify_onnx`: ``onnx.checker`` (full check, with strict shape inference), a look at the graph
-(input and output names, no unfolded BatchNorm), then ONNX Runtime against the model on random
-inputs. `verify_torchscript`: ``torch.jit.load`` against the model. Both raise
+fp32 files: `verify_onnx`: ``onnx.checker`` (full check, with strict shape inference), a look at
+the graph (input and output names, no unfolded BatchNorm), then ONNX Runtime against the model on
+random inputs. `verify_torchscript`, `verify_pt2`, `verify_openvino`: the file loaded back by its
+own runtime (through `open_model`'s settings) against the model. Each raises
 `ExportVerificationError` when the largest absolute difference of the logits exceeds the tolerance.
+
+Reduced precision (bf16, int8) cannot match to 1e-4: it is held to agreement bars on real images
+instead (`export.agreement`), by `check_agreement`.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +27,7 @@ from alphanet_zoo.errors import AlphaNetError
 from .metadata import INPUT_NAME, OUTPUT_NAME
 
 DEFAULT_TOLERANCE = 1e-4
+TRACE_BATCH_SIZE = 2  # the dummy batch an export is traced with (verification then uses other sizes)
 # Batch sizes to verify a dynamic-batch export at: neither is the traced size (2), and 1 catches
 # a squeezed batch dimension.
 VERIFY_BATCH_SIZES = (1, 3)
@@ -36,35 +42,69 @@ class ExportVerificationError(AlphaNetError, RuntimeError):
 
 @dataclass(frozen=True)
 class Verification:
-    """What a verification checked and found."""
+    """What a verification checked and found.
 
-    format: str  # "onnx" or "torchscript"
+    fp32: ``max_abs_diff`` of the logits on random inputs at ``batch_sizes``, within ``tolerance``.
+    bf16 and int8: ``tolerance`` is None and the file passed ``thresholds`` on ``agreement``
+    (`export.agreement.Agreement` as a dict: cosine, top-1 agreement, top-5 overlap on real images).
+    fp32 files carry their agreement too, for the record.
+    """
+
+    format: str  # "onnx", "openvino", "torchscript" or "pt2"
     runtime: str  # what ran the file, with its version
     batch_sizes: tuple[int, ...]
     max_abs_diff: float
-    tolerance: float
+    tolerance: float | None
     checks: tuple[str, ...] = ()  # structural checks passed before running it
+    precision: str = "fp32"
+    agreement: dict[str, Any] | None = None
+    thresholds: dict[str, float] | None = None
 
     def summary(self) -> str:
         """One line for a command's output."""
-        done = "; ".join((*self.checks, f"{self.runtime} vs PyTorch: max abs diff {self.max_abs_diff:.2e} "
-                                        f"(batch {', '.join(map(str, self.batch_sizes))}; "
-                                        f"tolerance {self.tolerance:.0e})"))
-        return f"verified: {done}"
+        parts = list(self.checks)
+        if self.tolerance is not None:
+            parts.append(f"{self.runtime} vs PyTorch: max abs diff {self.max_abs_diff:.2e} "
+                         f"(batch {', '.join(map(str, self.batch_sizes))}; tolerance {self.tolerance:.0e})")
+        else:
+            parts.append(f"{self.runtime}, {self.precision}")
+        if self.agreement:
+            a = self.agreement
+            bars = f"; bars: cosine >= {self.thresholds['min_cosine']:g}" if self.thresholds else ""
+            parts.append(f"vs fp32 PyTorch on {a['images']} images ({a['data']}): logit cosine min "
+                         f"{a['cosine_min']:.6f}, top-1 agreement {100 * a['top1_agreement']:.1f} %, top-5 overlap "
+                         f"{100 * a['top5_overlap']:.1f} %{bars}")
+        return f"verified: {'; '.join(parts)}"
+
+    def with_agreement(self, agreement: dict[str, Any] | None, thresholds: dict[str, float] | None = None,
+                       precision: str | None = None) -> "Verification":
+        return dataclasses.replace(self, agreement=agreement, thresholds=thresholds,
+                                   precision=precision or self.precision)
 
 
 @dataclass(frozen=True)
 class ExportResult:
-    """An exported file: where it is, what it holds and how it was verified (None: not verified)."""
+    """An exported file: where it is, what it holds and how it was verified (None: not verified).
+
+    ``precision`` is what the file computes in; ``export_info`` the file's ``export`` metadata
+    (`metadata.read_export_info`): the choice ``auto`` made, the agreement, the quantization.
+    """
 
     path: Path
     format: str
     metadata: dict[str, Any]
     verification: Verification | None
+    precision: str = "fp32"
+    export_info: dict[str, Any] | None = None
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file written: the path, and an OpenVINO IR's ``.bin`` beside its ``.xml``."""
+        return [self.path, self.path.with_suffix(".bin")] if self.format == "openvino" else [self.path]
 
     @property
     def size_bytes(self) -> int:
-        return self.path.stat().st_size
+        return sum(p.stat().st_size for p in self.files)
 
 
 @contextlib.contextmanager
@@ -117,6 +157,22 @@ def _check_diff(diff: float, tolerance: float, what: str, label: str) -> None:
                                       f"(max abs; tolerance {tolerance:.0e})")
 
 
+def _run_against(run: Callable[[torch.Tensor], np.ndarray | torch.Tensor], model: nn.Module, *, what: str,
+                 label: str, failure: str, batch_sizes: Sequence[int], seed: int, tolerance: float) -> float:
+    """Run ``run`` and ``model`` on the same random batches; the largest difference, within ``tolerance``.
+
+    Whatever the runtime raises becomes ``ExportVerificationError("{failure}: ...")``."""
+    inputs = random_inputs(model.arch.resolution, batch_sizes, seed)
+    try:
+        diff = compare(run, model, inputs, what)
+    except ExportVerificationError:
+        raise
+    except Exception as e:
+        raise ExportVerificationError(f"{failure}: {_first_line(e)}") from None
+    _check_diff(diff, tolerance, what, label)
+    return diff
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -162,14 +218,9 @@ def verify_onnx(path: str | os.PathLike, model: nn.Module, *, batch_sizes: Seque
         session = onnxruntime_session(path)
     except Exception as e:  # ORT raises its own exception types for graphs it cannot load
         raise ExportVerificationError(f"ONNX Runtime cannot load {label}: {_first_line(e)}") from None
-    inputs = random_inputs(model.arch.resolution, batch_sizes, seed)
-    try:
-        diff = compare(lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0], model, inputs, what)
-    except ExportVerificationError:
-        raise
-    except Exception as e:
-        raise ExportVerificationError(f"ONNX Runtime failed to run {label}: {_first_line(e)}") from None
-    _check_diff(diff, tolerance, what, label)
+    diff = _run_against(lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0], model, what=what,
+                        label=label, failure=f"ONNX Runtime failed to run {label}", batch_sizes=batch_sizes, seed=seed,
+                        tolerance=tolerance)
     return Verification("onnx", what, tuple(batch_sizes), diff, tolerance, checks)
 
 
@@ -188,14 +239,71 @@ def verify_torchscript(path: str | os.PathLike, model: nn.Module, *,
     if not metadata:
         raise ExportVerificationError(f"{label} holds no metadata (config.json)")
     what = f"torch.jit.load (torch {torch.__version__})"
-    inputs = random_inputs(model.arch.resolution, batch_sizes, seed)
-    try:
-        diff = compare(module, model, inputs, what)
-    except ExportVerificationError:
-        raise
-    except Exception as e:
-        raise ExportVerificationError(f"the TorchScript module in {label} failed to run: {_first_line(e)}") \
-            from None
-    _check_diff(diff, tolerance, what, label)
+    diff = _run_against(module, model, what=what, label=label, failure=f"the TorchScript module in {label} failed "
+                        "to run", batch_sizes=batch_sizes, seed=seed, tolerance=tolerance)
     return Verification("torchscript", what, tuple(batch_sizes), diff, tolerance,
                         ("config.json metadata present",))
+
+
+def verify_pt2(path: str | os.PathLike, model: nn.Module, *, batch_sizes: Sequence[int] = VERIFY_BATCH_SIZES,
+               tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, label: str | None = None) -> Verification:
+    """Load a ``torch.export`` file with ``torch.export.load`` and run it against ``model``; raise on any failure."""
+    from .runtime import load_exported_program
+
+    path = Path(path)
+    label = label or path.name
+    try:
+        program, extra = load_exported_program(path, with_metadata=True)
+        module = program.module()
+    except Exception as e:  # torch.export.load raises many kinds on a bad archive
+        raise ExportVerificationError(f"torch.export.load cannot load {label}: {_first_line(e)}") from None
+    if not extra.get("config.json"):
+        raise ExportVerificationError(f"{label} holds no metadata (config.json)")
+    what = f"torch.export.load (torch {torch.__version__})"
+    diff = _run_against(module, model, what=what, label=label, failure=f"the ExportedProgram in {label} failed "
+                        "to run", batch_sizes=batch_sizes, seed=seed, tolerance=tolerance)
+    return Verification("pt2", what, tuple(batch_sizes), diff, tolerance, ("config.json metadata present",))
+
+
+def verify_openvino(xml: str | os.PathLike, bin_path: str | os.PathLike, model: nn.Module, *,
+                    batch_sizes: Sequence[int] = VERIFY_BATCH_SIZES, tolerance: float = DEFAULT_TOLERANCE,
+                    seed: int = 0, label: str | None = None, threads: int | None = None) -> Verification:
+    """Read an IR with OpenVINO, compile it in f32 with our settings and run it against ``model``."""
+    from .runtime import ModelOpenError, OpenVinoModel
+
+    xml = Path(xml)
+    label = label or xml.name
+    try:
+        runner = OpenVinoModel(xml, None, None, threads, "cpu", bin_path=Path(bin_path), inference_precision="f32")
+    except ModelOpenError as e:
+        raise ExportVerificationError(str(e)) from None
+    import openvino
+
+    what = f"openvino {openvino.get_version().split('-')[0]} (f32)"
+    try:
+        diff = _run_against(lambda x: runner._run_numpy(x.numpy()), model, what=what, label=label,
+                            failure=f"OpenVINO failed to run {label}", batch_sizes=batch_sizes, seed=seed,
+                            tolerance=tolerance)
+    finally:
+        runner.close()
+    return Verification("openvino", what, tuple(batch_sizes), diff, tolerance, ("OpenVINO read and compiled the IR",))
+
+
+def reference_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 16) -> np.ndarray:
+    """The fp32 PyTorch model's logits on ``images`` (N, 3, R, R), in eval mode, as float32."""
+    param = next(model.parameters())
+    outputs = []
+    with eval_mode(model), torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size].to(param.device, torch.float32)
+            outputs.append(model(x).float().cpu().numpy())
+    return np.concatenate(outputs)
+
+
+def file_logits(run: Callable[[np.ndarray], np.ndarray], images: torch.Tensor, batch_size: int = 16) -> np.ndarray:
+    """``run``'s logits on ``images`` in batches of ``batch_size`` (numpy in, numpy out)."""
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        outputs.append(np.asarray(run(np.ascontiguousarray(images[start:start + batch_size].numpy())),
+                                  dtype=np.float32))
+    return np.concatenate(outputs)

@@ -66,7 +66,8 @@ def _block(sd, p, x, in_c, out_c, k, e, stride, se, bn, kernel):
         q = h.mean((2, 3), keepdim=True)
         q = F.relu(F.conv2d(q, sd[m + "depth_conv.se.fc.reduce.weight"][:r, :mid],
                             sd[m + "depth_conv.se.fc.reduce.bias"][:r]))
-        q = F.conv2d(q, sd[m + "depth_conv.se.fc.expand.weight"][:mid, :r], sd[m + "depth_conv.se.fc.expand.bias"][:mid])
+        q = F.conv2d(q, sd[m + "depth_conv.se.fc.expand.weight"][:mid, :r],
+                     sd[m + "depth_conv.se.fc.expand.bias"][:mid])
         h = h * (F.relu6(q + 3) / 6)
     h = bn(F.conv2d(h, sd[m + "point_linear.conv.conv.weight"][:out_c, :mid]), m + "point_linear.bn.bn", out_c)
     shortcut = x

@@ -14,9 +14,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from alphanet_zoo.export import (ExportVerificationError, cli, export_metadata, load_torchscript, onnx_export,
-                                 onnxruntime_session, read_metadata, to_onnx, to_torchscript, torchscript_export,
-                                 verify_onnx, verify_torchscript)
+from alphanet_zoo.export import (ExportVerificationError, cli, export_metadata, export_model, load_torchscript,
+                                 onnx_export, onnxruntime_session, open_model, read_metadata, to_onnx, to_torchscript,
+                                 torchscript_export, verify_onnx, verify_torchscript)
 from conftest import REFERENCE_NAMES, det
 from onnx import numpy_helper
 
@@ -28,14 +28,18 @@ from alphanet_zoo.preprocessing import preprocessing_for
 TOLERANCE = 1e-4
 MODELS = ("a0", "a5_1")  # official reference keys: the smallest model, and A5-base at 288 px
 FORMATS = ("onnx", "torchscript")
+ALL_FORMATS = ("onnx", "torchscript", "pt2", "openvino")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2", "openvino": ".xml"}
 
 
 def run_file(path: Path, fmt: str, x: torch.Tensor) -> np.ndarray:
     """Logits of an exported file, computed by its runtime (not by the exporter's model)."""
     if fmt == "onnx":
         return onnxruntime_session(path).run(["logits"], {"input": x.numpy()})[0]
-    with torch.inference_mode():
-        return load_torchscript(path)(x).numpy()
+    if fmt == "torchscript":
+        with torch.inference_mode():
+            return load_torchscript(path)(x).numpy()
+    return open_model(path)(x.numpy())  # pt2 and OpenVINO IR (fp32), with the settings users get
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +51,11 @@ def exported(tmp_path_factory, supernet):
     def get(key: str, fmt: str):
         if (key, fmt) not in cache:
             model = supernet.extract(REFERENCE_NAMES.get(key, key))
-            path = folder / f"{key}.{'onnx' if fmt == 'onnx' else 'pt'}"
-            result = (to_onnx if fmt == "onnx" else to_torchscript)(model, path)
+            path = folder / f"{key}{SUFFIX[fmt]}"
+            if fmt in FORMATS:
+                result = (to_onnx if fmt == "onnx" else to_torchscript)(model, path)
+            else:
+                result = export_model(model, path, fmt, precision="fp32")
             cache[key, fmt] = path, model, result
         return cache[key, fmt]
 
@@ -81,8 +88,11 @@ def assert_one_line_error(code: int, err: str, *fragments: str, status: int = 2)
 
 # ---------------------------------------------------------------- parity with the official reference
 
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("key", MODELS)
+PARITY = [*((key, fmt) for key in MODELS for fmt in FORMATS), ("a0", "pt2"), ("a0", "openvino"),
+          *(pytest.param("a5_1", fmt, marks=pytest.mark.slow) for fmt in ("pt2", "openvino"))]
+
+
+@pytest.mark.parametrize("key, fmt", PARITY)
 def test_exported_file_reproduces_reference_logits(exported, reference, key, fmt):
     path, _model, result = exported(key, fmt)
     assert result.verification is not None and result.verification.max_abs_diff <= TOLERANCE
@@ -94,7 +104,7 @@ def test_exported_file_reproduces_reference_logits(exported, reference, key, fmt
     assert np.abs(got - expected).max() <= TOLERANCE
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", ALL_FORMATS)
 def test_dynamic_batch(exported, reference, fmt):
     path, _model, _result = exported("a0", fmt)
     sub = reference["subnets"]["a0"]
@@ -128,7 +138,7 @@ def test_onnx_graph_is_a_clean_inference_graph(exported):
     assert (out.name, out_dims) == ("logits", ["batch", 1000])
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", [*FORMATS, pytest.param("openvino", marks=pytest.mark.slow)])
 def test_metadata_travels_with_the_file(exported, fmt):
     path, model, result = exported("a5_1", fmt)
     meta = read_metadata(path)
@@ -148,8 +158,10 @@ def test_onnxruntime_user_sees_metadata(exported):
     """What an ONNX Runtime user without this package reads: strings, JSON where structured."""
     path, model, _result = exported("a0", "onnx")
     props = onnxruntime_session(path).get_modelmeta().custom_metadata_map
-    assert set(props) == {"config"}
+    assert set(props) == {"config", "export"}
     config = json.loads(props["config"])
+    export = json.loads(props["export"])
+    assert export["precision"] == "fp32" and export["file_format"] == "onnx" and export["verified"] is True
     assert config["preprocessing"]["mean"] == list(preprocessing_for(model).mean)
     assert config["architecture"]["resolution"] == 192
     assert config["license"] == "cc-by-nc-4.0" and config["name"] == "a0"
@@ -285,6 +297,7 @@ def test_cli_exports_supernet_subnet(tmp_path, capsys, official_checkpoint, refe
     code, stdout, err = run_cli(["--arch", "a0", "--supernet", official_checkpoint, "--out", out], capsys)
     assert code == 0, err
     assert "max abs diff" in stdout and f"wrote {out}" in stdout
+    assert "without BatchNorm re-calibration" in err  # the supernet's statistics: said, not hidden
     sub = reference["subnets"]["a0"]
     x = det(sub["input"]["seed"], sub["input"]["shape"])
     expected = np.asarray(sub["logits"], dtype=np.float32).reshape(2, -1)

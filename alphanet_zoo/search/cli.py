@@ -1,16 +1,22 @@
-"""``alphanet-search``: evolutionary search for the best subnet of a supernet at a FLOPs budget.
+"""``alphanet-search``: evolutionary search for the best subnet of a supernet under a FLOPs and/or latency budget.
 
     alphanet-search --supernet alphanet_pretrained.pth.tar --flops 300 --flops-min 280 \\
         --data /data/imagenet/heldout --calib-data /data/imagenet/train --out best.json
+    alphanet-search ... --latency-ms 8 --backend onnxruntime --threads 2 --batch-size 1 --plot search.png
+    torchrun --nproc_per_node 8 --no-python alphanet-search ... --history history.jsonl
+    alphanet-search ... --history history.jsonl --resume          # after an interruption
 
-``best.json`` is a plain architecture config: ``alphanet-extract --arch best.json``,
-``alphanet-eval --arch best.json`` and ``alphanet-export --arch best.json`` take it. Each candidate is
-calibrated and scored exactly as ``alphanet-extract`` and ``alphanet-eval`` would with the same
-``--calib-*``, ``--seed`` and ``--batch-size`` flags.
+``best.json`` (`alphanet_zoo.search.report`) holds the architecture under ``architecture`` with
+what the search knows of it; ``alphanet-extract --arch best.json``, ``alphanet-eval --arch
+best.json`` and ``alphanet-export --arch best.json`` take it. Each candidate is calibrated and
+scored exactly as ``alphanet-extract`` and ``alphanet-eval`` would with the same ``--calib-*``,
+``--seed`` and ``--batch-size`` flags. Under ``torchrun`` each generation's candidates are split
+across the processes and the result is the same as in one process.
 """
 from __future__ import annotations
 
-import json
+import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,23 +26,47 @@ from .. import cli
 from ..cli import Console, cli_main, progress
 from ..errors import InputError, UsageError
 
+PROG = "alphanet-search"
+EVAL_BATCH_SIZE = 128
+
 
 def _parser() -> cli.ArgumentParser:
+    from .latency_runtimes import BACKENDS
+
     parser = cli.command_parser(
-        "alphanet-search",
-        "Evolutionary search for the most accurate subnet of a supernet under a FLOPs budget (the paper's count, "
-        "analytic). Each candidate is extracted, BN-calibrated on training images and scored on held-out images; "
-        "the Pareto front found is printed and the best config written as JSON.",
+        PROG,
+        "Evolutionary search for the most accurate subnet of a supernet under a budget: MFLOPs (the paper's count, "
+        "analytic) and/or latency on this machine with a chosen runtime (from a table of per-layer timings measured "
+        "here). Each candidate is extracted, BN-calibrated on training images and scored on held-out images; the "
+        "Pareto front found is printed and the best written as JSON. Under torchrun the candidates of each "
+        "generation are split across the processes, with the same result as one process.",
         [cli.calibration_flags(required=True), cli.seed_flags("seed of the search, the calibration draws and "
                                                               "the held-out subset"),
-         cli.batch_flags(128), cli.workers_flags(4), cli.device_flags(), cli.threads_flags(),
+         cli.workers_flags(4), cli.device_flags(), cli.threads_flags(),
          cli.output_flags("where to write the best architecture (JSON)", required=True), cli.json_flags()])
+    parser.add_argument("--batch-size", type=cli.integer(1, 65536), default=None, metavar="N",
+                        help=f"images per batch when scoring held-out images (default {EVAL_BATCH_SIZE}); with "
+                             "--latency-ms also the batch size latency is measured at (default 1)")
     parser.add_argument("--supernet", metavar="PATH", required=True,
-                       help="supernet checkpoint (official release, alphanet-train checkpoint, or .safetensors)")
-    parser.add_argument("--flops", type=cli.number(0, open_low=True), required=True, metavar="MFLOPS",
-                        help="budget: at most this many MFLOPs")
+                        help="supernet checkpoint (official release, alphanet-train checkpoint, or .safetensors)")
+    parser.add_argument("--flops", type=cli.number(0, open_low=True), metavar="MFLOPS",
+                        help="budget: at most this many MFLOPs (give --flops, --latency-ms or both)")
     parser.add_argument("--flops-min", type=cli.number(0), metavar="MFLOPS",
                         help="search only subnets with at least this many MFLOPs (default: no floor)")
+    parser.add_argument("--latency-ms", type=cli.number(0, open_low=True), metavar="MS",
+                        help="budget: at most this many milliseconds per batch on this machine with --backend, "
+                             "--threads and --batch-size (predicted from a latency table; the best is measured)")
+    parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
+                        help="runtime latency is measured on: ONNX Runtime or OpenVINO running the file "
+                             "alphanet-export writes, PyTorch eager on the CPU, or CUDA")
+    parser.add_argument("--latency-table", metavar="FILE",
+                        help="latency table to use (built there when missing); default: the cache file for this "
+                             "machine, runtime and version, threads and batch size, under $ALPHANET_ZOO_CACHE or "
+                             "~/.cache/alphanet_zoo/latency")
+    parser.add_argument("--measure-top", type=cli.integer(1, 1000), default=5, metavar="N",
+                        help="with --latency-ms: measure candidates end to end, most accurate first, up to N of them, "
+                             "and report the first that meets the budget (after a miss, those the misses show "
+                             "would miss too are skipped)")
     parser.add_argument("--data", required=True, metavar="DIR",
                         help="held-out labelled images scored for accuracy (ImageNet layout for a 1000-class "
                              "supernet; otherwise class folders of the training classes)")
@@ -57,87 +87,182 @@ def _parser() -> cli.ArgumentParser:
     parser.add_argument("--no-resize", action="store_true",
                         help="feed the crops as they are instead of resizing to each subnet's resolution "
                              "(for supernets trained with data.multi_resolution=false)")
-    parser.add_argument("--history", metavar="FILE", help="also write every evaluated candidate (JSON lines)")
+    parser.add_argument("--history", metavar="FILE",
+                        help="also write every evaluated candidate (JSON lines, rewritten after each generation)")
+    parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="FILE",
+                        help="continue the search a history file (FILE, or --history) recorded: its candidates "
+                             "are not evaluated again, and the result is that of an uninterrupted run")
+    parser.add_argument("--plot", metavar="PNG", help="plot top-1 against MFLOPs (and predicted latency) with the "
+                                                      "Pareto front (needs matplotlib: the 'plot' extra)")
+    parser.add_argument("--dist-timeout", type=cli.number(10, 86400), default=1800, metavar="S",
+                        help="under torchrun: seconds a process waits for the others before the run stops with an "
+                             "error (a process that dies is noticed at once)")
     return parser
 
 
-def _describe(arch) -> str:
-    return (f"res {arch.resolution} w {','.join(map(str, arch.width))} d {''.join(map(str, arch.depth))} "
-            f"k {''.join(map(str, arch.kernel_size))} e {''.join(map(str, arch.expand_ratio))}")
-
-
-@cli_main("alphanet-search")
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    console = Console(args.json)
-
-    from .._io import check_writable_file, write_json, write_text
-    from ..data import labelled_samples
-    from ..supernet import Supernet
-    from .evaluate import SubnetEvaluator, heldout_subset, load_calibration_images, load_heldout_images
-    from .evolution import EvolutionSearch
+def _check(args: argparse.Namespace) -> None:
+    from .._io import check_writable_file
     from .sampling import flops_range
 
+    if args.flops is None and args.latency_ms is None:
+        raise UsageError("give a budget: --flops MFLOPS, --latency-ms MS, or both")
     smallest, largest = flops_range()
     for flag, value in (("--flops", args.flops), ("--flops-min", args.flops_min)):
         if value is not None and not smallest <= value <= largest:
             raise UsageError(f"{flag} {value:g} is outside the search space's range: the smallest subnet has "
                              f"{smallest:.2f} MFLOPs, the largest {largest:.2f}")
-    if args.flops_min is not None and args.flops_min > args.flops:
+    if args.flops_min is not None and args.flops is not None and args.flops_min > args.flops:
         raise UsageError(f"--flops-min {args.flops_min:g} is above --flops {args.flops:g}")
+    if args.latency_ms is None:
+        given = [flag for flag, value in (("--latency-table", args.latency_table),
+                                          ("--backend", None if args.backend == "onnxruntime" else args.backend))
+                 if value is not None]
+        if given:
+            raise UsageError(f"{' and '.join(given)} only apply with --latency-ms")
+    if args.resume is not None:
+        if args.resume is True and not args.history:
+            raise UsageError("--resume needs the history to continue: --resume FILE or --history FILE")
+        if args.resume is not True and not args.history:
+            args.history = args.resume
     for flag, path in (("--supernet", args.supernet), ("--data", args.data), ("--calib-data", args.calib_data)):
         if not Path(path).exists():
             raise InputError(f"{flag}: not found: {path}")
-    check_writable_file(args.out, "--out")
-    if args.history:
-        check_writable_file(args.history, "--history")
-    cli.set_threads(args.threads)
-    device = cli.parse_device(args.device)
+    for flag, path in (("--out", args.out), ("--history", args.history), ("--plot", args.plot)):
+        if path:
+            check_writable_file(path, flag)
+    if args.plot:
+        from .plot import require_matplotlib
 
-    console.status(f"loading supernet {args.supernet}")
+        try:
+            require_matplotlib()
+        except ImportError as e:
+            raise UsageError(str(e)) from None
+
+
+@cli_main(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _check(args)
+    from .. import distributed
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        ctx = distributed.setup(args.device, timeout_s=args.dist_timeout)
+        device = ctx.device
+    else:
+        ctx, device = None, cli.parse_device(args.device)
+    try:
+        with distributed.stop_on_sigterm(PROG):
+            return _search(args, device)
+    finally:
+        if ctx is not None:
+            distributed.teardown()
+
+
+def _search(args: argparse.Namespace, device) -> int:
+    from .. import distributed
+    from ..data import labelled_samples
+    from ..flops import count_flops
+    from ..supernet import Supernet
+    from .budget import Budget
+    from .evaluate import SubnetEvaluator, heldout_subset, load_calibration_images, load_heldout_images
+    from .evolution import EvolutionSearch
+    from .history import fingerprint, history_rows, read_history, write_history
+    from .parallel import evaluate_across_ranks
+    from .report import best_document, print_front
+
+    rank, world = distributed.rank_and_world()
+    main_rank = rank == 0
+    console = Console(args.json) if main_rank else cli.SilentConsole(args.json)
+    quiet = {} if main_rank else {"disable": True}
+    cli.set_threads(args.threads)
+    batch_size = args.batch_size or EVAL_BATCH_SIZE
+
+    console.status(f"loading supernet {args.supernet}" + (f" ({world} processes)" if world > 1 else ""))
     supernet = Supernet.from_checkpoint(args.supernet).to(device).eval()
+    latency = _latency(args, supernet.num_classes, console, quiet) if args.latency_ms is not None else None
+    budget = Budget.create(args.flops, args.flops_min, args.latency_ms, latency.predictor if latency else None)
+
     heldout_samples, _ = labelled_samples(args.data, supernet.num_classes)
     bad = sorted({s.target for s in heldout_samples if not 0 <= s.target < supernet.num_classes})
     if bad:
         raise InputError(f"{args.data}: class index {bad[0]} is outside the supernet's {supernet.num_classes} classes")
+    calibration_batches = cli.calibration_from_args(args, crop_size=args.crop_size)
     calibration = load_calibration_images(
-        cli.calibration_from_args(args, crop_size=args.crop_size),
-        lambda it: progress(it, total=args.calib_batches, desc="calibration images", unit="batch"))
-    heldout = load_heldout_images(heldout_subset(heldout_samples, args.val_images, args.seed + 1), args.batch_size,
-                                  args.crop_size, args.workers, lambda it: progress(it, desc="held-out images"))
-    low = args.flops_min if args.flops_min is not None else smallest
+        calibration_batches,
+        lambda it: progress(it, total=args.calib_batches, desc="calibration images", unit="batch", **quiet))
+    heldout = load_heldout_images(heldout_subset(heldout_samples, args.val_images, args.seed + 1), batch_size,
+                                  args.crop_size, args.workers,
+                                  lambda it: progress(it, desc="held-out images", **quiet))
     console.status(f"{heldout.images.shape[0]} held-out images, {calibration.images.shape[0]} calibration images; "
-                   f"searching {low:.1f}..{args.flops:.1f} MFLOPs")
+                   f"searching {budget.describe()}")
+
+    settings = {"seed": args.seed, "flops": args.flops, "flops_min": args.flops_min, "latency_ms": args.latency_ms,
+                "latency_table": latency.table_id if latency else None, "population": args.population,
+                "parent_ratio": args.parent_ratio, "mutation_ratio": args.mutation_ratio,
+                "mutate_prob": args.mutate_prob, "val_images": args.val_images, "heldout": len(heldout_samples),
+                "crop_size": args.crop_size, "no_resize": args.no_resize, "batch_size": batch_size,
+                "calibration": [calibration_batches.num_batches, calibration_batches.batch_size,
+                                len(calibration_batches.samples)], "num_classes": supernet.num_classes}
+    search_id = fingerprint(settings)
+    known = None
+    if args.resume is not None:
+        source = args.history if args.resume is True else args.resume
+        known = read_history(source, search_id, budget.latency) if main_rank else None
+        known = distributed.broadcast_object(known, what="sharing the history to resume")
+        console.status(f"resuming from {source}: {len(known)} candidates already evaluated")
 
     evaluator = SubnetEvaluator(supernet, calibration, heldout, device, resize=not args.no_resize)
-    search = EvolutionSearch(evaluator, args.flops, args.flops_min, population=args.population,
-                             generations=args.generations, parent_ratio=args.parent_ratio,
-                             mutation_ratio=args.mutation_ratio, mutate_prob=args.mutate_prob, seed=args.seed)
-    bar = progress(total=args.generations + 1, desc="generations", unit="gen")
+    search = EvolutionSearch(None, budget=budget, population=args.population, generations=args.generations,
+                             parent_ratio=args.parent_ratio, mutation_ratio=args.mutation_ratio,
+                             mutate_prob=args.mutate_prob, seed=args.seed, known=known,
+                             evaluate_many=evaluate_across_ranks(evaluator, count_flops))
+    bar = progress(total=args.generations + 1, desc="generations", unit="gen", **quiet)
     start = time.perf_counter()
 
     def report(generation: int, population) -> None:
         best = max(population, key=lambda c: c.top1)
         bar.update(1)
         bar.set_postfix(best=f"{best.top1:.2f}%", evaluated=len(search.evaluated))
+        if args.history and main_rank:
+            write_history(args.history, history_rows(search.evaluated.values(), search_id))
 
-    result = search.run(report)
-    bar.close()
+    try:
+        result = search.run(report)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    chosen, checked = result.best, None
+    if latency is not None:
+        chosen, checked = latency.check_best(result, args.latency_ms, args.measure_top, main_rank, console)
 
-    write_json(args.out, result.best.arch.to_dict())
-    if args.history:
-        write_text(args.history, "".join(json.dumps(c.to_dict()) + "\n" for c in result.history))
+    document = best_document(chosen, result, world_size=world, seed=args.seed, budget=budget,
+                             heldout_images=int(heldout.images.shape[0]),
+                             calibration=calibration_batches.describe(), latency=checked, search_id=search_id,
+                             seconds=seconds, replayed=search.replayed)
+    if main_rank:
+        from .._io import write_json
 
-    console.json({"best": result.best.to_dict(), "pareto": [c.to_dict() for c in result.pareto],
-                  "evaluated": len(result.history), "seconds": round(time.perf_counter() - start, 3)})
-    console.result(f"Pareto front of {len(result.history)} evaluated subnets ({time.perf_counter() - start:.0f} s):")
-    console.result(f"{'MFLOPs':>9} {'top-1 %':>8}  architecture")
-    for c in result.pareto:
-        mark = "  <- best" if c.arch == result.best.arch else ""
-        console.result(f"{c.mflops:>9.2f} {c.top1:>8.2f}  {_describe(c.arch)}{mark}")
-    console.status(f"best: {result.best.mflops:.2f} MFLOPs, top-1 {result.best.top1:.2f} % on "
-                   f"{heldout.images.shape[0]} held-out images -> {args.out}")
+        write_json(args.out, document)
+        if args.plot:
+            from .plot import plot_search
+
+            plot_search(result.history, chosen, args.plot, checked["measured_ms"] if checked else None,
+                        args.latency_ms)
+    console.json({**document, "best": chosen.to_dict(), "pareto": [c.to_dict() for c in result.pareto]})
+    print_front(console, result, chosen, seconds)
+    what = f"{chosen.mflops:.2f} MFLOPs"
+    if checked:
+        what += f", {checked['predicted_ms']:.2f} ms predicted, {checked['measured_ms']:.2f} ms measured"
+    console.status(f"best: {what}, top-1 {chosen.top1:.2f} % on {heldout.images.shape[0]} held-out images "
+                   f"-> {args.out}" + (f" (plot: {args.plot})" if args.plot else ""))
+    distributed.checked_barrier("finishing")
     return 0
+
+
+def _latency(args: argparse.Namespace, num_classes: int, console: Console, quiet: dict):
+    from .latency_search import LatencySetup
+
+    return LatencySetup.create(args, num_classes, console, quiet)
 
 
 if __name__ == "__main__":

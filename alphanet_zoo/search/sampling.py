@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from typing import Callable
 
 from ..config import SEARCH_SPACE, ArchConfig, SearchSpace
 from ..errors import InputError
@@ -60,42 +61,52 @@ def _check_band(low: float, high: float, space: SearchSpace) -> None:
         raise InputError(f"empty FLOPs range: {low:.2f} > {high:.2f}")
 
 
-def _descend(start: ArchConfig, low: float, high: float, rng: random.Random,
+def _descend(start: ArchConfig, distance: Callable[[ArchConfig], float], rng: random.Random,
              space: SearchSpace) -> ArchConfig | None:
-    """Random single-choice changes, each kept if it brings the FLOPs closer to [low, high]."""
+    """Random single-choice changes, each kept if it brings ``distance`` (0: inside the budget) closer to 0."""
     table = genes(space)
-    arch, flops = start, count_flops(start)
-
-    def distance(f: float) -> float:
-        return low - f if f < low else f - high if f > high else 0.0
-
+    arch, gap = start, distance(start)
     for _ in range(_DESCENT_PROPOSALS):
-        if distance(flops) == 0.0:
+        if gap == 0.0:
             return arch
         gene, options = rng.choice(table)
         candidate = _set(arch, gene, rng.choice([o for o in options if o != _get(arch, gene)]))
-        candidate_flops = count_flops(candidate)
-        if distance(candidate_flops) < distance(flops):
-            arch, flops = candidate, candidate_flops
-    return arch if distance(flops) == 0.0 else None
+        candidate_gap = distance(candidate)
+        if candidate_gap < gap:
+            arch, gap = candidate, candidate_gap
+    return arch if gap == 0.0 else None
 
 
-def sample_in_range(low: float, high: float, rng: random.Random, space: SearchSpace = SEARCH_SPACE) -> ArchConfig:
-    """A random subnet with ``low <= MFLOPs <= high``.
+def _flops_distance(low: float, high: float) -> Callable[[ArchConfig], float]:
+    def distance(arch: ArchConfig) -> float:
+        f = count_flops(arch)
+        return low - f if f < low else f - high if f > high else 0.0
+
+    return distance
+
+
+def sample_where(distance: Callable[[ArchConfig], float], rng: random.Random, space: SearchSpace = SEARCH_SPACE,
+                 what: str = "the budget") -> ArchConfig:
+    """A random subnet with ``distance(arch) == 0`` (inside a budget; positive: how far outside).
 
     Uniform over such subnets when plain rejection sampling finds one within a few hundred draws;
     otherwise the result of a random descent from a uniform draw.
     """
-    _check_band(low, high, space)
     for _ in range(_REJECTION_DRAWS):
         arch = space.sample(rng)
-        if low <= count_flops(arch) <= high:
+        if distance(arch) == 0.0:
             return arch
     for _ in range(_RESTARTS):
-        arch = _descend(space.sample(rng), low, high, rng, space)
+        arch = _descend(space.sample(rng), distance, rng, space)
         if arch is not None:
             return arch
-    raise InputError(f"found no subnet between {low:.2f} and {high:.2f} MFLOPs; widen the range")
+    raise InputError(f"found no subnet inside {what}; widen it")
+
+
+def sample_in_range(low: float, high: float, rng: random.Random, space: SearchSpace = SEARCH_SPACE) -> ArchConfig:
+    """A random subnet with ``low <= MFLOPs <= high`` (see `sample_where`)."""
+    _check_band(low, high, space)
+    return sample_where(_flops_distance(low, high), rng, space, f"{low:.2f}..{high:.2f} MFLOPs")
 
 
 def sample_at_flops(target: float, tolerance: float = 10.0, seed: int | random.Random | None = None, *,

@@ -1,0 +1,69 @@
+"""``alphanet-search --plot``: top-1 of every evaluated candidate against MFLOPs and, in a latency
+search, against predicted latency, with the Pareto front and the reported best (matplotlib, optional)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from .evolution import Candidate, pareto_front
+
+
+def require_matplotlib() -> None:
+    """Raise ImportError with the install hint when matplotlib (the ``plot`` extra) is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError("--plot needs matplotlib: pip install 'alphanet_zoo[plot]'") from None
+
+
+def plot_points(history: Sequence[Candidate], best: Candidate) -> dict[str, Any]:
+    """What `plot_search` draws, per panel (``mflops``, and ``latency`` when candidates have one):
+    ``all`` and ``front`` as (x, top-1) points by increasing x, and ``best``."""
+    panels: dict[str, Any] = {}
+    axes = [("mflops", lambda c: c.mflops)]
+    if any(c.latency_ms is not None for c in history):
+        axes.insert(0, ("latency", lambda c: c.latency_ms))
+    for name, x in axes:
+        front = pareto_front(history, x)
+        panels[name] = {"all": sorted((x(c), c.top1) for c in history),
+                        "front": [(x(c), c.top1) for c in front], "best": (x(best), best.top1)}
+    return panels
+
+
+def plot_search(history: Sequence[Candidate], best: Candidate, path: str | os.PathLike,
+                measured_ms: float | None = None, budget_ms: float | None = None) -> dict[str, Any]:
+    """Write the plot (PNG, or the format the suffix names) atomically; returns `plot_points`."""
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from .._io import atomic_path
+
+    points = plot_points(history, best)
+    labels = {"latency": "predicted latency (ms)", "mflops": "MFLOPs"}
+    fig, axes = plt.subplots(1, len(points), figsize=(6.5 * len(points), 5), dpi=120, squeeze=False)
+    try:
+        for ax, (name, p) in zip(axes[0], points.items()):
+            ax.scatter([x for x, _ in p["all"]], [y for _, y in p["all"]], s=10, color="tab:gray", alpha=0.5,
+                       label=f"evaluated ({len(p['all'])})")
+            ax.plot([x for x, _ in p["front"]], [y for _, y in p["front"]], "o-", color="tab:blue", ms=4,
+                    label="Pareto front")
+            ax.plot(*p["best"], "*", color="tab:red", ms=14, label="best")
+            if name == "latency" and budget_ms is not None:
+                ax.axvline(budget_ms, color="tab:red", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
+            if name == "latency" and measured_ms is not None:
+                ax.plot(measured_ms, p["best"][1], "x", color="black", ms=9, label="best, measured end to end")
+            ax.set_xlabel(labels[name])
+            ax.set_ylabel("top-1 on the held-out images (%)")
+            ax.grid(True, alpha=0.3)
+            ax.legend(loc="lower right", fontsize=8)
+        fig.suptitle("alphanet-search: accuracy against cost")
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=Path(path).suffix.lstrip(".").lower() or "png")
+    finally:
+        plt.close(fig)
+    return points

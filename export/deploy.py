@@ -1,0 +1,414 @@
+"""The export pipeline every format shares: build, verify, choose a precision, write atomically.
+
+    >>> from alphanet_zoo.export import export_model
+    >>> result = export_model(model, "alphanet_a0.xml", "openvino", precision="auto", threads=2)
+    >>> result.precision, result.export_info["choice"]["reason"]
+
+1. **Build** each candidate precision in a private staging folder (the system's temporary folder):
+   the fp32 ONNX first (every ONNX and OpenVINO file starts from it, so its check covers them),
+   then what the format makes of it (`Builder`).
+2. **Verify.** An fp32 file must match PyTorch to ``tolerance`` (1e-4) on random inputs at two
+   batch sizes, after its format's structural checks; any failure stops the export. Every file's
+   logits on real images (``--calib-data``, or the built-in test images: `export.images`) are
+   compared with the fp32 PyTorch model's (`export.agreement`): a bf16 or int8 file must clear its
+   `Thresholds` (bf16: logit cosine >= 0.999 on the worst image; int8: >= 0.99).
+3. **Choose** (``precision="auto"``): every candidate that passed is timed on this machine through
+   `open_model`'s settings, interleaved, at batch 1 and 16; the fastest wins, but a less precise
+   candidate must beat the more precise one by `AUTO_MARGIN` (noise must not cost accuracy), and
+   int8 is never chosen when it is slower than bf16. int8 is a candidate only with ``--calib-data``:
+   a quantizer calibrated on synthetic images is no deployment choice. The figures and the reason
+   go into the file's ``export`` metadata.
+4. **Write**: the chosen file, now carrying its ``export`` metadata, is written in staging, run
+   once more (its logits must equal the verified candidate's), then copied beside the target under
+   temporary names and renamed (`alphanet_zoo._io.atomic_path`; an IR's ``.bin`` then its ``.xml``).
+   A failure or an interruption anywhere leaves no file behind, and keeps an earlier file intact.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from alphanet_zoo._io import atomic_path
+from alphanet_zoo.errors import InputError
+
+from .agreement import Agreement, Thresholds, check_agreement, measure_agreement, thresholds_for
+from .images import DEFAULT_CALIB_IMAGES, DEFAULT_VERIFY_IMAGES, ImageSets, image_sets
+from .metadata import EXPORT_INFO_FORMAT, export_metadata
+from .verify import (DEFAULT_TOLERANCE, VERIFY_BATCH_SIZES, ExportResult, ExportVerificationError, Verification,
+                     file_logits, reference_logits, reported_as_not_written)
+
+log = logging.getLogger("alphanet_zoo")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+RANK = {"fp32": 0, "bf16": 1, "int8": 2}  # most precise first
+AUTO_MARGIN = 0.03  # a less precise candidate must be at least 3 % faster to be chosen
+TIMING_BATCHES = (1, 16)
+TIMING_ROUNDS, TIMING_BLOCK = 6, 3
+FINAL_CHECK_ATOL = 1e-5  # the written file against the verified candidate: the same model, re-serialised
+FINAL_CHECK_IMAGES = 4
+
+
+@dataclass
+class Candidate:
+    """One precision of the file being exported, built in staging."""
+
+    precision: str
+    files: list[Path]
+    verification: Verification | None = None  # fp32: the tolerance check; reduced: filled with the agreement
+    details: dict[str, Any] = field(default_factory=dict)  # "runtime", "quantization"
+    obj: Any = None  # what the builder may reuse when writing the final file
+    agreement: Agreement | None = None
+    logits: np.ndarray | None = None  # on the verification images
+    failure: str | None = None  # why it did not pass (auto records it and goes on)
+    timing: dict[str, Any] | None = None
+
+
+@dataclass
+class ExportJob:
+    """What one export needs: the model, where the file goes, how it is checked."""
+
+    model: nn.Module
+    path: Path
+    format: str
+    metadata: dict[str, Any]
+    staging: Path
+    opset: int = 18
+    batch: int | str = "dynamic"
+    tolerance: float = DEFAULT_TOLERANCE
+    verify: bool = True
+    threads: int | None = None
+    images: ImageSets | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # the format's own options (TorchScript: channels_last)
+    cache: dict[str, Any] = field(default_factory=dict)  # intermediate files shared by candidates
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+    @property
+    def verify_batch_sizes(self) -> tuple[int, ...]:
+        return VERIFY_BATCH_SIZES if self.batch == "dynamic" else (int(self.batch),)
+
+
+class Builder:
+    """How one format is built from the model, written with its metadata, and run."""
+
+    format = ""
+    precisions: tuple[str, ...] = ("fp32",)
+
+    def targets(self, path: Path) -> list[Path]:
+        """The files the export writes (an IR: ``.xml`` and ``.bin``)."""
+        return [path]
+
+    def supported(self, precision: str) -> str | None:
+        """None when ``precision`` runs on this machine, else why not."""
+        return None
+
+    def build(self, job: ExportJob, precision: str) -> Candidate:
+        raise NotImplementedError
+
+    def write(self, job: ExportJob, candidate: Candidate, export_info: dict[str, Any], folder: Path) -> list[Path]:
+        """The final files (in ``folder``, in `targets` order), with the record and ``export_info`` inside."""
+        raise NotImplementedError
+
+    def open(self, job: ExportJob, candidate: Candidate, files: Sequence[Path] | None = None):
+        """An `ExportedModel` on the candidate's files (or ``files``), run as `open_model` runs it."""
+        raise NotImplementedError
+
+
+def builder_for(fmt: str) -> Builder:
+    if fmt == "onnx":
+        from .onnx_export import OnnxBuilder
+
+        return OnnxBuilder()
+    if fmt == "openvino":
+        from .openvino_export import OpenVinoBuilder
+
+        return OpenVinoBuilder()
+    if fmt == "torchscript":
+        from .torchscript_export import TorchScriptBuilder
+
+        return TorchScriptBuilder()
+    if fmt == "pt2":
+        from .pt2_export import Pt2Builder
+
+        return Pt2Builder()
+    raise InputError(f"unknown export format {fmt!r}; choose from onnx, openvino, torchscript, pt2")
+
+
+def default_precision(fmt: str) -> str:
+    """``auto`` for OpenVINO (the runtime users choose for speed), ``fp32`` for every other format."""
+    return "auto" if fmt == "openvino" else "fp32"
+
+
+def check_precision(builder: Builder, precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if precision == "auto" or precision in builder.precisions:
+        return
+    hint = {"bf16": "ONNX Runtime's CPU provider has no bf16 kernels; --format openvino runs bf16",
+            "int8": "int8 files are ONNX (ONNX Runtime) or OpenVINO IR"}.get(precision, "")
+    raise InputError(f"--precision {precision} is not available for --format {builder.format} "
+                     f"(it offers {', '.join(builder.precisions)}{'; ' + hint if hint else ''})")
+
+
+# ---- measuring --------------------------------------------------------------------------------------
+
+def _time_candidates(job: ExportJob, builder: Builder, candidates: list[Candidate]) -> None:
+    """Median ms per image of each candidate at each timing batch size, interleaved, through `open_model`'s
+    settings; fills ``candidate.timing`` (``score``: the geometric mean over the batch sizes)."""
+    side = job.model.arch.resolution
+    batches = TIMING_BATCHES if job.batch == "dynamic" else (int(job.batch),)
+    generator = torch.Generator().manual_seed(1)
+    runners = [builder.open(job, c) for c in candidates]
+    try:
+        per_batch: dict[int, list[list[float]]] = {}
+        for n in batches:
+            x = np.ascontiguousarray(torch.randn(n, 3, side, side, generator=generator).numpy())
+            times: list[list[float]] = [[] for _ in candidates]
+            for r in runners:
+                r(x)  # compiles for this batch size (not timed)
+            for _ in range(TIMING_ROUNDS):
+                for r, t in zip(runners, times):
+                    r(x)  # one untimed call: the previous runner's threads settle
+                    for _ in range(TIMING_BLOCK):
+                        start = time.perf_counter()
+                        r(x)
+                        t.append((time.perf_counter() - start) * 1e3 / n)
+            per_batch[n] = times
+    finally:
+        for r in runners:
+            r.close()
+    for i, c in enumerate(candidates):
+        medians = {str(n): round(statistics.median(per_batch[n][i]), 4) for n in batches}
+        lows = {str(n): round(min(per_batch[n][i]), 4) for n in batches}
+        score = math.exp(sum(math.log(v) for v in medians.values()) / len(medians))
+        c.timing = {"ms_per_image": medians, "best_ms_per_image": lows, "score": round(score, 4)}
+
+
+def _choose(candidates: list[Candidate]) -> tuple[Candidate, str]:
+    """The candidate ``auto`` picks among those timed, and why."""
+    timed = sorted((c for c in candidates if c.failure is None and c.timing), key=lambda c: RANK[c.precision])
+    best = timed[0]
+    bf16 = next((b for b in candidates if b.precision == "bf16" and b.timing), None)
+
+    def slower_than_bf16(c: Candidate) -> bool:
+        return c.precision == "int8" and bf16 is not None and c.timing["score"] >= bf16.timing["score"]
+
+    for c in timed[1:]:
+        if not slower_than_bf16(c) and c.timing["score"] <= best.timing["score"] * (1 - AUTO_MARGIN):
+            best = c
+
+    def speed(c: Candidate) -> str:
+        return ", ".join(f"{v:.2f}" for v in c.timing["ms_per_image"].values())
+
+    batches = ", ".join(best.timing["ms_per_image"])
+    parts = [f"{best.precision} chosen: median ms/image at batch {batches}: {speed(best)}"]
+    for c in candidates:
+        if c is best:
+            continue
+        if c.failure is not None:
+            parts.append(f"{c.precision} failed: {c.failure}")
+        elif c.timing:
+            ratio = c.timing["score"] / best.timing["score"]
+            why = ("slower than bf16" if slower_than_bf16(c) else "slower" if ratio >= 1
+                   else f"less than {100 * AUTO_MARGIN:.0f} % faster")
+            parts.append(f"{c.precision} {speed(c)} ({ratio:.2f}x the time; {why})")
+    return best, "; ".join(parts)
+
+
+# ---- the pipeline -----------------------------------------------------------------------------------
+
+def _auto_candidates(builder: Builder, images: ImageSets | None) -> tuple[list[str], list[str]]:
+    """The precisions ``auto`` tries here, and a note for each it skips."""
+    tried, skipped = [], []
+    for precision in builder.precisions:
+        why = builder.supported(precision)
+        if why is None and precision == "int8" and not (images and images.real):
+            why = "needs --calib-data (real images to calibrate on)"
+        if why is None:
+            tried.append(precision)
+        else:
+            skipped.append(f"{precision} not tried: {why}")
+    return tried, skipped
+
+
+def _measure(job: ExportJob, builder: Builder, candidate: Candidate, reference: np.ndarray,
+             thresholds: Thresholds | None, strict: bool) -> None:
+    """The candidate's agreement on the verification images; a reduced precision must clear ``thresholds``
+    (``strict``: raise when it does not, else record the failure)."""
+    runner = builder.open(job, candidate)
+    try:
+        candidate.logits = file_logits(runner, job.images.verification)
+    finally:
+        runner.close()
+    candidate.agreement = measure_agreement(reference, candidate.logits, job.images.verification_source)
+    if candidate.precision == "fp32":
+        candidate.verification = candidate.verification.with_agreement(candidate.agreement.to_dict())
+        return
+    try:
+        check_agreement(candidate.agreement, thresholds, candidate.precision, job.label)
+    except ExportVerificationError as e:
+        if strict:
+            raise
+        candidate.failure = str(e).split(": ", 1)[-1]
+        return
+    base = candidate.verification
+    checks = base.checks if base else ()
+    runtime = base.runtime if base else builder.format
+    candidate.verification = Verification(
+        builder.format, runtime, (min(16, len(job.images.verification)),), candidate.agreement.max_abs_diff, None,
+        checks, candidate.precision, candidate.agreement.to_dict(), thresholds.to_dict())
+
+
+def _final_check(job: ExportJob, builder: Builder, chosen: Candidate, files: list[Path]) -> None:
+    """The written file must compute what the verified candidate computed."""
+    runner = builder.open(job, chosen, files)
+    try:
+        logits = file_logits(runner, job.images.verification[:FINAL_CHECK_IMAGES])
+    finally:
+        runner.close()
+    diff = float(np.abs(logits - chosen.logits[:FINAL_CHECK_IMAGES]).max())
+    if not diff <= FINAL_CHECK_ATOL:
+        raise ExportVerificationError(f"the written {job.label} differs from the verified file by {diff:.3g}")
+
+
+def _export_info(job: ExportJob, builder: Builder, chosen: Candidate, requested: str,
+                 candidates: list[Candidate], reason: str | None, thresholds: Thresholds | None) -> dict[str, Any]:
+    from alphanet_zoo import __version__
+
+    from .runtime import cpu_name
+
+    info: dict[str, Any] = {
+        "format": EXPORT_INFO_FORMAT, "file_format": builder.format, "precision": chosen.precision,
+        "requested_precision": requested, "verified": job.verify,
+        "agreement": chosen.agreement.to_dict() if chosen.agreement else None,
+        "thresholds": thresholds.to_dict() if thresholds and chosen.precision != "fp32" else None,
+        "verification": dataclasses.asdict(chosen.verification) if chosen.verification else None,
+        "quantization": chosen.details.get("quantization"),
+        "runtime": chosen.details.get("runtime", {}),
+        "graph_passes": chosen.details.get("graph_passes"),
+        "choice": None, "library_version": __version__, "torch": torch.__version__,
+    }
+    if requested == "auto":
+        info["choice"] = {
+            "reason": reason, "machine": cpu_name(), "threads": job.threads,
+            "candidates": [{"precision": c.precision, "passed": c.failure is None, "failure": c.failure,
+                            "agreement": c.agreement.to_dict() if c.agreement else None, **(c.timing or {})}
+                           for c in candidates]}
+    return info
+
+
+def export_model(model: nn.Module, path: str | os.PathLike, fmt: str, *, precision: str | None = None,
+                 metadata: dict[str, Any] | None = None, opset: int | None = None, batch: int | str = "dynamic",
+                 verify: bool = True, tolerance: float = DEFAULT_TOLERANCE, min_cosine: float | None = None,
+                 min_top1: float | None = None, min_top5: float | None = None,
+                 calib_data: str | os.PathLike | None = None, calib_images: int = DEFAULT_CALIB_IMAGES,
+                 verify_images: int = DEFAULT_VERIFY_IMAGES, seed: int = 0, threads: int | None = None,
+                 progress: Callable[[str], None] | None = None,
+                 builder_options: dict[str, Any] | None = None) -> ExportResult:
+    """Export ``model`` (an `AlphaNet`) to ``path`` as ``fmt`` (``onnx``, ``openvino``, ``torchscript``,
+    ``pt2``) at ``precision`` (``auto``, ``fp32``, ``bf16``, ``int8``; default `default_precision`),
+    verified, with its record and ``export`` metadata inside; see the module's docstring.
+
+    ``min_cosine``, ``min_top1``, ``min_top5`` replace the precision's default `Thresholds`;
+    ``calib_data`` is a folder of real images (int8 calibration and verification; default: the
+    built-in test images verify); ``threads`` the runtime threads the timing of ``auto`` uses
+    (None: the runtime's default). ``progress`` receives one line per step.
+    """
+    from .onnx_export import DEFAULT_OPSET, check_batch, check_opset
+
+    builder = builder_for(fmt)
+    requested = precision or default_precision(fmt)
+    check_precision(builder, requested)
+    if requested != "auto" and builder.supported(requested):
+        raise InputError(f"--precision {requested}: {builder.supported(requested)}")
+    if requested == "auto" and not verify:
+        raise InputError("--precision auto verifies and times each precision; it cannot be used without "
+                         "verification (give --precision)")
+    path = Path(path)
+    say = progress or (lambda text: log.info("%s", text))
+    meta = metadata if metadata is not None else export_metadata(model)
+    images = None
+    if verify or requested == "int8":
+        images = image_sets(model.pretrained_cfg.preprocessing, calib_data, calib_images=calib_images,
+                            verify_images=verify_images, seed=seed)
+        if requested == "int8" and not images.real:
+            log.warning("int8 calibrated on the package's synthetic test images: give --calib-data with real "
+                        "images for a file to deploy")
+    # the bars a reduced-precision file must clear (auto: every candidate the same, bf16's by default)
+    bars = thresholds_for(requested, min_cosine, min_top1, min_top5) if requested != "fp32" else None
+
+    with tempfile.TemporaryDirectory(prefix="alphanet_export_") as staging_dir, reported_as_not_written(path):
+        job = ExportJob(model, path, builder.format, meta, Path(staging_dir), opset or DEFAULT_OPSET,
+                        check_batch(batch), tolerance, verify, threads, images, dict(builder_options or {}))
+        check_opset(job.opset)
+        reference = reference_logits(model, images.verification) if verify else None
+        if requested == "auto":
+            wanted, skipped = _auto_candidates(builder, images)
+        else:
+            wanted, skipped = [requested], []
+        candidates: list[Candidate] = []
+        for p in wanted:
+            say(f"building the {p} candidate")
+            try:
+                candidate = builder.build(job, p)
+            except ExportVerificationError as e:
+                if requested != "auto" or p == "fp32":
+                    raise
+                candidates.append(Candidate(p, [], failure=str(e)))
+                continue
+            if verify:
+                _measure(job, builder, candidate, reference, bars, strict=requested != "auto")
+                if candidate.agreement is not None:
+                    say(f"{p}: {candidate.agreement.summary()}"
+                        + (f" - FAILED: {candidate.failure}" if candidate.failure else ""))
+            candidates.append(candidate)
+        reason = None
+        if requested == "auto":
+            passed = [c for c in candidates if c.failure is None]
+            if len(passed) > 1:
+                say(f"timing {', '.join(c.precision for c in passed)} on this machine")
+                timed = passed + [c for c in candidates if c.precision == "bf16" and c.failure and c.files
+                                  and any(p.precision == "int8" for p in passed)]
+                _time_candidates(job, builder, timed)
+                chosen, reason = _choose(candidates)
+            else:
+                chosen = passed[0]
+                reason = f"{chosen.precision} chosen: the only precision that passed"
+                reason += "".join(f"; {c.precision} failed: {c.failure}" for c in candidates if c.failure)
+            reason += "".join(f"; {note}" for note in skipped)
+        else:
+            chosen = candidates[0]
+        export_info = _export_info(job, builder, chosen, requested, candidates, reason, bars)
+        final_folder = job.staging / "final"
+        final_folder.mkdir()
+        files = builder.write(job, chosen, export_info, final_folder)
+        if verify:
+            _final_check(job, builder, chosen, files)
+        _install(files, builder.targets(path))
+    return ExportResult(path, builder.format, meta, chosen.verification, chosen.precision, export_info)
+
+
+def _install(files: Sequence[Path], targets: Sequence[Path]) -> None:
+    """Copy ``files`` onto ``targets`` atomically: each is copied to a temporary name beside its target,
+    then all are renamed, the first target (an IR's ``.xml``, the file users open) last. A failure
+    before the renames leaves none of them behind."""
+    import contextlib
+
+    with contextlib.ExitStack() as stack:  # exits in reverse order: targets[-1] is renamed first
+        temporaries = [stack.enter_context(atomic_path(t)) for t in targets]
+        for source, tmp in zip(files, temporaries):
+            shutil.copyfile(source, tmp)
