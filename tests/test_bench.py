@@ -123,6 +123,7 @@ def test_json_mode_prints_only_json(capsys, arch_file):
     assert "GFLOP/s" not in captured.out and "thread(s)" in captured.err
 
 
+@pytest.mark.slow  # seconds of subprocesses or compiles: CI runs it, the quick loop does not
 def test_table_with_supernet_weights(capsys, official_checkpoint, monkeypatch):
     monkeypatch.setattr(bench, "GEMM_SIZE", 256)
     code = bench.main(["--arch", "a0", "--backend", "onnxruntime", "--batch-size", "1", "--threads", "1", "--warmup",
@@ -139,6 +140,7 @@ def test_gemm_ceiling_is_measured(precision):
     assert bench.gemm_gflops(1, size=128, repeats=2, precision=precision) > 0
 
 
+@pytest.mark.slow  # seconds of subprocesses or compiles: CI runs it, the quick loop does not
 def test_runner_outputs_match_eager(tmp_path, arch_file):
     model = AlphaNet(arch_file[1], num_classes=10).eval()
     transform = alphanet_zoo.transforms(model)

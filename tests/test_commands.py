@@ -45,6 +45,7 @@ def test_models_table_and_json(capsys, tmp_path):
     assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["a0", "a6"]
 
 
+@pytest.mark.slow  # seconds of subprocesses or compiles: CI runs it, the quick loop does not
 def test_console_scripts_are_installed_and_a_closed_pipe_is_quiet():
     script = str(Path(sys.executable).parent / "alphanet-models")
     run = subprocess.run([script, "--json"], capture_output=True, text=True)

@@ -141,6 +141,7 @@ def _int8_graph_facts(path: Path) -> dict:
             "quantized_convs": len(weight_dq), "convs": len(conv_weights)}
 
 
+@pytest.mark.slow  # seconds of subprocesses or compiles: CI runs it, the quick loop does not
 def test_int8_onnx_is_static_per_channel_uint8_and_calibrated_on_the_images(tiny_model, tmp_path, images_folder):
     out = tmp_path / "m.onnx"
     result = export_model(tiny_model, out, "onnx", precision="int8", calib_data=images_folder, calib_images=8,
@@ -181,6 +182,7 @@ def test_int8_openvino_and_a_refused_int8(tiny_model, tmp_path, images_folder):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow  # seconds of subprocesses or compiles: CI runs it, the quick loop does not
 def test_auto_times_the_candidates_and_records_its_choice(tiny_model, tmp_path):
     out = tmp_path / "auto.xml"
     result = export_model(tiny_model, out, "openvino", threads=1)  # auto is OpenVINO's default
@@ -297,6 +299,7 @@ def test_cli_precision_errors(tmp_path, capsys, arch_file, argv, fragment):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow  # seconds of subprocesses or compiles: CI runs it, the quick loop does not
 def test_cli_pt2_by_suffix(tmp_path, capsys, arch_file, tiny_model):
     code, out, err = run_cli(["--arch", arch_file, "--weights", "random", "--out", tmp_path / "m.pt2"], capsys)
     assert code == 0, err

@@ -527,6 +527,7 @@ def test_calibration_options_need_calib_data(tmp_path, official_checkpoint, caps
     assert code == 2 and "--calib-data" in err
 
 
+@pytest.mark.slow  # seconds of subprocesses or compiles: CI runs it, the quick loop does not
 def test_arch_all_with_plot_and_limit(tmp_path, pytorch_run, official_checkpoint, capsys):
     pytest.importorskip("matplotlib")
     data, _, _ = pytorch_run

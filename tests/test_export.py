@@ -384,6 +384,7 @@ def test_conflicting_weight_flags_are_a_usage_error(capsys):
     assert "not allowed with" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # seconds of subprocesses or compiles: CI runs it, the quick loop does not
 def test_console_script(tmp_path, small_arch_file):
     script = Path(sys.executable).with_name("alphanet-export")
     done = subprocess.run([str(script), "--arch", str(small_arch_file), "--random-init", "--out",

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # every test here runs commands in subprocesses under limits
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PHOTO = REPO / "tests" / "parity" / "photo.png"

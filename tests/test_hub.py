@@ -188,6 +188,7 @@ def test_server_errors_fail_fast_with_one_clear_error(hub, fault, message):
     assert time.monotonic() - start < 15
 
 
+@pytest.mark.slow  # seconds of subprocesses or compiles: CI runs it, the quick loop does not
 @pytest.mark.parametrize("fault", ["stall", "trickle"])
 def test_a_stalled_transfer_is_abandoned_in_bounded_time(hub, tmp_path, monkeypatch, fault):
     monkeypatch.setattr(hub_module, "STALL_TIMEOUT_S", 2.0)
@@ -200,6 +201,7 @@ def test_a_stalled_transfer_is_abandoned_in_bounded_time(hub, tmp_path, monkeypa
     assert len(cached_files(tmp_path)) == 1  # the config only: no partial or unverified weights
 
 
+@pytest.mark.slow  # seconds of subprocesses or compiles: CI runs it, the quick loop does not
 def test_two_processes_fill_an_empty_cache_at_once(hub, a0, tmp_path):
     script = ("import alphanet_zoo, torch\n"
               "m = alphanet_zoo.load('a0', pretrained=True)\n"

@@ -153,6 +153,7 @@ def test_a_foreign_onnx_file_runs_without_metadata(tmp_path, tiny_model):
         model.preprocess(Image.open(PHOTO))
 
 
+@pytest.mark.slow  # seconds of subprocesses or compiles: CI runs it, the quick loop does not
 def test_openvino_is_imported_only_when_an_ir_is_opened(exported):
     code = ("import sys; from alphanet_zoo.export import open_model, read_metadata; "
             f"m = open_model({str(exported['onnx'])!r}); read_metadata({str(exported['openvino'])!r}); "
@@ -162,6 +163,7 @@ def test_openvino_is_imported_only_when_an_ir_is_opened(exported):
     assert done.stdout.strip() == "False"
 
 
+@pytest.mark.slow  # seconds of subprocesses or compiles: CI runs it, the quick loop does not
 def test_one_openvino_core_per_process_so_signals_stay_deliverable(exported):
     """OpenVINO 2026.4's CPU plugin leaves the main thread's signal stack freed when two Cores die in the
     order they were made; the next handled signal (torch's DataLoader handles SIGCHLD) is then a SIGSEGV.

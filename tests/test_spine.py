@@ -58,6 +58,7 @@ def test_extract_then_eval_equals_eval_with_calibration(folders, official_checkp
         {(s, index[s]) for s in SYNSETS}
 
 
+@pytest.mark.slow  # seconds of subprocesses or compiles: CI runs it, the quick loop does not
 def test_a_search_candidate_is_reproduced_by_extract_and_eval(folders, official_checkpoint, tmp_path, capsys):
     from alphanet_zoo.eval.cli import main as eval_main
     from alphanet_zoo.search.cli import main as search_main
@@ -117,6 +118,7 @@ def test_json_puts_only_json_on_stdout(official_checkpoint, folders, tmp_path, c
     assert json.loads(capsys.readouterr().out)["images"] == len(SYNSETS) * 2
 
 
+@pytest.mark.slow  # seconds of subprocesses or compiles: CI runs it, the quick loop does not
 def test_random_weights_work_on_export_bench_and_predict(tmp_path, capsys):
     from alphanet_zoo.export.bench import main as bench_main
     from alphanet_zoo.export.cli import main as export_main

@@ -536,6 +536,7 @@ def test_checkpoint_reading_refuses_what_it_cannot_use(tmp_path):
     assert len(digests) == 1 + len(variants) and content_digest(base) == content_digest(dict(base))
 
 
+@pytest.mark.slow  # seconds of subprocesses or compiles: CI runs it, the quick loop does not
 def test_a_resumed_run_continues_exactly_as_the_uninterrupted_one(tmp_path, monkeypatch, capsys):
     """One process, in-process: an uninterrupted run keeps copies of its checkpoints; each is then put in a
     fresh output folder with the run's whole log (as a job killed later leaves them) and the same command
