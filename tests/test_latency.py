@@ -284,8 +284,11 @@ def test_a_latency_budget_search_end_to_end(small_table, tmp_path, official_chec
     # measured in order of merit (most accurate first), the first to meet the budget is the one reported
     ranked = [r["arch"] for r in sorted(rows, key=lambda r: (r["top1"], -r["latency_ms"], -r["mflops"]),
                                         reverse=True)]
-    positions = [ranked.index(t["arch"]) for t in lat["tried"]]
+    positions = [ranked.index(t["arch"]) for t in lat["tried"] if t["order"] == "merit"]
     assert positions[0] == 0 and positions == sorted(positions)
+    fallback = [t["predicted_ms"] for t in lat["tried"] if t["order"] == "fastest"]  # after the misses, if any
+    assert fallback == sorted(fallback) and [t["order"] for t in lat["tried"]] == \
+        ["merit"] * len(positions) + ["fastest"] * len(fallback)
     meeting = [t for t in lat["tried"] if t["measured_ms"] <= budget]
     assert meeting == lat["tried"][-1:] or not meeting  # measuring stops at the first that meets it
     if meeting:
@@ -296,3 +299,32 @@ def test_a_latency_budget_search_end_to_end(small_table, tmp_path, official_chec
     # what a user measures on the exported best: near what the search measured (a sanity bound)
     mine = _export_and_time(ArchConfig.from_dict(best["architecture"]), tmp_path / "best.onnx")
     assert 0.4 < mine / lat["measured_ms"] < 2.5
+
+
+def test_after_misses_by_merit_the_fastest_predicted_are_measured():
+    """The end-to-end check: most accurate first; once the misses rule out the rest by merit, the fastest
+    predicted. Each fake subnet's call sleeps its 'true' time, so what is measured is known here."""
+    import contextlib
+    import random
+    import time
+    from types import SimpleNamespace
+
+    from alphanet_zoo.search.evolution import Candidate, SearchResult
+    from alphanet_zoo.search.latency_search import LatencySetup
+
+    archs = [SEARCH_SPACE.sample(random.Random(i)) for i in range(4)]
+    true_ms = {archs[0]: 9.0, archs[1]: 8.5, archs[2]: 3.0, archs[3]: 1.0, MODELS["a0"].arch: 2.0}
+    runtime = SimpleNamespace(active=contextlib.nullcontext,
+                              model=lambda arch, n=1000: (lambda: time.sleep(true_ms[arch] / 1e3)))
+    table = SimpleNamespace(key={"runtime": "fake", "version": "0", "threads": 1, "batch_size": 1, "machine": "m"},
+                            validation={}, scale=1.0, offset_ms=0.0)
+    setup = LatencySetup(runtime, table, lambda arch: 1.0, "table.json", 1000)
+    # predicted: the two most accurate near the 6 ms budget (they miss by 50 %), then two under-predicted ones
+    history = [Candidate(archs[0], 300, 80.0, 5.9), Candidate(archs[1], 290, 79.0, 5.8),
+               Candidate(archs[2], 250, 70.0, 5.0), Candidate(archs[3], 210, 60.0, 4.0)]
+    chosen, checked = setup._measure(SearchResult(history[0], history), 6.0, 4, SimpleNamespace())
+    orders = [(t["order"], t["top1"]) for t in checked["tried"]]
+    # after the first miss every other prediction * (9 / 5.9) is over 6 ms: none is left by merit; then the
+    # fastest predicted first: 4.0 ms (true 1 ms) meets it
+    assert orders == [("merit", 80.0), ("fastest", 60.0)]
+    assert chosen == archs[3] and checked["meets_budget"] and checked["measured_ms"] < 6.0

@@ -66,7 +66,7 @@ def _parser() -> cli.ArgumentParser:
     parser.add_argument("--measure-top", type=cli.integer(1, 1000), default=5, metavar="N",
                         help="with --latency-ms: measure candidates end to end, most accurate first, up to N of them, "
                              "and report the first that meets the budget (after a miss, those the misses show "
-                             "would miss too are skipped)")
+                             "would miss too are skipped; when none is left, the fastest predicted are tried)")
     parser.add_argument("--data", required=True, metavar="DIR",
                         help="held-out labelled images scored for accuracy (ImageNet layout for a 1000-class "
                              "supernet; otherwise class folders of the training classes)")

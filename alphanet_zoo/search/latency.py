@@ -41,6 +41,7 @@ CACHE_ENV = "ALPHANET_ZOO_CACHE"
 FIT_SUBNETS = 8  # random subnets measured end to end to fit the overhead
 VALIDATION_SUBNETS = 8  # others, to report the prediction's error
 BLOCK = 5  # calls per turn when whole subnets are timed in turns
+TURN_PAUSE_S = 0.05  # idle time before each turn, for the previous session's threads to stop spinning
 CHUNK = 64  # layers timed in turns
 ROUNDS = 3  # turns per layer
 CALLS = 5  # calls per turn
@@ -179,13 +180,18 @@ def measure_layers(runtime: Runtime, table: LatencyTable, layers: Sequence[Layer
 
 def time_in_turns(runs: Sequence[Callable[[], Any]], rounds: int = 8) -> list[dict[str, float]]:
     """Time the calls in turns of `BLOCK` calls each (load that comes and goes falls on all alike):
-    per call ``ms`` (`robust_ms` of its turns) and ``median_ms`` (of all its calls)."""
+    per call ``ms`` (`robust_ms` of its turns) and ``median_ms`` (of all its calls).
+
+    Each turn starts after `TURN_PAUSE_S`: a runtime's worker threads spin for a while after a call
+    (ONNX Runtime's do by default), and without the pause they take the cores from the next turn's
+    session; measured on 2 cores, that inflated the median of a subnet by 60 % over its time alone."""
     times: list[list[list[float]]] = [[] for _ in runs]
     for run in runs:
         time_calls(run, warmup=5, min_calls=0, min_seconds=0)
     for _ in range(rounds):
         for run, t in zip(runs, times):
-            t.append(time_calls(run, warmup=1, min_calls=BLOCK, min_seconds=0))
+            time.sleep(TURN_PAUSE_S)
+            t.append(time_calls(run, warmup=2, min_calls=BLOCK, min_seconds=0))
     return [{"ms": robust_ms(t), "median_ms": statistics.median([v for r in t for v in r])} for t in times]
 
 

@@ -97,22 +97,35 @@ class LatencySetup:
         measured: list[Candidate] = []
         chosen, factor = None, 1.0
         bar = progress(total=top, desc="measuring the best", unit="subnet")
-        for c in sorted(result.history, key=rank_key, reverse=True):
-            if len(tried) >= top:
-                break
-            if c.latency_ms * factor > budget_ms:
-                continue
+
+        def meets(c: Candidate, order: str) -> bool:
             with self.runtime.active():
                 timed, ref = time_in_turns([self.runtime.model(c.arch, self.num_classes), reference_run])
             bar.update(1)
             tried.append({"top1": c.top1, "mflops": round(c.mflops, 4), "predicted_ms": round(c.latency_ms, 4),
                           "measured_ms": round(timed["median_ms"], 4), "fastest_turn_ms": round(timed["ms"], 4),
-                          "reference_ms": round(ref["median_ms"], 4), "arch": c.arch.to_dict()})
+                          "reference_ms": round(ref["median_ms"], 4), "order": order, "arch": c.arch.to_dict()})
             measured.append(c)
-            if timed["median_ms"] <= budget_ms:
+            return timed["median_ms"] <= budget_ms
+
+        for c in sorted(result.history, key=rank_key, reverse=True):
+            if len(tried) >= top:
+                break
+            if c.latency_ms * factor > budget_ms:
+                continue
+            if meets(c, "merit"):
                 chosen = c
                 break
-            factor = max(factor, timed["median_ms"] / c.latency_ms)
+            factor = max(factor, tried[-1]["measured_ms"] / c.latency_ms)
+        # Every candidate the misses leave was predicted too close to the budget: the fastest predicted
+        # ones next (the budget is a constraint; accuracy gives way), as long as measurements remain.
+        rest = sorted((c for c in result.history if c not in measured), key=lambda c: (c.latency_ms, -c.top1))
+        for c in rest if chosen is None else ():
+            if len(tried) >= top:
+                break
+            if meets(c, "fastest"):
+                chosen = c
+                break
         bar.close()
         if chosen is None:  # none met it: the fastest of those measured, with a warning
             fastest = min(range(len(tried)), key=lambda i: tried[i]["measured_ms"])
