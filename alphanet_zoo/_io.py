@@ -147,6 +147,13 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def save_figure(fig: Any, path: str | os.PathLike) -> Path:
+    """Write a matplotlib figure atomically, in the format its suffix names (PNG without one)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".").lower() or "png")
+    return Path(path)
+
+
 def parse_json(text: str | bytes, what: str) -> Any:
     """``json.loads`` with a clear `InputError` for bad, oversized or too deeply nested JSON."""
     if len(text) > MAX_JSON_BYTES:

@@ -32,10 +32,9 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from alphanet_zoo._io import atomic_path, write_json
+from alphanet_zoo._io import atomic_path, save_figure, write_json
 from alphanet_zoo.data import EvalResult
 from alphanet_zoo.record import ModelRecord
 from alphanet_zoo.registry import MODELS
@@ -169,8 +168,7 @@ def plot_pareto(results: Sequence[Mapping[str, Any]], path: str | os.PathLike) -
         ax.grid(True, alpha=0.3)
         ax.legend(loc="lower right")
         fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=Path(path).suffix.lstrip(".").lower() or "png")
+        save_figure(fig, path)
     finally:
         plt.close(fig)
     return points

@@ -3,7 +3,6 @@ search, against predicted latency, with the Pareto front and the reported best (
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 from .evolution import Candidate, pareto_front
@@ -40,7 +39,7 @@ def plot_search(history: Sequence[Candidate], best: Candidate, path: str | os.Pa
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from .._io import atomic_path
+    from .._io import save_figure
 
     points = plot_points(history, best)
     labels = {"latency": "predicted latency (ms)", "mflops": "MFLOPs"}
@@ -62,8 +61,7 @@ def plot_search(history: Sequence[Candidate], best: Candidate, path: str | os.Pa
             ax.legend(loc="lower right", fontsize=8)
         fig.suptitle("alphanet-search: accuracy against cost")
         fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=Path(path).suffix.lstrip(".").lower() or "png")
+        save_figure(fig, path)
     finally:
         plt.close(fig)
     return points
