@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from _train_helpers import make_image_folder
 
 import alphanet_zoo
 from alphanet_zoo import cli
@@ -219,24 +220,13 @@ def test_torch_hub_entry_points(official_checkpoint, supernet):
     assert hubconf.alphanet_a5().arch == alphanet_zoo.get_arch("a5")
 
 
-def _train_folder(root, synsets=("n01440764", "n01443537"), per_class=3):
-    import numpy as np
-
-    rng = np.random.RandomState(0)
-    for synset in synsets:
-        (root / synset).mkdir(parents=True)
-        for i in range(per_class):
-            Image.fromarray(rng.randint(0, 255, (40 + 7 * i, 56, 3), dtype=np.uint8)).save(root / synset / f"{i}.png")
-    return root
-
-
 def test_extract_calibrates_with_the_given_seed(official_checkpoint, supernet, tmp_path):
     from safetensors.torch import load_file
 
     from alphanet_zoo.calibration import calibrate
     from alphanet_zoo.data import calibration_batches
 
-    train = _train_folder(tmp_path / "train")
+    train = make_image_folder(tmp_path / "train", ["n01440764", "n01443537"], 3)
     outs = {}
     for seed in (3, 4):
         out = tmp_path / f"seed{seed}"
