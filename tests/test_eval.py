@@ -617,3 +617,33 @@ def test_bad_arguments_are_clear_errors(tmp_path, official_checkpoint, capsys, m
     if not torch.cuda.is_available():
         code, _, err = run_cli(["--arch", ARCH, "--supernet", official_checkpoint, "--device", "cuda"] + base, capsys)
         assert code == 2 and "cuda" in err.lower()
+
+
+def test_evaluate_normalises_with_the_given_statistics_and_names_bad_images():
+    """The model sees (x / 255 - mean) / std with the statistics given (written out here); an undecodable
+    image raises naming its file, or is skipped and listed, and only the others are counted."""
+    from alphanet_zoo.data import BadImageError, evaluate
+
+    mean, std = (0.2, 0.4, 0.6), (0.1, 0.2, 0.3)
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4).remainder(256).to(torch.uint8)
+    seen = []
+
+    def classifier(x):
+        seen.append(x.clone())
+        logits = torch.zeros(len(x), 10)
+        logits[:, 7] = 1.0
+        return logits
+
+    by_hand = (images.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    batch = (images, torch.tensor([7, 3]), torch.tensor([0, 1]), [None, None])
+    result = evaluate(classifier, [batch], resolution=None, mean=mean, std=std)
+    assert torch.allclose(seen[0], by_hand, atol=1e-6) and (result.images, result.top1) == (2, 50.0)
+
+    broken = (images, torch.tensor([7, 3]), torch.tensor([4, 5]), ["truncated file", None])
+    paths = {4: "a/broken.jpg", 5: "a/fine.jpg"}.__getitem__
+    with pytest.raises(BadImageError, match="cannot read image a/broken.jpg: truncated file"):
+        evaluate(classifier, [broken], resolution=None, paths=paths)
+    seen.clear()
+    result = evaluate(classifier, [broken], resolution=None, paths=paths, skip_bad_images=True)
+    assert result.bad_images == [("a/broken.jpg", "truncated file")]
+    assert (result.images, result.top1) == (1, 0.0) and len(seen[0]) == 1  # only the fine image, labelled 3
