@@ -232,6 +232,9 @@ def test_best_json_is_the_best_of_the_history_recounted(uninterrupted):
     assert {r["rank"] for r in rows} == {0} and {r["world_size"] for r in rows} == {1}
     assert len({r["search"] for r in rows}) == 1 and best["search"] == rows[0]["search"]
     assert len({json.dumps(r["arch"]) for r in rows}) == len(rows)  # each architecture evaluated once
+    for r in rows:  # MFLOPs as counted (to 4 decimals), and the time each took
+        assert r["mflops"] == pytest.approx(count_flops(ArchConfig.from_dict(r["arch"])), abs=1e-4)
+        assert r["seconds"] > 0
 
 
 def test_resume_continues_where_the_run_stopped(uninterrupted, search_data, official_checkpoint, tmp_path, capsys):
