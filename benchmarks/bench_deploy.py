@@ -23,14 +23,13 @@ cancels load that comes and goes. Agreement with fp32 PyTorch on the built-in te
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from bench_deploy_levers import interleaved, summarise
+from bench_deploy_levers import deploy_parser, interleaved, summarise
 
 from alphanet_zoo._io import write_json
 from alphanet_zoo.export import cli as export_cli
@@ -80,15 +79,9 @@ def runners(model, folder: Path, name: str, threads: int, calib_data: str | None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="a0,a6")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batches", default="1,16")
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--block", type=int, default=3)
+    parser = deploy_parser(__doc__)
     parser.add_argument("--supernet", help="weights: a supernet checkpoint (default: random weights, seed 0)")
     parser.add_argument("--calib-data", help="real images for int8 calibration and agreement")
-    parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     weights = args.supernet or "random"

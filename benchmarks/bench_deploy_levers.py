@@ -168,6 +168,29 @@ def make_variants(model: AlphaNet, folder: Path, batch: int, threads: int, shipp
     return variants
 
 
+def deploy_parser(doc: str, *, models: str = "a0,a6", rounds: int | None = 30,
+                  batches: bool = True) -> argparse.ArgumentParser:
+    """The flags the deployment benchmarks share: --models --threads [--batches] [--rounds --block] --json."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--models", default=models)
+    parser.add_argument("--threads", type=int, default=2)
+    if batches:
+        parser.add_argument("--batches", default="1,16")
+    if rounds is not None:
+        parser.add_argument("--rounds", type=int, default=rounds)
+        parser.add_argument("--block", type=int, default=3)
+    parser.add_argument("--json", help="write the results here")
+    return parser
+
+
+def print_summary(title: str, summary: dict, last: Callable[[dict], str], width: int = 16) -> None:
+    """One line per row of `summarise`'s output: median [min..max] ms per image, paired speed-up, ``last(row)``."""
+    print(f"\n{title}")
+    for row, s in summary.items():
+        print(f"  {row:<{width}} {s['median_ms_per_image']:7.3f} [{s['min']:6.3f}..{s['max']:7.3f}]  "
+              f"x{s['paired_speedup_vs_baseline']:.3f}  {last(s)}")
+
+
 def interleaved(variants: dict[str, Callable], x: np.ndarray, rounds: int, block: int,
                 settle_s: float = 0.1) -> dict[str, list[list[float]]]:
     """Per variant, per round: the ms per image of each timed call. Before its timed calls, a variant
@@ -207,14 +230,7 @@ def summarise(times: dict[str, list[list[float]]], baseline: str = "ov-default")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="a0,a6")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batches", default="1,16")
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--block", type=int, default=3)
-    parser.add_argument("--json", help="write the results here")
-    args = parser.parse_args()
+    args = deploy_parser(__doc__).parse_args()
     torch.set_num_threads(args.threads)
     results: dict = {"cpu": cpu_name(), "threads": args.threads, "rounds": args.rounds, "block": args.block,
                      "models": {}}
@@ -249,10 +265,8 @@ def main() -> None:
                     cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
                     summary[v]["cosine_min"] = float(cos.min())
                 results["models"][name]["batches"][batch] = summary
-                print(f"\n{name} batch {batch}: ms/image median [min..max], paired speed-up vs ov-default, cosine")
-                for v, s in summary.items():
-                    print(f"  {v:<16} {s['median_ms_per_image']:7.3f} [{s['min']:6.3f}..{s['max']:7.3f}]  "
-                          f"x{s['paired_speedup_vs_baseline']:.3f}  cos {s['cosine_min']:.6f}")
+                print_summary(f"{name} batch {batch}: ms/image median [min..max], paired speed-up vs ov-default, "
+                              "cosine", summary, lambda s: f"cos {s['cosine_min']:.6f}")
     if args.json:
         write_json(args.json, results)
 

@@ -10,7 +10,6 @@ largest logit difference from eager fp32. Weights are random (seed 0).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_deploy_levers import interleaved, summarise
+from bench_deploy_levers import deploy_parser, interleaved, print_summary, summarise
 
 from alphanet_zoo import AlphaNet
 from alphanet_zoo._io import write_json
@@ -28,14 +27,9 @@ from alphanet_zoo.export.runtime import cpu_name, torch_threads
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="a0")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--block", type=int, default=3)
+    parser = deploy_parser(__doc__, models="a0", rounds=20, batches=False)
     parser.add_argument("--torch-only", action="store_true",
                         help="time the torch rows only (no ONNX Runtime or OpenVINO threads in the process)")
-    parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results: dict = {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__, "models": {}}
@@ -79,10 +73,8 @@ def main() -> None:
                 for row, run in rows.items():
                     summary[row]["max_abs_diff"] = float(np.abs(np.asarray(run(x)) - expected).max())
                 entry["batches"][batch] = summary
-                print(f"\n{name} batch {batch}: ms/image median [min..max], paired speed-up vs exported-program")
-                for row, s in summary.items():
-                    print(f"  {row:<17} {s['median_ms_per_image']:7.3f} [{s['min']:6.3f}..{s['max']:7.3f}] "
-                          f"x{s['paired_speedup_vs_baseline']:.3f}  max diff {s['max_abs_diff']:.1e}")
+                print_summary(f"{name} batch {batch}: ms/image median [min..max], paired speed-up vs exported-program",
+                              summary, lambda s: f"max diff {s['max_abs_diff']:.1e}", width=17)
     if args.json:
         write_json(args.json, results)
 

@@ -10,7 +10,6 @@ share of the total. Weights are random (seed 0; timings do not depend on them).
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from bench_deploy_levers import deploy_parser
 
 from alphanet_zoo import AlphaNet
 from alphanet_zoo._io import write_json
@@ -77,12 +78,8 @@ def shares(totals: dict[str, float], top: int = 12) -> list[tuple[str, float, fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="a0,a6")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batches", default="1,16")
+    parser = deploy_parser(__doc__, rounds=None)
     parser.add_argument("--calls", type=int, default=30)
-    parser.add_argument("--json", help="write the profiles here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results: dict = {"cpu": cpu_name(), "threads": args.threads, "models": {}}
