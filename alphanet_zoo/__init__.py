@@ -9,10 +9,9 @@
 """
 import logging
 
-__version__ = "0.2.0"
-
 logging.getLogger("alphanet_zoo").addHandler(logging.NullHandler())
 
+from ._version import __version__  # noqa: E402
 from .calibration import calibrate_bn  # noqa: E402
 from .checkpoint import CheckpointError  # noqa: E402
 from .config import SEARCH_SPACE, ArchConfig, SearchSpace, StageSpace  # noqa: E402

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ._version import __version__
 from .errors import AlphaNetError, InputError
 
 log = logging.getLogger("alphanet_zoo")
@@ -237,8 +238,6 @@ def download(repo_id: str, revision: str, filename: str, name: str | None = None
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
                                         OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
-
-    from . import __version__
 
     check_revision(revision)
     settings = HubSettings.from_environment()

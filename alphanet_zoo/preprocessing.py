@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import InputError, InputTypeError
+from .registry import resolve_arch
 
 IMAGENET_MEAN = tuple(v / 255 for v in (123.675, 116.28, 103.53))
 IMAGENET_STD = tuple(v / 255 for v in (58.395, 57.12, 57.375))
@@ -236,8 +237,6 @@ def preprocessing_for(model_or_arch: Any) -> Preprocessing:
     record = getattr(model_or_arch, "pretrained_cfg", None)
     if record is not None and getattr(record, "preprocessing", None) is not None:
         return record.preprocessing
-    from .registry import resolve_arch
-
     arch = getattr(model_or_arch, "arch", model_or_arch)
     return Preprocessing(resolution=resolve_arch(arch).resolution)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._io import atomic_path, make_folder, save_safetensors
+from .hub import push_folder
 from .registry import PAPER, PAPER_URL
 
 if TYPE_CHECKING:
@@ -128,8 +129,6 @@ class PretrainedMixin:
 
         Returns the commit URL; any failure is one `WeightsUnavailableError`.
         """
-        from .hub import push_folder
-
         tmp = Path(tempfile.mkdtemp(prefix="alphanet_push_"))
         try:
             self.save_pretrained(tmp, repo_id=repo_id)

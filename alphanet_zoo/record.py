@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from ._version import __version__
 from .config import ArchConfig
 from .errors import InputError
 from .flops import count_flops, count_params
@@ -34,8 +35,6 @@ MAX_TEXT = 2000  # longest free-text field accepted from a file
 
 
 def _library_version() -> str:
-    from . import __version__
-
     return __version__
 
 

@@ -287,7 +287,7 @@ def _final_check(job: ExportJob, builder: Builder, chosen: Candidate, files: lis
 
 def _export_info(job: ExportJob, builder: Builder, chosen: Candidate, requested: str,
                  candidates: list[Candidate], reason: str | None, thresholds: Thresholds | None) -> dict[str, Any]:
-    from alphanet_zoo import __version__
+    from alphanet_zoo._version import __version__
 
     from .runtime import cpu_name
 

@@ -4,32 +4,21 @@ internals; module-level imports form no cycle; no function of the package shadow
 from __future__ import annotations
 
 import ast
+import importlib
+import sys
 from pathlib import Path
+
+import pytest
 
 import alphanet_zoo
 
 REPO = Path(__file__).resolve().parents[1]
-# installed module name -> source folder (setup.cfg's package_dir)
-ROOTS = {"alphanet_zoo": REPO / "alphanet_zoo", "alphanet_zoo.eval": REPO / "eval",
-         "alphanet_zoo.export": REPO / "export"}
+sys.path.insert(0, str(REPO / "tools"))
+from package_dirs import module_files  # noqa: E402  (setup.cfg's package_dir, read in one place)
+
 UPPER = ("alphanet_zoo.eval", "alphanet_zoo.export", "alphanet_zoo.search", "alphanet_zoo.train",
          "alphanet_zoo.commands")
-
-
-def _modules() -> dict[str, Path]:
-    found = {}
-    for package, folder in ROOTS.items():
-        for path in folder.rglob("*.py"):
-            rel = path.relative_to(folder).with_suffix("")
-            parts = [p for p in rel.parts if p != "__init__"]
-            name = ".".join([package, *parts])
-            if package == "alphanet_zoo" and parts and parts[0] in ("eval", "export"):
-                continue
-            found[name] = path
-    return found
-
-
-MODULES = _modules()
+MODULES = module_files(REPO)
 
 
 def _imports(name: str, path: Path, top_level_only: bool = False) -> set[str]:
@@ -67,8 +56,8 @@ def test_search_and_eval_do_not_import_training_internals():
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
-def test_module_level_imports_have_no_cycle():
-    graph = {name: _imports(name, path, top_level_only=True) - {name} for name, path in MODULES.items()}
+def _find_cycle(top_level_only: bool) -> list[str] | None:
+    graph = {name: _imports(name, path, top_level_only) - {name} for name, path in MODULES.items()}
     # a package's __init__ importing its own submodules is not a cycle through them
     graph = {n: {m for m in deps if not (m.startswith(n + ".") and MODULES[n].name == "__init__.py")}
              for n, deps in graph.items()}
@@ -90,8 +79,29 @@ def test_module_level_imports_have_no_cycle():
         return None
 
     for module in sorted(graph):
-        if module not in state:
-            assert visit(module) is None, f"import cycle: {' -> '.join(stack)}"
+        if module not in state and (cycle := visit(module)):
+            return cycle
+    return None
+
+
+def test_module_level_imports_have_no_cycle():
+    cycle = _find_cycle(top_level_only=True)
+    assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
+
+
+@pytest.mark.xfail(strict=True, reason="export/deploy <-> the format modules: the builders' registry removes it")
+def test_imports_inside_functions_close_no_cycle_either():
+    cycle = _find_cycle(top_level_only=False)
+    assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
+
+
+def test_the_version_has_a_module_of_its_own():
+    # modules that need the version import it from _version, never from the package being initialised
+    wrong = {name for name, path in MODULES.items() for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.ImportFrom) and any(a.name == "__version__" for a in node.names)
+             and (node.module or "").rpartition(".")[2] != "_version"}
+    assert wrong == set(), wrong
+    assert alphanet_zoo.__version__ == importlib.import_module("alphanet_zoo._version").__version__
 
 
 def test_no_function_shadows_a_module_of_the_same_name():

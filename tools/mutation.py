@@ -12,7 +12,7 @@ stdout: mutants, killed, survived, timeouts and the kill rate per group; ``mutmu
 
 The repository keeps ``export/`` and ``eval/`` beside ``alphanet_zoo/`` (installed under it by
 setup.cfg's package_dir). mutmut imports the code it mutates from a copy of the source folder, so
-each group works on a copy of the tree with those two folded into ``alphanet_zoo/``. Not run by CI
+each group works on a copy of the tree folded as installed (the mapping read from setup.cfg). Not run by CI
 (too slow); needs ``pip install 'mutmut>=3.3'``.
 """
 from __future__ import annotations
@@ -25,6 +25,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from package_dirs import package_dirs  # setup.cfg's package_dir, read in one place
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".mutation"
@@ -50,9 +52,8 @@ def fold_tree(dest: Path) -> None:
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(REPO / "alphanet_zoo", dest / "alphanet_zoo", ignore=ignore)
-    shutil.copytree(REPO / "export", dest / "alphanet_zoo" / "export", ignore=ignore)
-    shutil.copytree(REPO / "eval", dest / "alphanet_zoo" / "eval", ignore=ignore)
+    for package, folder in sorted(package_dirs(REPO).items()):  # parents before the folders mapped inside them
+        shutil.copytree(folder, dest.joinpath(*package.split(".")), ignore=ignore)
     shutil.copytree(REPO / "tests", dest / "tests", ignore=ignore)
     for name in ("pyproject.toml", "setup.cfg", "hubconf.py"):
         shutil.copy(REPO / name, dest / name)

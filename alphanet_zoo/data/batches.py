@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import InputError
 from ..preprocessing import RandomCrop
+from ..record import Calibration
 from .folders import Sample, class_folder_samples, is_imagenet_folder, synset_folder_samples
 from .images import BadImageError, DatasetError, load_image
 
@@ -108,8 +109,6 @@ class CalibrationBatches:
 
     def describe(self):
         """The `alphanet_zoo.record.Calibration` a model calibrated on these batches records."""
-        from ..record import Calibration
-
         return Calibration(data=self.data, num_batches=self.num_batches, batch_size=self.batch_size, seed=self.seed,
                            crop_size=self.crop_size)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..imagenet import NUM_CLASSES, synset_to_index
+from .matfile import load_mat
 
 LOC_SOLUTION = "LOC_val_solution.csv"
 DEVKIT_GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
@@ -112,8 +113,6 @@ def read_devkit_mapping(path: str | os.PathLike) -> dict[int, int]:
 
 
 def _mat_pairs(path: Path) -> list[tuple[int, str]]:
-    from .matfile import load_mat
-
     synsets = load_mat(path).get("synsets")
     if not isinstance(synsets, list) or not synsets or not isinstance(synsets[0], dict) \
             or not {"ILSVRC2012_ID", "WNID"} <= synsets[0].keys():

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from .._io import write_text
 from ..config import ArchConfig
 from ..errors import InputError
 from ..flops import count_flops
@@ -37,8 +38,6 @@ def history_rows(candidates: Iterable[Candidate], search_id: str) -> list[dict[s
 
 
 def write_history(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
-    from .._io import write_text
-
     write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
+from .._io import save_figure
 from .evolution import Candidate, pareto_front
 
 
@@ -38,8 +39,6 @@ def plot_search(history: Sequence[Candidate], best: Candidate, path: str | os.Pa
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from .._io import save_figure
 
     points = plot_points(history, best)
     labels = {"latency": "predicted latency (ms)", "mflops": "MFLOPs"}
