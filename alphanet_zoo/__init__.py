@@ -11,7 +11,7 @@ import logging
 
 logging.getLogger("alphanet_zoo").addHandler(logging.NullHandler())
 
-from ._version import __version__  # noqa: E402
+from ._version import __version__  # noqa: E402, F401  (the package's version, defined in one place)
 from .calibration import calibrate_bn  # noqa: E402
 from .checkpoint import CheckpointError  # noqa: E402
 from .config import SEARCH_SPACE, ArchConfig, SearchSpace, StageSpace  # noqa: E402

@@ -2,9 +2,10 @@
 
 Every file the package writes goes through `atomic_path`: it is written under a temporary name
 beside its target (``.NAME.<pid>.<random>.tmp``) and renamed onto the target only when complete,
-so an interruption never leaves a half file under the final name. A temporary file is removed on
-any exception; one left by a killed process is removed by the next write of the same target
-(its process id no longer runs).
+so an interruption never leaves a half file under the final name; a new folder of files (a model
+folder) is written as a temporary folder renamed once into place. A temporary is removed on any
+exception; one left by a killed process is removed by the next write of the same target (its
+process id no longer runs).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -43,15 +45,15 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files that killed writers of ``path`` left beside it; returns them."""
+    """Remove the temporary files and folders that killed writers of ``path`` left beside it; returns them."""
     path = Path(path)
     removed = []
     with contextlib.suppress(OSError):
         for candidate in path.parent.glob(f".{path.name}.*.tmp"):
             match = _TMP_NAME.match(candidate.name)
             if match and match["name"] == path.name and not _pid_alive(int(match["pid"])):
-                with contextlib.suppress(OSError):
-                    candidate.unlink()
+                _remove(candidate)
+                if not candidate.exists():
                     removed.append(candidate)
     for candidate in removed:
         log.info("removed %s, left by an interrupted write", candidate)
@@ -100,39 +102,63 @@ def make_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, folder: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it gets the usual mode (0666 less the
     umask) and is renamed onto ``path``; on any error it is removed. An ``OSError`` while writing
     (disk full, read-only folder) becomes `OutputError` naming ``path``.
 
-    The parent folder must exist (it is not created here: a typo'd folder should be an error).
+    With ``folder=True`` the temporary is a folder, renamed into place whole with the files written
+    into it (each given the usual mode); ``path`` must not exist yet. The parent folder must exist
+    (it is not created here: a typo'd folder should be an error).
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise OutputPathError(f"cannot write {path}: folder {parent} does not exist")
-    if path.is_dir():
+    if folder and path.exists():
+        raise OutputPathError(f"cannot write folder {path}: it exists")
+    if not folder and path.is_dir():
         raise OutputPathError(f"cannot write {path}: it is a folder")
     clean_stale_temporaries(path)
+    prefix = f".{path.name}.{os.getpid()}."
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=parent)
+        if folder:
+            tmp = tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=parent)
+        else:
+            fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=parent)
+            os.close(fd)
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
-    os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        # set the mode last: some writers (safetensors) replace the file and leave it 0600
-        os.chmod(tmp_path, 0o666 & ~_umask())
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
+        if folder:
+            for file in tmp_path.iterdir():
+                _finish_file(file)
+            os.chmod(tmp_path, 0o777 & ~_umask())
+        else:
+            _finish_file(tmp_path)
         os.replace(tmp_path, path)
     except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
+        _remove(tmp_path)
         if isinstance(e, OSError) and not isinstance(e, OutputError):
             raise OutputError(f"cannot write {path}: {e.strerror or e}") from None
         raise
+
+
+def _finish_file(path: Path) -> None:
+    # set the mode last: some writers (safetensors) replace the file and leave it 0600
+    os.chmod(path, 0o666 & ~_umask())
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

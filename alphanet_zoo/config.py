@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from ._io import parse_json
 from .errors import InputError, InputTypeError
+from .schema import from_dict
 
 NUM_MB_STAGES = 7
 NUM_WIDTHS = NUM_MB_STAGES + 2  # first conv, seven MB stages, last conv
@@ -77,19 +78,16 @@ class ArchConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ArchConfig":
         """Build from a dict such as ``to_dict()`` or an official config; unknown keys are an error."""
-        if not isinstance(data, Mapping):
-            raise InputTypeError(f"an architecture config must be a mapping, got {type(data).__name__}")
-        names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in data]
-        unknown = sorted(set(data) - set(names))
-        if missing or unknown:
-            parts = []
-            if missing:
-                parts.append(f"missing {', '.join(missing)}")
-            if unknown:
-                parts.append(f"unknown {', '.join(unknown)}")
-            raise InputError(f"bad architecture config ({'; '.join(parts)}); expected keys: {', '.join(names)}")
-        return cls(**{n: data[n] for n in names})
+        if isinstance(data, Mapping):
+            # one message for every missing and unknown key: hand-written configs often have several
+            names = [f.name for f in fields(cls)]
+            missing = [n for n in names if n not in data]
+            unknown = sorted(set(data) - set(names), key=str)
+            if missing or unknown:
+                parts = [f"{what} {', '.join(map(str, keys))}"
+                         for what, keys in (("missing", missing), ("unknown", unknown)) if keys]
+                raise InputError(f"bad architecture config ({'; '.join(parts)}); expected keys: {', '.join(names)}")
+        return from_dict(cls, data, "architecture")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())

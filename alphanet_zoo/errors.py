@@ -8,6 +8,8 @@ programming error still shows its traceback.
 """
 from __future__ import annotations
 
+import re
+
 EXIT_RUNTIME_FAILURE = 1
 EXIT_BAD_INPUT = 2
 
@@ -41,3 +43,19 @@ class OutputPathError(OutputError):
     where a file belongs): bad input, exit status 2."""
 
     exit_code = EXIT_BAD_INPUT
+
+
+_SOURCE_LOCATION = re.compile(r"\[[^\]]*\.(?:cc|cpp|h|py):\d+\]\s*")  # "[../gloo/transport/tcp/pair.cc:598] "
+
+
+def brief(error: BaseException | str, limit: int | None = 300, *, first_line: bool = True) -> str:
+    """The one-line form of an error (or a message) for a user: its first line (runtimes append stack
+    traces and advice; ``first_line=False`` keeps every line, joined), C++ source locations dropped,
+    whitespace collapsed, at most ``limit`` characters; the exception's type name when it says nothing."""
+    text = str(error).strip()
+    if first_line and text:
+        text = text.splitlines()[0]
+    text = _SOURCE_LOCATION.sub("", text)
+    text = text.split(". This is typically", 1)[0]
+    text = " ".join(text.split())[:limit]
+    return text or (type(error).__name__ if isinstance(error, BaseException) else "")

@@ -11,7 +11,7 @@ from .errors import InputError
 from .layers import ConvBNAct, MBBlock
 from .layout import NetLayout, subnet_layout
 from .pretrained import PretrainedMixin
-from .record import RANDOM_INIT, ModelRecord
+from .record import ModelRecord, Origin
 from .registry import resolve_arch
 
 # Drop-connect (stochastic depth) runs in the last two stages only, its rate growing with the
@@ -102,7 +102,7 @@ class AlphaNet(NetworkModules, PretrainedMixin):
                          drop_connect_rates(arch.depth, drop_connect_rate))
         self.arch = arch
         self.num_classes = num_classes
-        self._record = ModelRecord.create(arch, num_classes, license=RANDOM_INIT)
+        self._record = ModelRecord.create(arch, num_classes, origin=Origin.RANDOM)
         self.reset_parameters()
 
     @property

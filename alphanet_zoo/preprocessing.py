@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -23,6 +23,7 @@ from PIL import Image
 
 from .errors import InputError, InputTypeError
 from .registry import resolve_arch
+from .schema import from_dict
 
 IMAGENET_MEAN = tuple(v / 255 for v in (123.675, 116.28, 103.53))
 IMAGENET_STD = tuple(v / 255 for v in (58.395, 57.12, 57.375))
@@ -76,15 +77,7 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Preprocessing":
         """Build from `to_dict` output; unknown keys and bad values are an `InputError`."""
-        if not isinstance(data, Mapping):
-            raise InputError(f"preprocessing must be a mapping, got {type(data).__name__}")
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise InputError(f"unknown preprocessing key {unknown[0]!r}; known: {', '.join(sorted(names))}")
-        if "resolution" not in data:
-            raise InputError("preprocessing lacks its resolution")
-        return cls(**dict(data))
+        return from_dict(cls, data, "preprocessing")
 
 
 def resize_to_resolution(x: torch.Tensor, resolution: int | None) -> torch.Tensor:

@@ -12,14 +12,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ._io import atomic_path, make_folder, save_safetensors
+from ._io import atomic_path, check_writable_folder, make_folder, save_safetensors
 from .hub import push_folder
+from .record import ModelRecord, Origin
 from .registry import PAPER, PAPER_URL
-
-if TYPE_CHECKING:
-    from .record import ModelRecord
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -27,7 +24,7 @@ CARD_NAME = "README.md"
 LIBRARY_NAME = "alphanet_zoo"
 
 
-def _title(record: "ModelRecord") -> str:
+def _title(record: ModelRecord) -> str:
     return f"AlphaNet-{record.name.upper()}" if record.name else "AlphaNet (custom architecture)"
 
 
@@ -35,7 +32,7 @@ def _cell(value, spec: str = "") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def model_card(record: "ModelRecord", repo_id: str | None = None):
+def model_card(record: ModelRecord, repo_id: str | None = None):
     """The ``huggingface_hub.ModelCard`` of a model folder, from its record."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -55,11 +52,11 @@ def model_card(record: "ModelRecord", repo_id: str | None = None):
     arch, pre = record.arch, record.preprocessing
     load_id = f"hf-hub:{repo_id}" if repo_id else "<this folder>"
     warnings = []
-    if not record.calibrated and record.source.startswith("extracted from"):
+    if record.needs_calibration:
         warnings.append("> **BatchNorm not calibrated.** These weights were extracted from a supernet without "
                         "re-estimating BatchNorm statistics; their accuracy is far below what the architecture "
                         "reaches once calibrated (`alphanet-extract --calib-data TRAIN_DIR`).")
-    if record.source.startswith("random initialisation"):
+    if record.origin is Origin.RANDOM:
         warnings.append("> **Untrained.** These weights are a random initialisation.")
     body = [f"# {title}", "", *(w + "\n" for w in warnings),
             f"A standalone AlphaNet subnet for image classification ({record.mflops:.2f} MFLOPs, "
@@ -91,11 +88,17 @@ def model_card(record: "ModelRecord", repo_id: str | None = None):
                     f"{c.batch_size} images from {c.data} (seed {c.seed}): {c.recipe}.")
     else:
         body.append("BatchNorm statistics: not re-calibrated.")
-    body += ["", "## License", "", f"Weights: {record.license}."]
-    if record.license.lower() == "cc-by-nc-4.0":
+    unlicensed = "none (a random initialisation is nobody's work)" if record.origin is Origin.RANDOM else "not stated"
+    body += ["", "## License", "", f"Weights: {record.license or unlicensed}."]
+    if (record.license or "").lower() == "cc-by-nc-4.0":
         body.append("The AlphaNet weights are the authors' (Wang et al.), released under CC-BY-NC 4.0: "
                     "non-commercial use only, with attribution.")
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
+
+
+def _weights_metadata(config: dict) -> dict[str, str]:
+    return {"format": "pt", "library": LIBRARY_NAME, "architecture": json.dumps(config["architecture"]),
+            "num_classes": str(config["num_classes"])}
 
 
 class PretrainedMixin:
@@ -104,22 +107,34 @@ class PretrainedMixin:
     def save_pretrained(self, save_directory: str | os.PathLike, *, repo_id: str | None = None) -> Path:
         """Write ``config.json``, ``model.safetensors`` and ``README.md`` into ``save_directory``.
 
-        The folder is created if needed. All three files are written under temporary names first and
-        renamed only when all are complete, so a failure (disk full) leaves the folder as it was.
-        Returns the folder; `OutputError` if it cannot be written.
+        The folder appears whole or not at all: a new folder is written under a temporary name
+        beside it and renamed once into place. In an existing folder the files are written under
+        temporary names first; only when all are complete are the old weights removed and the files
+        renamed, the weights last, so the folder holds the old model, the new one, or (interrupted
+        in between) no weights, which loaders refuse as no model folder. A failure while writing
+        (disk full) leaves the folder as it was. Returns the folder; `OutputError` if it cannot be
+        written.
         """
-        folder = make_folder(save_directory, "model folder")
+        folder = check_writable_folder(save_directory, "model folder")
+        make_folder(folder.parent, "model folder's parent")
         record = self.pretrained_cfg
         config = record.to_dict()
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
-        card = str(model_card(record, repo_id))
-        with atomic_path(folder / WEIGHTS_NAME) as weights_tmp, atomic_path(folder / CONFIG_NAME) as config_tmp, \
-                atomic_path(folder / CARD_NAME) as card_tmp:
-            save_safetensors(state, weights_tmp, {"format": "pt", "library": LIBRARY_NAME,
-                                                  "architecture": json.dumps(config["architecture"]),
-                                                  "num_classes": str(record.num_classes)})
-            config_tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-            card_tmp.write_text(card, encoding="utf-8")
+        files = {WEIGHTS_NAME: lambda path: save_safetensors(state, path, _weights_metadata(config)),
+                 CONFIG_NAME: lambda path: path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8"),
+                 CARD_NAME: lambda path: path.write_text(str(model_card(record, repo_id)), encoding="utf-8")}
+        if not folder.exists():
+            with atomic_path(folder, folder=True) as tmp:
+                for name, write in files.items():
+                    write(tmp / name)
+            return folder
+        with atomic_path(folder / WEIGHTS_NAME) as weights_tmp:  # renamed last, when it exits
+            files[WEIGHTS_NAME](weights_tmp)
+            with atomic_path(folder / CONFIG_NAME) as config_tmp, atomic_path(folder / CARD_NAME) as card_tmp:
+                files[CONFIG_NAME](config_tmp)
+                files[CARD_NAME](card_tmp)
+                # the old weights must never pair with the new config: no weights until the new ones land
+                (folder / WEIGHTS_NAME).unlink(missing_ok=True)
         return folder
 
     def push_to_hub(self, repo_id: str, *, commit_message: str = "Upload AlphaNet model", private: bool | None = None,

@@ -3,82 +3,62 @@
 It says what a model is (name, architecture, classes and their labels, preprocessing), what is known
 of its accuracy (the paper's numbers for the architecture; numbers measured on these weights, with
 what they were measured on), how its BatchNorm statistics were made (``calibration``; None: not
-calibrated), its license and where the weights came from. It is written verbatim as a folder's
-``config.json``, as the ``config`` entry of an exported file's metadata, and as the ``model`` entry
-of every evaluation record; `ModelRecord.from_dict` validates all of it when it is read back.
+calibrated), its license, where the weights came from (``origin``, one of `Origin`; ``source`` says
+it in words). It is written verbatim as a folder's ``config.json``, as the ``config`` entry of an
+exported file's metadata, and as the ``model`` entry of every evaluation record;
+`ModelRecord.from_dict` validates all of it when it is read back (`schema.from_dict`).
 
-MFLOPs and parameters are derived from the architecture (and written out for readers' convenience).
+The keys in `DERIVED_KEYS` (MFLOPs, parameters, the paper's numbers, ...) follow from the other
+fields. They are written for readers, listed under ``derived``, recomputed on read and checked:
+a file whose derived keys disagree with its architecture is refused. Records of format
+``alphanet_zoo.model/2`` (and alphanet_zoo 0.1's config.json) are upgraded when read.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
+import enum
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ._version import __version__
 from .config import ArchConfig
-from .errors import InputError
+from .errors import InputError, InputTypeError
 from .flops import count_flops, count_params
 from .imagenet import NUM_CLASSES, class_names
 from .preprocessing import Preprocessing
 from .registry import MODELS, PAPER, WEIGHTS_LICENSE, name_of
+from .schema import check, from_dict, read_fields, shown
 
-RECORD_FORMAT = "alphanet_zoo.model/2"
+RECORD_FORMAT = "alphanet_zoo.model/3"
+FORMAT_2 = "alphanet_zoo.model/2"
 LIBRARY_NAME = "alphanet_zoo"
 IMAGENET_LABELS = "imagenet-1k"
-RANDOM_INIT = "random-init"  # the "license" of untrained weights: nobody's work
 CALIBRATION_RECIPE = ("official: running statistics reset, cumulative average (momentum None), seeded batches "
                       "of training images (random resized crop, horizontal flip, normalise, bicubic resize to "
                       "the model's resolution) forwarded in train mode without gradients")
-MAX_TEXT = 2000  # longest free-text field accepted from a file
+#: Keys of the JSON form computed from the other fields: written for readers, checked on read.
+DERIVED_KEYS = ("official_name", "mflops", "params", "published", "calibrated")
+_ENVELOPE_KEYS = ("format", "library", "derived")
+_POSITIVE = (1, 2 ** 62)
+
+
+class Origin(enum.StrEnum):
+    """Where a model's weights came from (a record's ``origin``; its ``source`` says it in words)."""
+
+    RANDOM = "random"  # a fresh random initialisation: untrained, nobody's work, no license
+    EXTRACTED = "extracted"  # sliced out of a supernet; BatchNorm calibrated or not (``calibration``)
+    TRAINED = "trained"  # trained from scratch with this package
+    FINETUNED = "finetuned"  # other weights, fine-tuned
+    FILE = "file"  # a weights file that carried no record
+
+
+_DEFAULT_SOURCE = {Origin.RANDOM: "random initialisation (untrained)", Origin.EXTRACTED: "extracted from a supernet",
+                   Origin.TRAINED: "trained with alphanet_zoo", Origin.FINETUNED: "fine-tuned with alphanet_zoo",
+                   Origin.FILE: "a weights file without a record"}
 
 
 def _library_version() -> str:
     return __version__
-
-
-def _text(value: Any, key: str, optional: bool = False) -> str | None:
-    if value is None and optional:
-        return None
-    if not isinstance(value, str) or len(value) > MAX_TEXT:
-        raise InputError(f"{key} must be a string{' or null' if optional else ''} of at most {MAX_TEXT} "
-                         f"characters, got {_shown(value)}")
-    return value
-
-
-def _integer(value: Any, key: str, low: int = 0, high: int = 2 ** 62) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InputError(f"{key} must be an integer from {low} to {high}, got {_shown(value)}")
-    return value
-
-
-def _number(value: Any, key: str, low: float = -math.inf, high: float = math.inf,
-            optional: bool = False) -> float | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not low <= value <= high:
-        raise InputError(f"{key} must be a number from {low:g} to {high:g}{' or null' if optional else ''}, "
-                         f"got {_shown(value)}")
-    return float(value)
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _mapping(value: Any, key: str, keys: Sequence[str], required: Sequence[str] = ()) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise InputError(f"{key} must be a JSON object, got {_shown(value)}")
-    unknown = sorted(set(value) - set(keys))
-    if unknown:
-        raise InputError(f"{key} has an unknown key {unknown[0]!r}; known: {', '.join(keys)}")
-    missing = [k for k in required if k not in value]
-    if missing:
-        raise InputError(f"{key} lacks {', '.join(missing)}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -86,22 +66,15 @@ class Calibration:
     """How BatchNorm statistics were re-estimated after extraction (`alphanet_zoo.calibrate_bn`)."""
 
     data: str  # the training images' folder (its name)
-    num_batches: int
-    batch_size: int
-    seed: int
-    crop_size: int = 224
+    num_batches: int = field(metadata={"range": _POSITIVE})
+    batch_size: int = field(metadata={"range": _POSITIVE})
+    seed: int = field(metadata={"range": (-2 ** 63, 2 ** 63)})
+    crop_size: int = field(default=224, metadata={"range": (1, 4096)})
     recipe: str = CALIBRATION_RECIPE
 
     @classmethod
     def from_dict(cls, data: Any, key: str = "calibration") -> "Calibration":
-        names = [f.name for f in dataclasses.fields(cls)]
-        d = _mapping(data, key, names, ("data", "num_batches", "batch_size", "seed"))
-        return cls(data=_text(d["data"], f"{key}.data"),
-                   num_batches=_integer(d["num_batches"], f"{key}.num_batches", 1),
-                   batch_size=_integer(d["batch_size"], f"{key}.batch_size", 1),
-                   seed=_integer(d["seed"], f"{key}.seed", -2 ** 63, 2 ** 63),
-                   crop_size=_integer(d.get("crop_size", 224), f"{key}.crop_size", 1, 4096),
-                   recipe=_text(d.get("recipe", CALIBRATION_RECIPE), f"{key}.recipe"))
+        return from_dict(cls, data, key)
 
 
 @dataclass(frozen=True)
@@ -118,25 +91,16 @@ class Published:
 class Measurement:
     """Accuracy measured on these very weights, and what it was measured on."""
 
-    top1: float
-    top5: float | None
-    images: int
+    top1: float = field(metadata={"range": (0, 100)})
+    top5: float | None = field(metadata={"range": (0, 100)})
+    images: int = field(metadata={"range": _POSITIVE})
     data: str  # the evaluation images (folder name, split)
-    calibrated: bool  # BatchNorm re-calibrated before measuring
+    calibrated: bool = False  # BatchNorm re-calibrated before measuring
     library_version: str = ""
 
     @classmethod
     def from_dict(cls, data: Any, key: str) -> "Measurement":
-        names = [f.name for f in dataclasses.fields(cls)]
-        d = _mapping(data, key, names, ("top1", "images", "data"))
-        calibrated = d.get("calibrated", False)
-        if not isinstance(calibrated, bool):
-            raise InputError(f"{key}.calibrated must be true or false, got {_shown(calibrated)}")
-        return cls(top1=_number(d["top1"], f"{key}.top1", 0, 100),
-                   top5=_number(d.get("top5"), f"{key}.top5", 0, 100, optional=True),
-                   images=_integer(d["images"], f"{key}.images", 1), data=_text(d["data"], f"{key}.data"),
-                   calibrated=calibrated,
-                   library_version=_text(d.get("library_version", ""), f"{key}.library_version"))
+        return from_dict(cls, data, key)
 
 
 def published_for(arch: ArchConfig, num_classes: int, name: str | None = None) -> Published | None:
@@ -153,16 +117,17 @@ class ModelRecord:
     """Everything known about a model's weights. Build one with `ModelRecord.create`."""
 
     name: str | None
-    arch: ArchConfig
-    num_classes: int
+    arch: ArchConfig = field(metadata={"key": "architecture"})
+    num_classes: int = field(metadata={"range": (1, 1_000_000)})
     labels: tuple[str, ...] | None  # class names by output index (None: unknown)
     label_set: str | None  # "imagenet-1k": outputs are the canonical ImageNet-1k classes
     preprocessing: Preprocessing
-    published: Published | None
+    published: Published | None = field(metadata={"derived": True})
     measured: tuple[Measurement, ...]
     calibration: Calibration | None
-    license: str
-    source: str  # where the weights came from
+    license: str | None  # None: randomly initialised weights, nobody's work
+    source: str  # where the weights came from, in words
+    origin: Origin  # where the weights came from, as one of a few kinds
     library_version: str = field(default_factory=_library_version)
 
     # ---- derived facts ----------------------------------------------------------------------
@@ -179,6 +144,11 @@ class ModelRecord:
         return self.calibration is not None
 
     @property
+    def needs_calibration(self) -> bool:
+        """Extracted from a supernet and not BatchNorm-calibrated: far below what the architecture reaches."""
+        return self.origin is Origin.EXTRACTED and not self.calibrated
+
+    @property
     def official_name(self) -> str | None:
         registry_name = name_of(self.arch)
         return MODELS[registry_name].official_name if registry_name and self.published else None
@@ -186,34 +156,45 @@ class ModelRecord:
     # ---- construction ----------------------------------------------------------------------
     @classmethod
     def create(cls, arch: ArchConfig, num_classes: int = NUM_CLASSES, *, name: str | None = None,
-               source: str = "random initialisation (untrained)", license: str | None = None,
+               origin: Origin = Origin.RANDOM, source: str | None = None, license: str | None = None,
                calibration: Calibration | None = None, labels: Sequence[str] | None = None,
                measured: Sequence[Measurement] = ()) -> "ModelRecord":
         """A record for ``arch``: the registry's name and paper numbers when it is a published model,
-        ImageNet labels for a 1000-class head, the evaluation preprocessing of its resolution."""
+        ImageNet labels for a 1000-class head, the evaluation preprocessing of its resolution.
+
+        ``source`` defaults to a description of ``origin``; ``license`` to the AlphaNet weights'
+        license, except for random weights, which have none.
+        """
+        origin = Origin(origin)
         name = name if name is not None else name_of(arch)
         imagenet = num_classes == NUM_CLASSES and labels is None
+        if license is None and origin is not Origin.RANDOM:
+            license = WEIGHTS_LICENSE
         return cls(name=name, arch=arch, num_classes=num_classes,
                    labels=tuple(class_names()) if imagenet else (tuple(labels) if labels is not None else None),
                    label_set=IMAGENET_LABELS if imagenet else None,
                    preprocessing=Preprocessing(resolution=arch.resolution),
                    published=published_for(arch, num_classes, name), measured=tuple(measured),
-                   calibration=calibration, license=license or WEIGHTS_LICENSE, source=source)
+                   calibration=calibration, license=license, source=source or _DEFAULT_SOURCE[origin],
+                   origin=origin)
 
     def with_head(self, num_classes: int, labels: Sequence[str] | None = None) -> "ModelRecord":
         """The record after the classifier was replaced by a fresh one for ``num_classes``."""
         fresh = ModelRecord.create(self.arch, num_classes, name=self.name if num_classes == self.num_classes else None,
                                    labels=labels, license=self.license, calibration=self.calibration,
+                                   origin=self.origin,
                                    source=f"{self.source}; new {num_classes}-class classifier (untrained)")
         return dataclasses.replace(fresh, preprocessing=self.preprocessing)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.origin, Origin):
+            object.__setattr__(self, "origin", check(Origin, self.origin, "origin"))
         if self.labels is not None and len(self.labels) != self.num_classes:
             raise InputError(f"labels has {len(self.labels)} entries for {self.num_classes} classes")
 
     # ---- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form, key for key what `from_dict` reads (derived facts included for readers)."""
+        """The JSON form, key for key what `from_dict` reads (derived keys included for readers)."""
         return {
             "format": RECORD_FORMAT,
             "name": self.name,
@@ -230,78 +211,111 @@ class ModelRecord:
             "calibrated": self.calibrated,
             "calibration": dataclasses.asdict(self.calibration) if self.calibration else None,
             "license": self.license,
+            "origin": self.origin.value,
             "source": self.source,
             "library": LIBRARY_NAME,
             "library_version": self.library_version,
+            "derived": list(DERIVED_KEYS),
         }
 
     @classmethod
     def from_dict(cls, data: Any, what: str = "model record") -> "ModelRecord":
-        """Validate and read a record (also the format of alphanet_zoo 0.1's config.json).
+        """Validate and read a record (formats /3 and /2, and alphanet_zoo 0.1's config.json).
 
         Every field is checked; anything out of place is an `InputError` naming ``what`` and the key.
         """
-        if isinstance(data, Mapping) and data.get("format_version") == 1 and "format" not in data:
-            data = _from_format_1(data)
         try:
-            return _read(data)
+            return _read(_upgraded(data))
         except InputError as e:
             raise InputError(f"{what}: {e}") from None
 
 
-_KEYS = ("format", "name", "official_name", "architecture", "num_classes", "label_set", "labels", "preprocessing",
-         "mflops", "params", "published", "measured", "calibrated", "calibration", "license", "source", "library",
-         "library_version")
+def _derived_values(record: ModelRecord) -> dict[str, Any]:
+    """The derived keys of ``record``'s JSON form, as `ModelRecord.to_dict` writes them."""
+    return {key: value for key, value in record.to_dict().items() if key in DERIVED_KEYS}
 
 
 def _read(data: Any) -> ModelRecord:
-    d = _mapping(data, "the record", _KEYS, ("format", "architecture", "num_classes"))
-    if d["format"] != RECORD_FORMAT:
-        raise InputError(f"format is {_shown(d['format'])}, expected {RECORD_FORMAT!r} "
+    if not isinstance(data, Mapping):
+        raise InputTypeError(f"the record must be a JSON object, got {shown(data)}")
+    if data.get("format") != RECORD_FORMAT:
+        raise InputError(f"format is {shown(data.get('format'))}, expected {RECORD_FORMAT!r} "
                          f"(written by another version of alphanet_zoo?)")
-    arch = ArchConfig.from_dict(d["architecture"]).validate()
-    num_classes = _integer(d["num_classes"], "num_classes", 1, 1_000_000)
-    name = _text(d.get("name"), "name", optional=True)
-    labels = d.get("labels")
-    if labels is not None:
-        if not isinstance(labels, list) or len(labels) != num_classes:
-            raise InputError(f"labels must be a list of {num_classes} strings or null")
-        labels = tuple(_text(v, f"labels[{i}]") for i, v in enumerate(labels))
-    label_set = _text(d.get("label_set"), "label_set", optional=True)
+    if data.get("library", LIBRARY_NAME) != LIBRARY_NAME:
+        raise InputError(f"library is {shown(data['library'])}, not {LIBRARY_NAME!r}: not a record of this package")
+    derived = data.get("derived", [])
+    if not isinstance(derived, list) or not set(derived) <= set(DERIVED_KEYS):
+        raise InputError(f"derived must be a list of some of {', '.join(DERIVED_KEYS)}, got {shown(derived)}")
+    body = {k: v for k, v in data.items() if k not in DERIVED_KEYS}
+    for key, default in (("library_version", ""), ("measured", []), ("license", WEIGHTS_LICENSE)):
+        body.setdefault(key, default)
+    architecture = body.get("architecture")
+    if "preprocessing" not in body and isinstance(architecture, Mapping):
+        body["preprocessing"] = {"resolution": architecture.get("resolution")}
+    fields = read_fields(ModelRecord, body, extra=_ENVELOPE_KEYS)
+    arch, num_classes, labels, label_set = (fields[k] for k in ("arch", "num_classes", "labels", "label_set"))
+    arch.validate()
+    if labels is not None and len(labels) != num_classes:
+        raise InputError(f"labels must be a list of {num_classes} strings or null")
     if label_set is not None and label_set != IMAGENET_LABELS:
-        raise InputError(f"label_set must be {IMAGENET_LABELS!r} or null, got {_shown(label_set)}")
+        raise InputError(f"label_set must be {IMAGENET_LABELS!r} or null, got {shown(label_set)}")
     if label_set == IMAGENET_LABELS and num_classes != NUM_CLASSES:
         raise InputError(f"label_set {IMAGENET_LABELS} needs 1000 classes, not {num_classes}")
-    preprocessing = Preprocessing.from_dict(d["preprocessing"]) if "preprocessing" in d \
-        else Preprocessing(resolution=arch.resolution)
-    if "published" in d and d["published"] is not None:
-        _mapping(d["published"], "published", ("top1", "top5", "mflops", "source"))
-        for key in ("top1", "top5", "mflops"):
-            _number(d["published"].get(key), f"published.{key}", 0, 1e6, optional=True)
-    measured = d.get("measured", [])
-    if not isinstance(measured, list):
-        raise InputError(f"measured must be a list, got {_shown(measured)}")
-    calibration = d.get("calibration")
-    calibration = Calibration.from_dict(calibration) if calibration is not None else None
-    if "calibrated" in d and d["calibrated"] is not (calibration is not None):
-        raise InputError(f"calibrated is {_shown(d['calibrated'])} but calibration is "
-                         f"{'set' if calibration else 'null'}")
-    for key in ("mflops", "params"):
-        if key in d:
-            _number(d[key], key, 0)
-    for key in ("official_name", "library"):
-        _text(d.get(key), key, optional=True)
-    return ModelRecord(
-        name=name, arch=arch, num_classes=num_classes, labels=labels, label_set=label_set,
-        preprocessing=preprocessing, published=published_for(arch, num_classes, name),
-        measured=tuple(Measurement.from_dict(m, f"measured[{i}]") for i, m in enumerate(measured)),
-        calibration=calibration, license=_text(d.get("license", WEIGHTS_LICENSE), "license"),
-        source=_text(d.get("source") or "unspecified", "source"),
-        library_version=_text(d.get("library_version") or "", "library_version"))
+    record = ModelRecord(published=published_for(arch, num_classes, fields["name"]), **fields)
+    _check_derived(data, record)
+    return record
+
+
+def _check_derived(data: Mapping[str, Any], record: ModelRecord) -> None:
+    """Refuse derived keys that disagree with what the record's fields give: they are never trusted."""
+    if "calibrated" in data and data["calibrated"] is not record.calibrated:
+        raise InputError(f"calibrated is {shown(data['calibrated'])} but calibration is "
+                         f"{'set' if record.calibration else 'null'}")
+    for key, expected in _derived_values(record).items():
+        if key not in data or key == "calibrated":
+            continue
+        value = data[key]
+        if key == "mflops":  # written rounded to 4 decimals
+            agrees = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value - expected) <= 1e-4
+        else:
+            agrees = value == expected and type(value) is type(expected)
+        if not agrees:
+            raise InputError(f"{key} is {shown(value)} but the record's architecture and classes give "
+                             f"{shown(expected)}; it is derived, not a fact to edit")
+
+
+def _upgraded(data: Any) -> Any:
+    """``data`` in today's format when it is a record of an earlier one (else as it is)."""
+    if isinstance(data, Mapping) and data.get("format_version") == 1 and "format" not in data:
+        data = _from_format_1(data)
+    if isinstance(data, Mapping) and data.get("format") == FORMAT_2:
+        data = _from_format_2(data)
+    return data
+
+
+def _origin_of(source: Any, license: Any) -> Origin:
+    """The origin of a format-2 record, which said it only in words."""
+    text = source if isinstance(source, str) else ""
+    if license == "random-init" or text.startswith("random initialisation"):
+        return Origin.RANDOM
+    if text.startswith("extracted from"):
+        return Origin.EXTRACTED
+    return Origin.FILE  # "weights file ...", "the file ... (no metadata)" or unknown
+
+
+def _from_format_2(old: Mapping[str, Any]) -> dict[str, Any]:
+    """A format-2 record in today's form: ``origin`` from its source text, no "random-init" license;
+    its derived keys are dropped (format 2 never checked them)."""
+    new = {k: v for k, v in old.items() if k not in ("official_name", "mflops", "params", "published")}
+    new["format"] = RECORD_FORMAT
+    new["origin"] = _origin_of(old.get("source"), old.get("license"))
+    new["license"] = None if old.get("license") == "random-init" else old.get("license", WEIGHTS_LICENSE)
+    new["source"] = old.get("source") or "unspecified"
+    return new
 
 
 def _from_format_1(old: Mapping[str, Any]) -> dict[str, Any]:
-    """alphanet_zoo 0.1's config.json in today's form (fields it did not have are left out)."""
+    """alphanet_zoo 0.1's config.json as a format-2 record (fields it did not have are left out)."""
     calibration = old.get("calibration")
     if isinstance(calibration, Mapping):
         calibration = {"data": str(calibration.get("data", "unknown")),
@@ -309,7 +323,7 @@ def _from_format_1(old: Mapping[str, Any]) -> dict[str, Any]:
                        "seed": calibration.get("seed")}
     metrics = old.get("metrics") if isinstance(old.get("metrics"), Mapping) else {}
     num_classes = old.get("num_classes")
-    new = {"format": RECORD_FORMAT, "name": old.get("name"), "architecture": old.get("architecture"),
+    new = {"format": FORMAT_2, "name": old.get("name"), "architecture": old.get("architecture"),
            "num_classes": num_classes, "calibration": calibration, "license": old.get("license", WEIGHTS_LICENSE),
            "source": old.get("source"), "measured": []}
     if "preprocessing" in old:

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from . import cost
 from .config import ArchConfig
 from .errors import InputError, InputTypeError
 
@@ -46,10 +47,18 @@ class ModelInfo:
     official_name: str  # name in the official README (``alphanet_a5_base``)
     published_mflops: int  # the paper's table (rounded)
     published_top1: float  # ImageNet top-1 %, from the paper
-    mflops: float  # the analytic counter's value (`count_flops`), paper convention
-    params: int  # parameters of the standalone model (no dead weights)
     published_top5: float | None = None  # not published for these models
     aliases: tuple[str, ...] = ()
+
+    @property
+    def mflops(self) -> float:
+        """The analytic counter's MFLOPs (paper convention): derived from ``arch``, never stored."""
+        return cost.mflops(self.arch)
+
+    @property
+    def params(self) -> int:
+        """Parameters of the standalone model (no dead weights): derived from ``arch``, never stored."""
+        return cost.params(self.arch)
 
     @property
     def weights(self) -> WeightsInfo:
@@ -75,28 +84,28 @@ def _arch(resolution, width, kernel_size, expand_ratio, depth) -> ArchConfig:
 _MODELS = (
     ModelInfo("a0", _arch(192, [16, 16, 24, 32, 64, 112, 192, 216, 1792], [3, 3, 3, 3, 3, 3, 3],
                           [1, 4, 4, 4, 4, 6, 6], [1, 3, 3, 3, 3, 3, 1]),
-              "a0", "alphanet_a0", 203, 77.87, 203.389568, 8_954_184),
+              "a0", "alphanet_a0", 203, 77.87),
     ModelInfo("a1", _arch(224, [16, 16, 24, 32, 64, 112, 192, 216, 1984], [3, 3, 3, 5, 3, 5, 3],
                           [1, 4, 4, 4, 4, 6, 6], [1, 3, 3, 3, 3, 3, 1]),
-              "a1", "alphanet_a1", 279, 78.94, 279.238816, 9_452_872),
+              "a1", "alphanet_a1", 279, 78.94),
     ModelInfo("a2", _arch(224, [16, 16, 24, 32, 64, 112, 200, 224, 1984], [3, 3, 3, 3, 3, 5, 3],
                           [1, 4, 5, 4, 4, 6, 6], [1, 3, 3, 3, 3, 4, 1]),
-              "a2", "alphanet_a2", 317, 79.20, 316.73008, 11_149_824),
+              "a2", "alphanet_a2", 317, 79.20),
     ModelInfo("a3", _arch(224, [16, 16, 24, 32, 64, 112, 208, 224, 1984], [3, 3, 3, 5, 3, 3, 3],
                           [1, 4, 4, 4, 4, 6, 6], [2, 3, 3, 4, 3, 5, 1]),
-              "a3", "alphanet_a3", 357, 79.41, 356.5184, 12_784_928),
+              "a3", "alphanet_a3", 357, 79.41),
     ModelInfo("a4", _arch(256, [16, 16, 24, 32, 64, 112, 192, 216, 1984], [3, 3, 3, 5, 3, 5, 3],
                           [1, 4, 4, 5, 4, 6, 6], [1, 3, 3, 4, 3, 5, 1]),
-              "a4", "alphanet_a4", 444, 80.01, 443.530752, 11_809_640),
+              "a4", "alphanet_a4", 444, 80.01),
     ModelInfo("a5", _arch(256, [16, 16, 24, 32, 64, 112, 208, 216, 1984], [3, 3, 3, 3, 3, 5, 3],
                           [1, 4, 4, 5, 4, 6, 6], [1, 3, 3, 4, 4, 5, 1]),
-              "a5", "alphanet_a5_small", 491, 80.29, 491.481088, 12_970_512, aliases=("a5_small",)),
+              "a5", "alphanet_a5_small", 491, 80.29, aliases=("a5_small",)),
     ModelInfo("a5_base", _arch(288, [16, 16, 24, 32, 64, 112, 200, 216, 1984], [3, 3, 5, 5, 3, 3, 3],
                                [1, 4, 4, 4, 5, 6, 6], [2, 3, 4, 3, 3, 5, 1]),
-              "a5_1", "alphanet_a5_base", 596, 80.62, 594.786, 12_404_424, aliases=("a5_1",)),
+              "a5_1", "alphanet_a5_base", 596, 80.62, aliases=("a5_1",)),
     ModelInfo("a6", _arch(288, [16, 16, 24, 32, 64, 112, 216, 224, 1984], [3, 3, 3, 3, 3, 5, 3],
                           [1, 4, 6, 5, 4, 6, 6], [1, 3, 3, 4, 4, 6, 1]),
-              "a6", "alphanet_a6", 709, 80.78, 709.007232, 15_154_792),
+              "a6", "alphanet_a6", 709, 80.78),
 )
 
 MODELS: dict[str, ModelInfo] = {m.name: m for m in _MODELS}

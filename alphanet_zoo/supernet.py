@@ -26,7 +26,7 @@ from .config import SEARCH_SPACE, ArchConfig
 from .errors import InputError
 from .layout import supernet_layout
 from .model import AlphaNet, NetworkModules
-from .record import ModelRecord
+from .record import ModelRecord, Origin
 from .registry import resolve_arch
 
 SUPERNET_FORMAT = "alphanet_zoo.supernet/1"
@@ -53,7 +53,7 @@ def slice_state_dict(state: Mapping[str, torch.Tensor], shapes: Mapping[str, tor
     return {k: slice_tensor(state[k], shape, k) for k, shape in shapes.items()}
 
 
-#: How the record of an extracted subnet names its source (commands warn when such a model is not calibrated).
+#: How the record of an extracted subnet words its source (code tests ``record.origin``, never this text).
 EXTRACTED_FROM = "extracted from "
 
 
@@ -111,7 +111,8 @@ class Supernet(NetworkModules):
         state = slice_state_dict(self.state_dict(), _skeleton(arch, self.num_classes).shapes)
         model.load_state_dict({k: v.clone(memory_format=torch.contiguous_format) for k, v in state.items()},
                               strict=True, assign=True)
-        model.pretrained_cfg = ModelRecord.create(arch, self.num_classes, source=f"{EXTRACTED_FROM}{self.source}")
+        model.pretrained_cfg = ModelRecord.create(arch, self.num_classes, origin=Origin.EXTRACTED,
+                                                  source=f"{EXTRACTED_FROM}{self.source}")
         return model.eval()
 
     def forward(self, x: torch.Tensor, arch: ArchConfig | str | Mapping, *, drop_rate: float = 0.0,

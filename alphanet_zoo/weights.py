@@ -30,7 +30,7 @@ from .errors import InputError
 from .hub import HUB_PREFIX, NoPretrainedWeightsError, download, drop_from_cache, parse_hub_id, verify_download
 from .model import AlphaNet
 from .pretrained import CONFIG_NAME, WEIGHTS_NAME
-from .record import ModelRecord
+from .record import ModelRecord, Origin
 from .registry import MODELS, model_info, name_of, resolve_arch
 from .supernet import Supernet
 
@@ -141,7 +141,7 @@ class WeightsLoader:
         weights_path = download(repo_id, revision, WEIGHTS_NAME, name)
         verify_download(weights_path, pinned_sha256)
         try:
-            return _from_folder_files(config_path, weights_path, arch, f"Hub repository {repo_id}@{revision}")
+            return _from_folder_files(config_path, weights_path, f"Hub repository {repo_id}@{revision}", arch)
         except InputError:
             # the bytes matched their hash, so the repo itself is bad; keep nothing of it for the next try
             drop_from_cache(weights_path)
@@ -151,15 +151,7 @@ class WeightsLoader:
         if not path.exists():
             raise InputError(f"weights not found: {path}")
         if path.is_dir():
-            folder = path
-            if not (folder / CONFIG_NAME).is_file() and name and (path / name / CONFIG_NAME).is_file():
-                folder = path / name  # a folder of per-model folders, as alphanet-extract --out writes
-                log.info("using %s (the folder for %s inside %s)", folder, name, path)
-            for needed in (CONFIG_NAME, WEIGHTS_NAME):
-                if not (folder / needed).is_file():
-                    inside = f" nor a folder of them holding {name}/" if name else ""
-                    raise InputError(f"{path} is not a save_pretrained folder ({needed} is missing){inside}")
-            return _from_folder_files(folder / CONFIG_NAME, folder / WEIGHTS_NAME, arch, str(folder))
+            return _from_folder_files(*_model_folder_files(path, name), arch)
         state = read_state_dict(path)
         if Supernet.is_supernet_state(state):
             if arch is None:
@@ -173,11 +165,31 @@ class WeightsLoader:
             raise InputError(f"{path} holds bare weights: name the architecture, e.g. load('a0', weights=...)")
         classes = num_classes_in(state)
         model = build_with_state(lambda: AlphaNet(arch, classes), state, f"weights file {path}")
-        model.pretrained_cfg = ModelRecord.create(arch, classes, source=f"weights file {path.name}")
+        model.pretrained_cfg = ModelRecord.create(arch, classes, origin=Origin.FILE,
+                                                  source=f"weights file {path.name}")
         return model
 
 
-def _from_folder_files(config_path: Path, weights_path: Path, arch: ArchConfig | None, what: str) -> AlphaNet:
+def _model_folder_files(path: Path, name: str | None) -> tuple[Path, Path, str]:
+    """(config, weights, description) of the save_pretrained folder ``path``, or of ``path/name``.
+
+    A folder is a model folder when it holds ``model.safetensors``: save_pretrained puts the
+    weights in place last, so a folder without them is an interrupted save, not a model.
+    """
+    folder = path
+    if not (folder / WEIGHTS_NAME).is_file() and name and (path / name / WEIGHTS_NAME).is_file():
+        folder = path / name  # a folder of per-model folders, as alphanet-extract --out writes
+        log.info("using %s (the folder for %s inside %s)", folder, name, path)
+    inside = f" nor a folder of them holding {name}/" if name else ""
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise InputError(f"{path} is not a save_pretrained folder{inside}: it has no {WEIGHTS_NAME} (a save "
+                         f"that was interrupted leaves a folder without it; save the model again)")
+    if not (folder / CONFIG_NAME).is_file():
+        raise InputError(f"{path} is not a save_pretrained folder ({CONFIG_NAME} is missing){inside}")
+    return folder / CONFIG_NAME, folder / WEIGHTS_NAME, str(folder)
+
+
+def _from_folder_files(config_path: Path, weights_path: Path, what: str, arch: ArchConfig | None) -> AlphaNet:
     record = ModelRecord.from_dict(read_json(config_path, f"{what}/{CONFIG_NAME}"), f"{what}/{CONFIG_NAME}")
     if arch is not None and arch != record.arch:
         raise InputError(f"{what} holds architecture {record.arch.to_dict()}, not the requested {arch.to_dict()}")

@@ -32,13 +32,15 @@ import torch
 from bench_deploy_levers import deploy_parser, interleaved, summarise
 
 from alphanet_zoo._io import write_json
-from alphanet_zoo.export import cli as export_cli
+from alphanet_zoo.commands import export as export_cli
 from alphanet_zoo.export import export_model, open_model, read_export_info, to_onnx
 from alphanet_zoo.export.agreement import measure_agreement
 from alphanet_zoo.export.images import image_sets
 from alphanet_zoo.export.openvino_export import convert_onnx, save_ir
 from alphanet_zoo.export.quantize import ONNXRUNTIME_OPS, OPENVINO_OPS, quantize_onnx
-from alphanet_zoo.export.runtime import cpu_name, openvino_core, torch_threads
+from alphanet_zoo.export.runtime import openvino_core
+from alphanet_zoo.export.timing import cpu_name, torch_threads
+from alphanet_zoo.registry import model_info
 from alphanet_zoo.weights import WeightsLoader
 
 
@@ -125,8 +127,6 @@ def main() -> None:
 
 
 def _arch(name: str):
-    from alphanet_zoo.registry import model_info
-
     return model_info(name).arch
 
 

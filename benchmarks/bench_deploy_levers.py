@@ -24,10 +24,10 @@ Variants (all on the same weights, ``--threads`` threads):
   2x2 stride-2 conv (weights / 4).
 - ``static-int8``: the int8 QDQ model (`alphanet_zoo.export.quantize`, convs and classifier only).
 
-Timing: rounds; in each, every variant runs untimed for 0.1 s (at least once) and then ``--block``
-timed calls, in an order that rotates from round to round. Reported per variant and batch size: the median ms per
-image over all calls, min..max, and the *paired* ratio: the median over rounds of (baseline's
-median in that round / the variant's), which cancels load that comes and goes between rounds.
+Timing: rounds (`alphanet_zoo.export.timing.time_in_turns`); in each, every variant in turn pauses,
+runs untimed for 0.1 s (at least once) and then ``--block`` timed calls. Reported per variant and
+batch size: the median ms per image over all calls, min..max, and the *paired* ratio: the median
+over rounds of (baseline's median in that round / the variant's), which cancels load that comes and goes between rounds.
 Agreement with fp32 PyTorch: logit cosine (worst of the built-in test images). Weights are random
 (seed 0; timings do not depend on them).
 """
@@ -37,7 +37,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -48,10 +47,13 @@ from onnx import ModelProto, helper, numpy_helper
 
 from alphanet_zoo import AlphaNet
 from alphanet_zoo._io import write_json
-from alphanet_zoo.export import export_model, open_model, read_export_info
+from alphanet_zoo.export import export_model, open_model, read_export_info, to_onnx
 from alphanet_zoo.export.graph_passes import fold_hard_sigmoid
 from alphanet_zoo.export.images import builtin_images
-from alphanet_zoo.export.runtime import OpenVinoModel, cpu_name, openvino_core
+from alphanet_zoo.export.openvino_export import convert_onnx, save_ir
+from alphanet_zoo.export.quantize import quantize_onnx
+from alphanet_zoo.export.runtime import OpenVinoModel, openvino_core
+from alphanet_zoo.export.timing import cpu_name, time_in_turns
 
 
 # ---- a lever that did not pay off, kept here to measure it ---------------------------------------------
@@ -125,9 +127,6 @@ def _split(path: Path, batch: int, side: int, threads: int) -> Callable[[np.ndar
 
 
 def make_variants(model: AlphaNet, folder: Path, batch: int, threads: int, shipped: Path) -> dict[str, Callable]:
-    from alphanet_zoo.export.openvino_export import convert_onnx, save_ir
-    from alphanet_zoo.export.quantize import quantize_onnx
-
     side = model.arch.resolution
     onnx_path = folder / "fp32.onnx"
     variants: dict[str, Callable] = {}
@@ -193,29 +192,14 @@ def print_summary(title: str, summary: dict, last: Callable[[dict], str], width:
 
 def interleaved(variants: dict[str, Callable], x: np.ndarray, rounds: int, block: int,
                 settle_s: float = 0.1) -> dict[str, list[list[float]]]:
-    """Per variant, per round: the ms per image of each timed call. Before its timed calls, a variant
-    runs untimed for ``settle_s`` seconds (at least once): the previous variant's thread pool (ONNX
-    Runtime's and OpenMP's spinning workers) keeps the cores busy for a while after its last call."""
+    """Per variant, per round: the ms per image of each timed call, the variants taking turns
+    (`alphanet_zoo.export.timing.time_in_turns`): each turn a pause, untimed calls for ``settle_s`` seconds
+    (at least one), then ``block`` timed calls. The previous variant's thread pool (ONNX Runtime's and
+    OpenMP's spinning workers) keeps the cores busy for a while after its last call."""
     names = list(variants)
-    times: dict[str, list[list[float]]] = {n: [] for n in names}
-    for name in names:
-        for _ in range(2):
-            variants[name](x)
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            run = variants[name]
-            end = time.perf_counter() + settle_s
-            run(x)
-            while time.perf_counter() < end:
-                run(x)
-            calls = []
-            for _ in range(block):
-                start = time.perf_counter()
-                run(x)
-                calls.append((time.perf_counter() - start) * 1e3 / len(x))
-            times[name].append(calls)
-    return times
+    turns = time_in_turns([lambda run=variants[n]: run(x) for n in names], rounds=rounds, calls=block, warmup=1,
+                          first_warmup=3, settle_s=settle_s)
+    return {n: [[s * 1e3 / len(x) for s in turn] for turn in t] for n, t in zip(names, turns)}
 
 
 def summarise(times: dict[str, list[list[float]]], baseline: str = "ov-default") -> dict[str, dict]:
@@ -240,8 +224,6 @@ def main() -> None:
             model = AlphaNet(name).eval()
             folder = Path(tmp) / name
             folder.mkdir()
-            from alphanet_zoo.export import to_onnx
-
             to_onnx(model, folder / "fp32.onnx", verify=False)
             shipped = export_model(model, folder / "shipped.xml", "openvino", threads=args.threads)
             print(f"{name}: shipped precision {shipped.precision} ({shipped.export_info['choice']['reason']})",

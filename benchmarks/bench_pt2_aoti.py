@@ -23,7 +23,7 @@ from alphanet_zoo import AlphaNet
 from alphanet_zoo._io import write_json
 from alphanet_zoo.export import export_model, open_model, to_onnx
 from alphanet_zoo.export.pt2_export import exported_program
-from alphanet_zoo.export.runtime import cpu_name, torch_threads
+from alphanet_zoo.export.timing import cpu_name, torch_threads
 
 
 def main() -> None:

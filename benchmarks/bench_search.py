@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 import alphanet_zoo
+from alphanet_zoo.export.timing import cpu_name
 
 
 def make_images(root: Path, classes: int, per_class: int, seed: int) -> Path:
@@ -80,7 +81,7 @@ def candidates_per_minute(args, work: Path) -> dict:
 
 
 def latency_table(args, work: Path) -> dict:
-    from alphanet_zoo.cli import progress
+    from alphanet_zoo.commands.running import progress
     from alphanet_zoo.search.latency import load_or_build
     from alphanet_zoo.search.latency_runtimes import make_runtime
 
@@ -119,8 +120,6 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    from alphanet_zoo.search.latency_runtimes import cpu_name
-
     report = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
               "torch": torch.__version__, "device": args.device,
               "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}

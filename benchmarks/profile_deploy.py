@@ -24,7 +24,8 @@ from bench_deploy_levers import deploy_parser
 from alphanet_zoo import AlphaNet
 from alphanet_zoo._io import write_json
 from alphanet_zoo.export import export_model, read_export_info, to_onnx
-from alphanet_zoo.export.runtime import cpu_name, openvino_core
+from alphanet_zoo.export.runtime import openvino_core
+from alphanet_zoo.export.timing import cpu_name
 
 
 def openvino_profile(path: Path, batch: int, side: int, threads: int, precision: str | None,

@@ -1,7 +1,7 @@
 """Evaluation harness: ImageNet top-1/top-5, FLOPs, the paper's table (installed as ``alphanet_zoo.eval``).
 
 The data pipeline it runs on is `alphanet_zoo.data` (the same one extraction, search and training
-use); this package adds the ``alphanet-eval`` command (`alphanet_zoo.eval.cli`) and its report:
+use); this package adds the ``alphanet-eval`` command (`alphanet_zoo.commands.eval`) and its report:
 
     >>> from alphanet_zoo.data import open_dataset, labelled_batches, evaluate, TorchClassifier
     >>> from alphanet_zoo.preprocessing import EvalCrop

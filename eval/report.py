@@ -36,7 +36,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from alphanet_zoo._io import atomic_path, save_figure, write_json
 from alphanet_zoo.data import EvalResult
-from alphanet_zoo.record import ModelRecord
+from alphanet_zoo.record import ModelRecord, Origin
 from alphanet_zoo.registry import MODELS
 
 RESULTS_FORMAT = "alphanet_zoo.eval/2"
@@ -114,8 +114,7 @@ def format_table(results: Sequence[Mapping[str, Any]], partial: bool = False) ->
                                                               for r in results if r["bad_images"]))
     if partial:
         notes.append("* interrupted: numbers cover the images evaluated before Ctrl-C")
-    if any(not r["calibrated"] and (r.get("model") or {}).get("source", "").startswith("extracted from")
-           for r in results):
+    if any(not r["calibrated"] and (r.get("model") or {}).get("origin") == Origin.EXTRACTED for r in results):
         notes.append("BatchNorm of the subnets extracted here was not calibrated: give --calib-data TRAIN_DIR "
                      "to measure what the architecture reaches")
     notes.append("top-1/top-5 in %; paper = published for the architecture (the paper gives no top-5); MFLOPs "

@@ -9,23 +9,29 @@
 
 Formats: ONNX (`to_onnx`; fp32 or int8), OpenVINO IR (``export_model(..., "openvino")``; fp32,
 bf16 or int8), ``torch.export`` (`to_pt2`) and TorchScript (`to_torchscript`, deprecated upstream).
-Every file is verified before it is written (`deploy`). The command-line tools are
+Every file is verified before it is written (`deploy`); each format is a module registering its
+`Builder` in `BUILDERS`, imported here. Models run through `ExportedModel` (`runtime`) and are timed
+by `timing`. The command-line tools are
 ``alphanet-export`` (`cli`) and ``alphanet-bench`` (`bench`).
 """
+# the formats: each module registers its builder in `builders.BUILDERS` when imported (a new format: one
+# module and one line here)
+from . import onnx_export, openvino_export, pt2_export, torchscript_export
 from .agreement import Agreement, Thresholds, measure_agreement
-from .deploy import PRECISIONS, default_precision, export_model
+from .builders import BUILDERS, Builder, register
+from .deploy import PRECISIONS, default_precision, export_model, to_onnx, to_pt2, to_torchscript
 from .metadata import export_metadata, file_format, read_export_info, read_metadata
-from .onnx_export import DEFAULT_OPSET, onnx_model, to_onnx
-from .pt2_export import to_pt2
-from .runtime import ExportedModel, load_torchscript, onnxruntime_session, open_model
-from .torchscript_export import to_torchscript, torchscript_module
+from .onnx_export import DEFAULT_OPSET, onnx_model
+from .runtime import ExportedModel, TorchModel, load_torchscript, onnxruntime_session, open_model
+from .torchscript_export import torchscript_module
 from .verify import (ExportResult, ExportVerificationError, Verification, verify_onnx, verify_openvino, verify_pt2,
                      verify_torchscript)
 
 __all__ = [
-    "Agreement", "DEFAULT_OPSET", "ExportResult", "ExportVerificationError", "ExportedModel", "PRECISIONS",
-    "Thresholds", "Verification", "default_precision", "export_metadata", "export_model", "file_format",
-    "load_torchscript", "measure_agreement", "onnx_model", "onnxruntime_session", "open_model", "read_export_info",
-    "read_metadata", "to_onnx", "to_pt2", "to_torchscript", "torchscript_module", "verify_onnx", "verify_openvino",
-    "verify_pt2", "verify_torchscript",
+    "Agreement", "BUILDERS", "Builder", "DEFAULT_OPSET", "ExportResult", "ExportVerificationError", "ExportedModel",
+    "PRECISIONS", "Thresholds", "TorchModel", "Verification", "default_precision", "export_metadata", "export_model",
+    "file_format", "load_torchscript", "measure_agreement", "onnx_model", "onnxruntime_session", "open_model",
+    "read_export_info", "read_metadata", "register", "to_onnx", "to_pt2", "to_torchscript", "torchscript_module",
+    "verify_onnx", "verify_openvino", "verify_pt2", "verify_torchscript",
+    "onnx_export", "openvino_export", "pt2_export", "torchscript_export",  # the format modules
 ]

@@ -1,4 +1,5 @@
-"""``alphanet-bench``: every way to run an AlphaNet model, side by side: latency (batch 1) and throughput (batch N).
+"""Every way to run an AlphaNet model, side by side: latency (batch 1) and throughput (batch N); the
+measuring behind ``alphanet-bench`` (`alphanet_zoo.commands.bench`).
 
     alphanet-bench --arch a0,a6 --threads 2 --batch-size 16 --out bench.json
     alphanet-bench --arch a0 --backend openvino-bf16,openvino-onnx,onnxruntime --repeats 60 --json
@@ -17,31 +18,33 @@ Backends (``--backend all``: every one available here except the opt-in ``compil
 | ``openvino-onnx`` | OpenVINO's default compile of our fp32 ONNX, as a user would do by hand | OpenVINO's default |
 | ``cuda`` | the PyTorch model on the GPU (when there is one) | fp32 |
 
-Exported backends run through `open_model`, with its tuned settings. int8 files are calibrated on
-the built-in test images (timing does not depend on it; their agreement would be better on real
-images). Each row gives the median call and the range (min..max) over ``--repeats`` calls, taken
-in interleaved rounds: backends take turns in blocks of 5 timed calls (after ``--warmup`` untimed
-calls, then a quarter second of them before each later block), so load from other processes falls
-on all of them alike. Beside it: the ratio to eager and to the best row at that batch size; the
-row's GFLOP/s (2 x the paper's MFLOPs x images/s) against the matching matrix-product ceiling
-(fp32, bf16 or int8 GEMM measured at the same thread count); the cold start (from opening the file
-to the first batch-1 result, compilation included); and the agreement with the fp32 eager model on
-the built-in test images (worst-image logit cosine, top-1 agreement, largest logit difference).
+Every backend runs through `runtime.ExportedModel` (the PyTorch ones as `TorchModel` variants), the
+exported ones with `open_model`'s tuned settings on files built by the formats' builders, as
+``alphanet-export`` builds them. int8 files are calibrated on the built-in test images (timing does
+not depend on it; their agreement would be better on real images). Each row gives the median call
+and the range (min..max) over ``--repeats`` calls, taken in interleaved rounds
+(`timing.time_in_turns`): backends take turns of 5 timed calls, each turn after a short pause and
+untimed calls (``--warmup`` in the first turn; a quarter second of them in each), so load from other
+processes falls on all of them alike. Beside it: the ratio to eager and to the best row at that
+batch size; the row's GFLOP/s (2 x the paper's MFLOPs x images/s) against the matching
+matrix-product ceiling (fp32, bf16 or int8 GEMM measured at the same thread count); the cold start (from
+opening the file to the first batch-1 result, compilation included); and the agreement with the fp32
+eager model on the built-in test images (worst-image logit cosine, top-1 agreement, largest logit
+difference).
 Weights are random unless ``--weights`` says otherwise: timings do not depend on weight values.
 """
 from __future__ import annotations
 
-import argparse
-import copy
+import dataclasses
 import datetime
+import importlib.util
 import logging
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -49,29 +52,41 @@ import numpy as np
 import torch
 from torch import nn
 
-from alphanet_zoo import cli
-from alphanet_zoo.cli import Console, cli_main, progress
-from alphanet_zoo.errors import InputError, UsageError
+from alphanet_zoo.errors import InputError
+from alphanet_zoo.flops import count_flops
 
-from .runtime import cpu_name, torch_threads
+from .agreement import measure_agreement
+from .builders import BUILDERS, Candidate, ExportJob
+from .images import BUILTIN, ImageSets, builtin_image_paths, builtin_images, preprocess
+from .metadata import export_metadata
+from .runtime import ExportedModel, OpenVinoModel, TorchModel, onnxruntime_session
+from .timing import cpu_name, flat, mean_seconds, time_in_turns, torch_threads
+from .verify import reference_logits
 
-PROG = "alphanet-bench"
 log = logging.getLogger("alphanet_zoo")
 BACKENDS = ("eager", "eager-cl", "torchscript", "pt2", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16",
             "openvino-int8", "openvino-onnx", "compile", "cuda")
 OPT_IN = ("compile",)  # not in "all": torch.compile's first call takes minutes
 PRECISION = {"onnxruntime-int8": "int8", "openvino-bf16": "bf16", "openvino-int8": "int8"}
+#: The PyTorch backends: `TorchModel.of`'s options.
+EAGER = {"eager": {}, "eager-cl": {"channels_last": True}, "compile": {"compile": True},
+         "cuda": {"device": "cuda", "channels_last": True}}
+#: The exported backends: the file (format and precision) each runs, built by that format's builder.
+FILES = {"torchscript": ("torchscript", "fp32"), "pt2": ("pt2", "fp32"), "onnxruntime": ("onnx", "fp32"),
+         "onnxruntime-int8": ("onnx", "int8"), "openvino": ("openvino", "fp32"),
+         "openvino-bf16": ("openvino", "bf16"), "openvino-int8": ("openvino", "int8")}
 GEMM_SIZE = 3072
-# Backends take turns in blocks of BLOCK timed calls, each block after SETTLE_S seconds of untimed
-# calls: the previous backend's thread pool (ONNX Runtime's spinning workers, OpenMP's) keeps the
-# cores busy for a while after its last call and would slow the next backend's first calls.
+# Backends take turns (`timing.time_in_turns`) of BLOCK timed calls, each after a pause and SETTLE_S
+# seconds of untimed calls: the previous backend's thread pool (ONNX Runtime's spinning workers,
+# OpenMP's) keeps the cores busy for a while after its last call and would slow the next one's first calls.
 BLOCK = 5
 SETTLE_S = 0.25
 
 
 @dataclass
 class Runner:
-    """A backend ready to run: ``run(prepare(x))`` gives logits; ``prepare`` is not timed."""
+    """A backend ready to run: ``run(prepare(x))`` gives logits; ``prepare`` is not timed. Every backend of
+    `BACKENDS` is an `ExportedModel` (`of`); a benchmark script may time any callable beside them."""
 
     backend: str
     run: Callable[[Any], Any]
@@ -79,6 +94,18 @@ class Runner:
     precision: str = "fp32"
     cold_start_s: float | None = None  # opening/compiling to the first batch-1 result
     sync: Callable[[], None] | None = None  # waits for asynchronous work (CUDA) before a clock is read
+
+    @classmethod
+    def of(cls, backend: str, model: ExportedModel, precision: str | None = None,
+           cold_start_s: float | None = None) -> "Runner":
+        """``model`` as a runner: it runs what `ExportedModel.as_input` prepared."""
+        sync = model.synchronize if str(model.device).startswith("cuda") else None
+        return cls(backend, model, model.as_input, precision or model.runtime_precision, cold_start_s, sync)
+
+    def close(self) -> None:
+        close = getattr(self.run, "close", None)
+        if close:
+            close()
 
 
 @dataclass
@@ -114,136 +141,64 @@ class Row:
 # ---- runners ------------------------------------------------------------------------------------
 
 class _Artifacts:
-    """A model's exported files, made once per model in a work folder and shared by its backends."""
+    """A model's exported files, built once per model and precision by the formats' builders
+    (`builders.BUILDERS`, as ``alphanet-export`` builds them, not verified) in a work folder, and shared
+    by its backends. int8 files are calibrated on the built-in test images."""
 
     def __init__(self, model: nn.Module, workdir: Path) -> None:
-        self.model, self.workdir, self._files = model, workdir, {}
+        self.model = model
+        staging = Path(tempfile.mkdtemp(prefix="files_", dir=workdir))
+        images = builtin_images(model.pretrained_cfg.preprocessing)
+        self.job = ExportJob(model, staging / "model", "", export_metadata(model), staging, verify=False,
+                             images=ImageSets(images, images, BUILTIN, BUILTIN, real=False))
+        self._checked: set[str] = set()
 
-    def get(self, kind: str) -> Path:
-        if kind not in self._files:
-            self._files[kind] = self._make(kind)
-        return self._files[kind]
+    def candidate(self, fmt: str, precision: str) -> Candidate:
+        """The ``precision`` file of ``fmt`` (built on first use)."""
+        builder = BUILDERS[fmt]
+        if fmt not in self._checked:
+            builder.check(self.job)
+            self._checked.add(fmt)
+        key = f"bench_{fmt}_{precision}"
+        if key not in self.job.cache:
+            self.job.cache[key] = builder.build(self.job, precision)
+        return self.job.cache[key]
 
-    def _make(self, kind: str) -> Path:
-        from .metadata import export_metadata
-
-        folder = self.workdir / kind
-        folder.mkdir(parents=True, exist_ok=True)
-        meta = export_metadata(self.model)
-        if kind == "onnx":
-            import onnx
-
-            from .onnx_export import onnx_model
-
-            path = folder / "model.onnx"
-            onnx.save(onnx_model(self.model, metadata=meta), str(path))
-            return path
-        if kind in ("onnx-int8", "onnx-int8-openvino"):  # each runtime's own recipe (`quantize`)
-            from .images import builtin_images
-            from .quantize import ONNXRUNTIME_OPS, OPENVINO_OPS, quantize_onnx
-
-            path = folder / "model.onnx"
-            images = builtin_images(self.model.pretrained_cfg.preprocessing)
-            quantize_onnx(self.get("onnx"), path, images, "built-in test images",
-                          ONNXRUNTIME_OPS if kind == "onnx-int8" else OPENVINO_OPS)
-            return path
-        if kind in ("ir", "ir-int8"):
-            from .openvino_export import convert_onnx, optimised_onnx, save_ir
-
-            source = self.get("onnx" if kind == "ir" else "onnx-int8-openvino")
-            if kind == "ir":  # as alphanet-export writes it: with the graph passes
-                source, _ = optimised_onnx(source, folder / "optimised.onnx")
-            return save_ir(convert_onnx(source), folder / "model.xml", meta, None)[0]
-        if kind == "torchscript":
-            from .torchscript_export import save_module, torchscript_module
-
-            path = folder / "model.pt"
-            save_module(torchscript_module(self.model), path, meta, None)
-            return path
-        if kind == "pt2":
-            from .pt2_export import exported_program, save_program
-
-            path = folder / "model.pt2"
-            save_program(exported_program(self.model), path, meta, None)
-            return path
-        raise InputError(f"unknown artifact {kind!r}")
+    def opener(self, fmt: str, precision: str, threads: int) -> Callable[[], ExportedModel]:
+        """What opens the file (built now) as `open_model` would, with ``threads`` threads."""
+        candidate = self.candidate(fmt, precision)
+        job = dataclasses.replace(self.job, format=fmt, threads=threads)
+        return lambda: BUILDERS[fmt].open(job, candidate)
 
 
-def _exported_runner(backend: str, open_file: Callable[[], Any], side: int, precision: str) -> Runner:
-    """A runner on an exported file; its cold start is opening it plus the first batch-1 call."""
-    x = np.zeros((1, 3, side, side), dtype=np.float32)
+def _opened(backend: str, open_model: Callable[[], ExportedModel], side: int) -> Runner:
+    """A runner on what ``open_model`` opens; its cold start is opening it plus the first batch-1 result."""
     start = time.perf_counter()
-    runner = open_file()
-    runner(x)
-    cold = time.perf_counter() - start
-    return Runner(backend, runner, lambda t: np.ascontiguousarray(t.numpy()), precision, cold)
+    model = open_model()
+    model(model.as_input(torch.zeros(1, 3, side, side)))
+    model.synchronize()
+    return Runner.of(backend, model, PRECISION.get(backend), time.perf_counter() - start)
 
 
 def make_runner(backend: str, model: nn.Module, workdir: Path, threads: int,
                 artifacts: _Artifacts | None = None) -> Runner:
     """A `Runner` for ``backend``; exported backends write their files into ``workdir``."""
-    from .runtime import OpenVinoModel, open_model
-
-    artifacts = artifacts or _Artifacts(model, workdir)
     side = model.arch.resolution
-    if backend in ("eager", "eager-cl", "compile"):
-        net = model if backend == "eager" else copy.deepcopy(model).eval()
-        if backend == "eager-cl":
-            net = net.to(memory_format=torch.channels_last)
-        if backend == "compile":
-            net = torch.compile(net)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            net(torch.zeros(1, 3, side, side))
-        return Runner(backend, net, cold_start_s=time.perf_counter() - start)
-    if backend == "cuda":
-        if not torch.cuda.is_available():
+    if backend in EAGER:
+        if backend == "cuda" and not torch.cuda.is_available():
             raise InputError("backend cuda: no CUDA device is available to PyTorch")
-        net = copy.deepcopy(model).eval().cuda().to(memory_format=torch.channels_last)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            net(torch.zeros(1, 3, side, side, device="cuda"))
-        torch.cuda.synchronize()
-        return Runner(backend, lambda x: net(x), lambda t: t.cuda(), cold_start_s=time.perf_counter() - start,
-                      sync=torch.cuda.synchronize)
-    files = {"torchscript": "torchscript", "pt2": "pt2", "onnxruntime": "onnx", "onnxruntime-int8": "onnx-int8",
-             "openvino": "ir", "openvino-bf16": "ir", "openvino-int8": "ir-int8", "openvino-onnx": "onnx"}
-    if backend not in files:
+        return _opened(backend, lambda: TorchModel.of(model, threads=threads, **EAGER[backend]), side)
+    if backend not in FILES and backend != "openvino-onnx":
         raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    path = artifacts.get(files[backend])
-    precision = PRECISION.get(backend, "fp32")
-    if backend == "openvino-onnx":
-        runner = _exported_runner(backend, lambda: _openvino_default(path, threads), side, precision)
-        runner.precision = runner.run.precision
-        return runner
-    if backend in ("openvino", "openvino-bf16", "openvino-int8"):
-        hint = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": None}[backend]
-        return _exported_runner(backend, lambda: OpenVinoModel(path, None, None, threads, "cpu",
-                                                               inference_precision=hint), side, precision)
-    return _exported_runner(backend, lambda: open_model(path, threads=threads), side, precision)
-
-
-def _openvino_default(onnx_path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """OpenVINO's default compile of an ONNX file with ``threads`` threads: the baseline a user gets by hand."""
-    from .runtime import openvino_core
-
-    compiled = openvino_core().compile_model(str(onnx_path), "CPU", {"INFERENCE_NUM_THREADS": threads})
-    request = compiled.create_infer_request()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return request.infer(x)[0]
-
-    run.close = lambda: None
-    # what OpenVINO chose by itself: bf16 on CPUs that have it
-    hint = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-    run.precision = {"bf16": "bf16", "f16": "fp16"}.get(hint, "fp32")
-    return run
+    artifacts = artifacts or _Artifacts(model, workdir)
+    if backend == "openvino-onnx":  # OpenVINO's defaults on our fp32 ONNX: the baseline a user gets by hand
+        path = artifacts.candidate("onnx", "fp32").files[0]
+        return _opened(backend, lambda: OpenVinoModel(path, None, None, threads, "cpu", tuned=False), side)
+    return _opened(backend, artifacts.opener(*FILES[backend], threads), side)
 
 
 def available_backends() -> list[str]:
     """The backends ``all`` means here: OpenVINO rows when OpenVINO is installed, cuda when a GPU is."""
-    import importlib.util
-
     has_openvino = importlib.util.find_spec("openvino") is not None
     return [b for b in BACKENDS if b not in OPT_IN and (has_openvino or not b.startswith("openvino"))
             and (b != "cuda" or torch.cuda.is_available())]
@@ -251,21 +206,9 @@ def available_backends() -> list[str]:
 
 # ---- ceilings -------------------------------------------------------------------------------------
 
-def time_calls(run: Callable[[Any], Any], inputs: Any, warmup: int, repeats: int) -> list[float]:
-    """Seconds per call of ``run(inputs)``, ``repeats`` times after ``warmup`` untimed calls."""
-    with torch.inference_mode():
-        for _ in range(warmup):
-            run(inputs)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run(inputs)
-            times.append(time.perf_counter() - start)
-    return times
-
-
 def gemm_gflops(threads: int, size: int | None = None, repeats: int = 5, precision: str = "fp32") -> float:
-    """Median GFLOP/s (GOP/s for int8) of a ``size`` x ``size`` matrix product at ``threads`` threads.
+    """GFLOP/s (GOP/s for int8) of a ``size`` x ``size`` matrix product at ``threads`` threads, over a block
+    of ``repeats`` products (`timing.mean_seconds`).
 
     fp32 and bf16: ``torch.mm`` (oneDNN: AVX-512, AVX512-BF16 or AMX where the CPU has them); int8:
     ONNX Runtime's ``MatMulInteger`` of uint8 by int8, the kernel our int8 ONNX files run on.
@@ -277,12 +220,9 @@ def gemm_gflops(threads: int, size: int | None = None, repeats: int = 5, precisi
         dtype = torch.float32 if precision == "fp32" else torch.bfloat16
         a = torch.randn(size, size, generator=generator).to(dtype)
         b = torch.randn(size, size, generator=generator).to(dtype)
-        with torch_threads(threads):
-            times = time_calls(lambda ab: torch.mm(*ab), (a, b), warmup=2, repeats=repeats)
+        seconds = mean_seconds(lambda: torch.mm(a, b), repeats, threads)
     elif precision == "int8":
-        from onnx import TensorProto, helper
-
-        from .runtime import onnxruntime_session
+        from onnx import TensorProto, helper  # onnx is imported when used: it takes most of a second
 
         a_info = helper.make_tensor_value_info("a", TensorProto.UINT8, [size, size])
         b_info = helper.make_tensor_value_info("b", TensorProto.INT8, [size, size])
@@ -296,10 +236,10 @@ def gemm_gflops(threads: int, size: int | None = None, repeats: int = 5, precisi
         rng = np.random.RandomState(0)
         feeds = {"a": rng.randint(0, 256, (size, size)).astype(np.uint8),
                  "b": rng.randint(-128, 128, (size, size)).astype(np.int8)}
-        times = time_calls(lambda f: session.run(None, f), feeds, warmup=2, repeats=repeats)
+        seconds = mean_seconds(lambda: session.run(None, feeds), repeats)
     else:
         raise InputError(f"unknown GEMM precision {precision!r}")
-    return 2 * size ** 3 / statistics.median(times) / 1e9
+    return 2 * size ** 3 / seconds / 1e9
 
 
 def gemm_ceilings(threads: int, size: int | None = None, repeats: int = 5) -> dict[str, float]:
@@ -314,25 +254,12 @@ def ceiling_of(precision: str) -> str:
 
 # ---- timing -------------------------------------------------------------------------------------------
 
-def _settle(run: Callable[[Any], Any], inputs: Any, calls: int) -> None:
-    """Untimed calls: at least ``calls``, and for at least `SETTLE_S` seconds."""
-    end = time.perf_counter() + SETTLE_S
-    done = 0
-    while done < calls or time.perf_counter() < end:
-        run(inputs)
-        done += 1
-
-
 def _as_tensor(out: Any) -> torch.Tensor:
     return torch.as_tensor(np.asarray(out) if not isinstance(out, torch.Tensor) else out.detach().cpu()).float()
 
 
 def _agreement(runners: Sequence[Runner], model: nn.Module) -> list[Any]:
     """Each runner's `Agreement` with the fp32 model on the built-in test images (None where it failed)."""
-    from .agreement import measure_agreement
-    from .images import BUILTIN, builtin_image_paths, preprocess
-    from .verify import reference_logits
-
     images = preprocess(builtin_image_paths(), model.pretrained_cfg.preprocessing)
     reference = reference_logits(model, images)
     found = []
@@ -349,14 +276,12 @@ def benchmark_model(name: str, model: nn.Module, backends: Sequence[str], *, bat
                     agreement: bool = True) -> list[Row]:
     """Rows for one model: each backend at batch 1 and at ``batch``.
 
-    Backends are timed in turns, in blocks of `BLOCK` calls (``warmup`` untimed calls before the
-    first block, `SETTLE_S` seconds of them before the others), so a load that comes and goes on a
-    shared machine falls on all of them alike. ``ceiling``: the GEMM ceilings by precision (a bare
-    number: the fp32 one). ``extra_runners`` maps more backend names to runner factories (for
-    benchmark scripts).
+    Backends are timed in turns (`timing.time_in_turns`) of `BLOCK` calls (after ``warmup`` untimed
+    calls in the first turn, one in the others, and `SETTLE_S` seconds of them in each), so a load that
+    comes and goes on a shared machine falls on all of them alike. ``ceiling``: the GEMM ceilings by
+    precision (a bare number: the fp32 one). ``extra_runners`` maps more backend names to runner
+    factories (for benchmark scripts).
     """
-    from alphanet_zoo.flops import count_flops
-
     ceilings = {"fp32": ceiling} if isinstance(ceiling, (int, float)) else dict(ceiling or {})
     with torch_threads(threads):
         model.eval()
@@ -379,18 +304,11 @@ def benchmark_model(name: str, model: nn.Module, backends: Sequence[str], *, bat
                 with torch.inference_mode():
                     expected = model(x).float()
                     diffs = [(_as_tensor(r.run(p)) - expected).abs().max().item() for r, p in zip(runners, prepared)]
-                    times: list[list[float]] = [[] for _ in runners]
-                    for first in range(0, repeats, BLOCK):
-                        for r, p, t in zip(runners, prepared, times):
-                            _settle(r.run, p, warmup if first == 0 else 1)
-                            if r.sync:
-                                r.sync()
-                            for _ in range(min(BLOCK, repeats - first)):
-                                start = time.perf_counter()
-                                r.run(p)
-                                if r.sync:
-                                    r.sync()
-                                t.append(time.perf_counter() - start)
+                    calls = [min(BLOCK, repeats - first) for first in range(0, repeats, BLOCK)]
+                    turns = time_in_turns([lambda r=r, p=p: r.run(p) for r, p in zip(runners, prepared)],
+                                          rounds=len(calls), calls=calls, warmup=1, first_warmup=warmup,
+                                          settle_s=SETTLE_S, syncs=[r.sync for r in runners])
+                    times = [flat(t) for t in turns]
                 medians = [statistics.median(t) * 1e3 for t in times]
                 eager_ms = medians[backends.index("eager")] if "eager" in backends else None
                 best_ms = min(medians)
@@ -411,9 +329,7 @@ def benchmark_model(name: str, model: nn.Module, backends: Sequence[str], *, bat
                         cosine_min=a.cosine_min if a else None, top1_agreement=a.top1_agreement if a else None,
                         top5_overlap=a.top5_overlap if a else None, agreement_images=a.images if a else None))
             for r in runners:
-                close = getattr(r.run, "close", None)
-                if close:
-                    close()
+                r.close()
             del runners
         return rows
 
@@ -422,8 +338,6 @@ def benchmark_model(name: str, model: nn.Module, backends: Sequence[str], *, bat
 
 def environment(threads: int) -> dict[str, Any]:
     """What the numbers were measured on."""
-    import importlib.util
-
     import onnxruntime
 
     versions = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
@@ -455,97 +369,3 @@ def format_table(rows: Sequence[Row]) -> str:
                      f"{r.gflops_per_s:>9.1f}{ceiling:>13}{cold:>8}{cosine:>10}{top1:>7}"
                      f"{r.max_abs_diff_vs_eager:>10.1e}{r.params:>12,}{r.mflops:>9.2f}")
     return "\n".join(lines)
-
-
-def _parse_backends(value: str) -> list[str]:
-    if value.strip().lower() == "all":
-        backends = available_backends()
-    else:
-        backends = [v.strip() for v in value.split(",") if v.strip()]
-        unknown = [b for b in backends if b not in BACKENDS]
-        if unknown or not backends:
-            raise UsageError(f"unknown backend {unknown[0] if unknown else value!r}; valid backends: "
-                             f"{', '.join(BACKENDS)} (or all: every one available here but {', '.join(OPT_IN)})")
-        missing = [b for b in backends if b not in available_backends() and b not in OPT_IN]
-        if missing:
-            raise UsageError(f"backend {missing[0]} is not available here "
-                             f"({'no CUDA device' if missing[0] == 'cuda' else 'OpenVINO is not installed'})")
-    if "eager" not in backends:
-        backends.insert(0, "eager")  # the reference every other backend is compared with
-    return list(dict.fromkeys(backends))
-
-
-def build_parser() -> cli.ArgumentParser:
-    parser = cli.command_parser(
-        PROG, "Latency (batch 1) and throughput (batch N) of AlphaNet models on every backend side by side: eager "
-              "PyTorch, TorchScript, torch.export, torch.compile, ONNX Runtime and OpenVINO at fp32, bf16 and int8, "
-              "CUDA; with the fp32/bf16/int8 GEMM ceilings, cold start and agreement with fp32.",
-        [cli.arch_flags(default="a0,a6"), cli.weights_flags(default="random"),
-         cli.batch_flags(16), cli.output_flags("also write the results as JSON to this file"), cli.json_flags()])
-    parser.add_argument("--batch", dest="batch_size", type=cli.integer(1, 65536), help=argparse.SUPPRESS)
-    parser.add_argument("--backend", default="all",
-                        help=f"comma-separated backends from {', '.join(BACKENDS)}, or 'all' (every one available "
-                             f"here except {', '.join(OPT_IN)})")
-    parser.add_argument("--threads", type=cli.integer(1, 1024), default=os.cpu_count() or 1, metavar="N",
-                        help="torch and runtime intra-op threads (default: all cores)")
-    parser.add_argument("--warmup", type=cli.integer(0, 10_000), default=3, metavar="N",
-                        help="untimed calls first, per backend")
-    parser.add_argument("--repeats", type=cli.integer(1, 100_000), default=10, metavar="N",
-                        help="timed calls per backend and batch size; the median is reported")
-    parser.add_argument("--no-gemm", action="store_true", help="skip measuring the matrix-product ceilings")
-    parser.add_argument("--no-agreement", action="store_true",
-                        help="skip comparing each backend's logits with fp32 on the built-in test images")
-    return parser
-
-
-@cli_main(PROG)
-def main(argv: Sequence[str] | None = None) -> int:
-    from alphanet_zoo._io import check_writable_file, write_json
-    from alphanet_zoo.weights import WeightsLoader, WeightsSpec
-
-    args = build_parser().parse_args(argv)
-    console = Console(args.json)
-    models = cli.parse_archs(args.arch)
-    backends = _parse_backends(args.backend)
-    batch, threads, warmup, repeats = args.batch_size, args.threads, args.warmup, args.repeats
-    if args.out:
-        check_writable_file(args.out)
-    spec = WeightsSpec.parse(args.weights)
-    loader = WeightsLoader(spec)
-
-    ceilings = None if args.no_gemm else gemm_ceilings(threads)
-    rows: list[Row] = []
-    for name, arch in progress(models, desc="benchmark", unit="model"):
-        torch.manual_seed(0)
-        model = loader.load(arch, name)
-        rows += benchmark_model(name, model, backends, batch=batch, threads=threads, warmup=warmup, repeats=repeats,
-                                ceiling=ceilings, agreement=not args.no_agreement)
-
-    after = None if args.no_gemm else gemm_gflops(threads)
-    console.status(f"{PROG}: {threads} thread(s), {warmup} warm-up calls, median (min..max) of {repeats} calls in "
-                   f"interleaved rounds; weights {spec}"
-                   + (" (timings do not depend on them)" if spec.kind == "random" else ""))
-    if ceilings:
-        console.status("matrix product {0}x{0} at {1} thread(s): fp32 {2:.1f}, bf16 {3:.1f} GFLOP/s, int8 {4:.1f} "
-                       "GOP/s (the 'ceiling' column: each row's GFLOP/s, 2 x MFLOPs x images/s, against the ceiling "
-                       "of its precision)".format(GEMM_SIZE, threads, ceilings["fp32"], ceilings["bf16"],
-                                                  ceilings["int8"]))
-        if abs(after - ceilings["fp32"]) > 0.1 * ceilings["fp32"]:
-            log.warning("the fp32 matrix product ran at %.1f GFLOP/s after the benchmark, %.1f before: other load on "
-                        "the machine changed meanwhile, so these timings are noisy", after, ceilings["fp32"])
-    console.result(format_table(rows))
-    gemm = {"size": GEMM_SIZE, "gflops_per_s": ceilings["fp32"] if ceilings else None, "gflops_per_s_after": after,
-            "ceilings": ceilings}
-    report = {"environment": environment(threads), "gemm": gemm,
-              "settings": {"batch_size": batch, "warmup": warmup, "repeats": repeats, "backends": backends,
-                           "weights": str(spec), "block": BLOCK, "settle_s": SETTLE_S},
-              "rows": [asdict(r) for r in rows]}
-    console.json(report)
-    if args.out:
-        write_json(args.out, report)
-        console.status(f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

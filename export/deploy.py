@@ -6,18 +6,19 @@
 
 1. **Build** each candidate precision in a private staging folder (the system's temporary folder):
    the fp32 ONNX first (every ONNX and OpenVINO file starts from it, so its check covers them),
-   then what the format makes of it (`Builder`).
+   then what the format makes of it: its `Builder`, found in `builders.BUILDERS` (this pipeline
+   knows no format by name; each format module registers its builder).
 2. **Verify.** An fp32 file must match PyTorch to ``tolerance`` (1e-4) on random inputs at two
    batch sizes, after its format's structural checks; any failure stops the export. Every file's
    logits on real images (``--calib-data``, or the built-in test images: `export.images`) are
    compared with the fp32 PyTorch model's (`export.agreement`): a bf16 or int8 file must clear its
    `Thresholds` (bf16: logit cosine >= 0.999 on the worst image; int8: >= 0.99).
 3. **Choose** (``precision="auto"``): every candidate that passed is timed on this machine through
-   `open_model`'s settings, interleaved, at batch 1 and 16; the fastest wins, but a less precise
-   candidate must beat the more precise one by `AUTO_MARGIN` (noise must not cost accuracy), and
-   int8 is never chosen when it is slower than bf16. int8 is a candidate only with ``--calib-data``:
-   a quantizer calibrated on synthetic images is no deployment choice. The figures and the reason
-   go into the file's ``export`` metadata.
+   `open_model`'s settings, taking turns (`timing.time_in_turns`), at batch 1 and 16; the fastest
+   wins, but a less precise candidate must beat the more precise one by `AUTO_MARGIN` (noise must
+   not cost accuracy), and int8 is never chosen when it is slower than bf16. int8 is a candidate
+   only with ``--calib-data``: a quantizer calibrated on synthetic images is no deployment choice.
+   The figures and the reason go into the file's ``export`` metadata.
 4. **Write**: the chosen file, now carrying its ``export`` metadata, is written in staging, run
    once more (its logits must equal the verified candidate's), then copied beside the target under
    temporary names and renamed (`alphanet_zoo._io.atomic_path`; an IR's ``.bin`` then its ``.xml``).
@@ -25,6 +26,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -32,8 +34,6 @@ import os
 import shutil
 import statistics
 import tempfile
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -41,14 +41,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from alphanet_zoo._version import __version__
 from alphanet_zoo._io import atomic_path
 from alphanet_zoo.errors import InputError
 
-from .agreement import Agreement, Thresholds, check_agreement, measure_agreement, thresholds_for
+from .agreement import Thresholds, check_agreement, measure_agreement, thresholds_for
+from .builders import BUILDERS, Builder, Candidate, ExportJob, builder_for, formats_offering
 from .images import DEFAULT_CALIB_IMAGES, DEFAULT_VERIFY_IMAGES, ImageSets, image_sets
 from .metadata import EXPORT_INFO_FORMAT, export_metadata
-from .verify import (DEFAULT_TOLERANCE, VERIFY_BATCH_SIZES, ExportResult, ExportVerificationError, Verification,
-                     file_logits, reference_logits, reported_as_not_written)
+from .timing import cpu_name, flat, time_in_turns
+from .verify import (DEFAULT_TOLERANCE, ExportResult, ExportVerificationError, Verification, file_logits,
+                     reference_logits, reported_as_not_written)
 
 log = logging.getLogger("alphanet_zoo")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
@@ -60,97 +63,10 @@ FINAL_CHECK_ATOL = 1e-5  # the written file against the verified candidate: the 
 FINAL_CHECK_IMAGES = 4
 
 
-@dataclass
-class Candidate:
-    """One precision of the file being exported, built in staging."""
-
-    precision: str
-    files: list[Path]
-    verification: Verification | None = None  # fp32: the tolerance check; reduced: filled with the agreement
-    details: dict[str, Any] = field(default_factory=dict)  # "runtime", "quantization"
-    obj: Any = None  # what the builder may reuse when writing the final file
-    agreement: Agreement | None = None
-    logits: np.ndarray | None = None  # on the verification images
-    failure: str | None = None  # why it did not pass (auto records it and goes on)
-    timing: dict[str, Any] | None = None
-
-
-@dataclass
-class ExportJob:
-    """What one export needs: the model, where the file goes, how it is checked."""
-
-    model: nn.Module
-    path: Path
-    format: str
-    metadata: dict[str, Any]
-    staging: Path
-    opset: int = 18
-    batch: int | str = "dynamic"
-    tolerance: float = DEFAULT_TOLERANCE
-    verify: bool = True
-    threads: int | None = None
-    images: ImageSets | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # the format's own options (TorchScript: channels_last)
-    cache: dict[str, Any] = field(default_factory=dict)  # intermediate files shared by candidates
-
-    @property
-    def label(self) -> str:
-        return self.path.name
-
-    @property
-    def verify_batch_sizes(self) -> tuple[int, ...]:
-        return VERIFY_BATCH_SIZES if self.batch == "dynamic" else (int(self.batch),)
-
-
-class Builder:
-    """How one format is built from the model, written with its metadata, and run."""
-
-    format = ""
-    precisions: tuple[str, ...] = ("fp32",)
-
-    def targets(self, path: Path) -> list[Path]:
-        """The files the export writes (an IR: ``.xml`` and ``.bin``)."""
-        return [path]
-
-    def supported(self, precision: str) -> str | None:
-        """None when ``precision`` runs on this machine, else why not."""
-        return None
-
-    def build(self, job: ExportJob, precision: str) -> Candidate:
-        raise NotImplementedError
-
-    def write(self, job: ExportJob, candidate: Candidate, export_info: dict[str, Any], folder: Path) -> list[Path]:
-        """The final files (in ``folder``, in `targets` order), with the record and ``export_info`` inside."""
-        raise NotImplementedError
-
-    def open(self, job: ExportJob, candidate: Candidate, files: Sequence[Path] | None = None):
-        """An `ExportedModel` on the candidate's files (or ``files``), run as `open_model` runs it."""
-        raise NotImplementedError
-
-
-def builder_for(fmt: str) -> Builder:
-    if fmt == "onnx":
-        from .onnx_export import OnnxBuilder
-
-        return OnnxBuilder()
-    if fmt == "openvino":
-        from .openvino_export import OpenVinoBuilder
-
-        return OpenVinoBuilder()
-    if fmt == "torchscript":
-        from .torchscript_export import TorchScriptBuilder
-
-        return TorchScriptBuilder()
-    if fmt == "pt2":
-        from .pt2_export import Pt2Builder
-
-        return Pt2Builder()
-    raise InputError(f"unknown export format {fmt!r}; choose from onnx, openvino, torchscript, pt2")
-
-
 def default_precision(fmt: str) -> str:
-    """``auto`` for OpenVINO (the runtime users choose for speed), ``fp32`` for every other format."""
-    return "auto" if fmt == "openvino" else "fp32"
+    """What an export of ``fmt`` asks for when it names no precision (its builder's ``default_precision``:
+    ``auto`` for OpenVINO, the runtime users choose for speed; ``fp32`` for every other format)."""
+    return builder_for(fmt).default_precision
 
 
 def check_precision(builder: Builder, precision: str) -> None:
@@ -158,8 +74,9 @@ def check_precision(builder: Builder, precision: str) -> None:
         raise InputError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if precision == "auto" or precision in builder.precisions:
         return
-    hint = {"bf16": "ONNX Runtime's CPU provider has no bf16 kernels; --format openvino runs bf16",
-            "int8": "int8 files are ONNX (ONNX Runtime) or OpenVINO IR"}.get(precision, "")
+    offering = formats_offering(precision)
+    hint = builder.precision_hints.get(precision) or (
+        f"{precision} files are made by --format {' or '.join(offering)}" if offering else "")
     raise InputError(f"--precision {precision} is not available for --format {builder.format} "
                      f"(it offers {', '.join(builder.precisions)}{'; ' + hint if hint else ''})")
 
@@ -167,30 +84,21 @@ def check_precision(builder: Builder, precision: str) -> None:
 # ---- measuring --------------------------------------------------------------------------------------
 
 def _time_candidates(job: ExportJob, builder: Builder, candidates: list[Candidate]) -> None:
-    """Median ms per image of each candidate at each timing batch size, interleaved, through `open_model`'s
-    settings; fills ``candidate.timing`` (``score``: the geometric mean over the batch sizes)."""
+    """Median ms per image of each candidate at each timing batch size, taking turns (`timing.time_in_turns`),
+    through `open_model`'s settings; fills ``candidate.timing`` (``score``: the geometric mean over the
+    batch sizes)."""
     side = job.model.arch.resolution
     batches = TIMING_BATCHES if job.batch == "dynamic" else (int(job.batch),)
     generator = torch.Generator().manual_seed(1)
-    runners = [builder.open(job, c) for c in candidates]
-    try:
-        per_batch: dict[int, list[list[float]]] = {}
+    per_batch: dict[int, list[list[float]]] = {}
+    with contextlib.ExitStack() as stack:
+        models = [stack.enter_context(builder.open(job, c)) for c in candidates]
         for n in batches:
             x = np.ascontiguousarray(torch.randn(n, 3, side, side, generator=generator).numpy())
-            times: list[list[float]] = [[] for _ in candidates]
-            for r in runners:
-                r(x)  # compiles for this batch size (not timed)
-            for _ in range(TIMING_ROUNDS):
-                for r, t in zip(runners, times):
-                    r(x)  # one untimed call: the previous runner's threads settle
-                    for _ in range(TIMING_BLOCK):
-                        start = time.perf_counter()
-                        r(x)
-                        t.append((time.perf_counter() - start) * 1e3 / n)
-            per_batch[n] = times
-    finally:
-        for r in runners:
-            r.close()
+            # the first turn's first call compiles for this batch size (OpenVINO): untimed, as its second is
+            turns = time_in_turns([lambda m=m: m(x) for m in models], rounds=TIMING_ROUNDS, calls=TIMING_BLOCK,
+                                  warmup=1, first_warmup=2)
+            per_batch[n] = [[s * 1e3 / n for s in flat(t)] for t in turns]
     for i, c in enumerate(candidates):
         medians = {str(n): round(statistics.median(per_batch[n][i]), 4) for n in batches}
         lows = {str(n): round(min(per_batch[n][i]), 4) for n in batches}
@@ -287,10 +195,6 @@ def _final_check(job: ExportJob, builder: Builder, chosen: Candidate, files: lis
 
 def _export_info(job: ExportJob, builder: Builder, chosen: Candidate, requested: str,
                  candidates: list[Candidate], reason: str | None, thresholds: Thresholds | None) -> dict[str, Any]:
-    from alphanet_zoo._version import __version__
-
-    from .runtime import cpu_name
-
     info: dict[str, Any] = {
         "format": EXPORT_INFO_FORMAT, "file_format": builder.format, "precision": chosen.precision,
         "requested_precision": requested, "verified": job.verify,
@@ -326,10 +230,9 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str, *, precisi
     ``min_cosine``, ``min_top1``, ``min_top5`` replace the precision's default `Thresholds`;
     ``calib_data`` is a folder of real images (int8 calibration and verification; default: the
     built-in test images verify); ``threads`` the runtime threads the timing of ``auto`` uses
-    (None: the runtime's default). ``progress`` receives one line per step.
+    (None: the runtime's default). ``progress`` receives one line per step. ``opset`` and ``batch`` are
+    the ONNX-based formats' (the ONNX builder checks them); ``builder_options`` the format's own.
     """
-    from .onnx_export import DEFAULT_OPSET, check_batch, check_opset
-
     builder = builder_for(fmt)
     requested = precision or default_precision(fmt)
     check_precision(builder, requested)
@@ -352,9 +255,9 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str, *, precisi
     bars = thresholds_for(requested, min_cosine, min_top1, min_top5) if requested != "fp32" else None
 
     with tempfile.TemporaryDirectory(prefix="alphanet_export_") as staging_dir, reported_as_not_written(path):
-        job = ExportJob(model, path, builder.format, meta, Path(staging_dir), opset or DEFAULT_OPSET,
-                        check_batch(batch), tolerance, verify, threads, images, dict(builder_options or {}))
-        check_opset(job.opset)
+        job = ExportJob(model, path, builder.format, meta, Path(staging_dir), opset, batch, tolerance, verify,
+                        threads, images, dict(builder_options or {}))
+        builder.check(job)
         reference = reference_logits(model, images.verification) if verify else None
         if requested == "auto":
             wanted, skipped = _auto_candidates(builder, images)
@@ -406,9 +309,58 @@ def _install(files: Sequence[Path], targets: Sequence[Path]) -> None:
     """Copy ``files`` onto ``targets`` atomically: each is copied to a temporary name beside its target,
     then all are renamed, the first target (an IR's ``.xml``, the file users open) last. A failure
     before the renames leaves none of them behind."""
-    import contextlib
-
     with contextlib.ExitStack() as stack:  # exits in reverse order: targets[-1] is renamed first
         temporaries = [stack.enter_context(atomic_path(t)) for t in targets]
         for source, tmp in zip(files, temporaries):
             shutil.copyfile(source, tmp)
+
+
+# ---- one call per format ------------------------------------------------------------------------------
+
+def to_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int | None = None,
+            batch: int | str = "dynamic", metadata: dict[str, Any] | None = None, verify: bool = True,
+            tolerance: float = DEFAULT_TOLERANCE, precision: str = "fp32", **options: Any) -> ExportResult:
+    """Export ``model`` (an `AlphaNet`) to an ONNX file at ``path`` and, by default, verify it.
+
+    fp32 (the default): checked (``onnx.checker`` full check, then ONNX Runtime against ``model``
+    at batch sizes other than the traced one, to 1e-4) before it is written under its name; a
+    failed check (`ExportVerificationError`) or an interruption leaves nothing behind.
+    ``precision="int8"`` or ``"auto"``: see `export_model`, which takes ``options`` (``calib_data``,
+    ``min_cosine``, ``threads``...). ``opset`` defaults to `onnx_export.DEFAULT_OPSET`; ``metadata``
+    to `export_metadata(model)`.
+    """
+    return export_model(model, path, "onnx", precision=precision, metadata=metadata, opset=opset, batch=batch,
+                        verify=verify, tolerance=tolerance, **options)
+
+
+def to_torchscript(model: nn.Module, path: str | os.PathLike, *, metadata: dict[str, Any] | None = None,
+                   channels_last: bool = True, verify: bool = True, tolerance: float = DEFAULT_TOLERANCE,
+                   **options: Any) -> ExportResult:
+    """Export ``model`` (an `AlphaNet`) as a frozen TorchScript file at ``path``; by default verify it.
+
+    Loaded back with ``torch.jit.load`` and run against ``model`` (batches of 1 and 3) before it is
+    written under its name: a failed check (`ExportVerificationError`) or an interruption leaves
+    nothing behind. ``metadata`` (default `export_metadata(model)`) is stored as the extra file
+    ``config.json``: ``torch.jit.load(path, _extra_files={"config.json": ""})``; how the file was
+    made as ``export.json``. ``options`` go to `export_model`.
+
+    TorchScript is deprecated upstream (``torch.jit`` warns to move to ``torch.export``); it stays
+    for C++ and mobile users who load it today. New deployments: ``--format pt2`` or ``openvino``.
+    """
+    return export_model(model, path, "torchscript", metadata=metadata, verify=verify, tolerance=tolerance,
+                        builder_options={"channels_last": channels_last}, **options)
+
+
+def to_pt2(model: nn.Module, path: str | os.PathLike, *, metadata: dict[str, Any] | None = None, verify: bool = True,
+           tolerance: float = DEFAULT_TOLERANCE, **options: Any) -> ExportResult:
+    """Export ``model`` (an `AlphaNet`) as a ``torch.export`` program at ``path`` (``.pt2``); by default verify it.
+
+    Loaded back with ``torch.export.load`` and run against ``model`` (batches of 1 and 3, to
+    ``tolerance``) and on real images before it is written under its name: a failed check or an
+    interruption leaves nothing behind. ``options`` go to `export_model`.
+    """
+    return export_model(model, path, "pt2", metadata=metadata, verify=verify, tolerance=tolerance, **options)
+
+
+__all__ = ["AUTO_MARGIN", "BUILDERS", "Builder", "Candidate", "ExportJob", "PRECISIONS", "builder_for",
+           "check_precision", "default_precision", "export_model", "to_onnx", "to_pt2", "to_torchscript"]

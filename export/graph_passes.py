@@ -16,16 +16,24 @@ shortcut convs went from 2.7 to 5.9 ms per batch against the 1.1 ms the pools to
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from onnx import ModelProto, helper, numpy_helper
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
 
 
 def _attributes(node) -> dict:
+    from onnx import helper  # onnx is imported when a pass runs: it takes most of a second
+
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def fold_hard_sigmoid(model: ModelProto) -> int:
     """``HardSigmoid(Conv(x))`` -> ``Clip(Conv'(x), 0, 1)``, Conv' = alpha * Conv + beta; returns the count."""
+    from onnx import helper, numpy_helper
+
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}

@@ -11,7 +11,6 @@ its graph clean-up live in `onnx_model`, the one place to change if the legacy e
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,11 @@ from torch import nn
 
 from alphanet_zoo.errors import InputError
 
+from .builders import Builder, Candidate, ExportJob, register
 from .metadata import INPUT_NAME, OUTPUT_NAME, export_metadata, to_string_props
-from .deploy import Builder, Candidate, ExportJob
-from .verify import (DEFAULT_TOLERANCE, TRACE_BATCH_SIZE, ExportResult, Verification, check_onnx_graph, eval_mode,
-                     verify_onnx)
+from .quantize import ONNXRUNTIME_OPS, quantize_onnx
+from .runtime import OnnxRuntimeModel
+from .verify import TRACE_BATCH_SIZE, Verification, check_onnx_graph, eval_mode, verify_onnx
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13  # ReduceMean/Squeeze semantics and HardSigmoid as used here; older runtimes lack them
@@ -66,7 +66,7 @@ def _strip_identities(graph) -> None:
 def onnx_model(model: nn.Module, *, opset: int = DEFAULT_OPSET, batch: int | str = "dynamic",
                metadata: dict[str, Any] | None = None, export_info: dict[str, Any] | None = None):
     """The ``onnx.ModelProto`` of an AlphaNet in eval mode (the model's own mode is left as it was)."""
-    import onnx
+    import onnx  # imported when used: it takes most of a second
 
     opset, batch = check_opset(opset), check_batch(batch)
     resolution = model.arch.resolution
@@ -90,40 +90,29 @@ def onnx_model(model: nn.Module, *, opset: int = DEFAULT_OPSET, batch: int | str
     return proto
 
 
-def to_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
-            batch: int | str = "dynamic", metadata: dict[str, Any] | None = None, verify: bool = True,
-            tolerance: float = DEFAULT_TOLERANCE, precision: str = "fp32", **options: Any) -> ExportResult:
-    """Export ``model`` (an `AlphaNet`) to an ONNX file at ``path`` and, by default, verify it.
-
-    fp32 (the default): checked (``onnx.checker`` full check, then ONNX Runtime against ``model``
-    at batch sizes other than the traced one, to 1e-4) before it is written under its name; a
-    failed check (`ExportVerificationError`) or an interruption leaves nothing behind.
-    ``precision="int8"`` or ``"auto"``: see `export.deploy.export_model`, which takes ``options``
-    (``calib_data``, ``min_cosine``, ``threads``...). ``metadata`` defaults to `export_metadata(model)`.
-    """
-    from .deploy import export_model
-
-    return export_model(model, path, "onnx", precision=precision, metadata=metadata, opset=opset, batch=batch,
-                        verify=verify, tolerance=tolerance, **options)
-
-
+@register
 class OnnxBuilder(Builder):
     """ONNX files: fp32 as exported (BatchNorm folded), int8 quantized from it (`quantize`)."""
 
     format = "onnx"
+    suffixes = (".onnx",)
+    description = "ONNX"
+    options = ("opset", "batch")
     precisions = ("fp32", "int8")
+    precision_hints = {"bf16": "ONNX Runtime's CPU provider has no bf16 kernels; --format openvino runs bf16"}
+
+    def check(self, job: ExportJob) -> None:
+        """The opset (default `DEFAULT_OPSET`) and the batch axis."""
+        job.opset = check_opset(DEFAULT_OPSET if job.opset is None else job.opset)
+        job.batch = check_batch(job.batch)
 
     def build(self, job: ExportJob, precision: str) -> Candidate:
-        from .quantize import ONNXRUNTIME_OPS
-
         return self.fp32(job) if precision == "fp32" else self.int8(job, ONNXRUNTIME_OPS)
 
     def int8(self, job: ExportJob, op_types) -> Candidate:
         """The int8 QDQ file quantizing ``op_types`` (None: every op), built once per export and op set."""
         key = f"int8_onnx_{'-'.join(op_types) if op_types else 'all'}"
         if key not in job.cache:
-            from .quantize import quantize_onnx
-
             fp32 = self.fp32(job)
             path = job.staging / f"{key}.onnx"
             recipe = quantize_onnx(fp32.files[0], path, job.images.calibration, job.images.calibration_source,
@@ -158,9 +147,7 @@ class OnnxBuilder(Builder):
         onnx.save(proto, str(out))
         return [out]
 
-    def open(self, job: ExportJob, candidate: Candidate, files=None):
-        from .runtime import OnnxRuntimeModel
-
+    def open(self, job: ExportJob, candidate: Candidate, files=None) -> OnnxRuntimeModel:
         path = Path((files or candidate.files)[0])
         return OnnxRuntimeModel(path, job.metadata, None, job.threads, "cpu")
 

@@ -19,9 +19,13 @@ from typing import Any
 
 from alphanet_zoo.errors import AlphaNetError
 
-from .deploy import Builder, Candidate, ExportJob
+from .builders import Builder, Candidate, ExportJob, register
+from .graph_passes import optimise_for_openvino
 from .metadata import CONFIG_KEY, EXPORT_KEY, OPENVINO_SECTION
-from .verify import ExportVerificationError
+from .onnx_export import OnnxBuilder
+from .quantize import OPENVINO_OPS
+from .runtime import OpenVinoModel, openvino_core, openvino_supports
+from .verify import ExportVerificationError, Verification, verify_openvino
 
 RUNTIME_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": None}  # INFERENCE_PRECISION_HINT per precision
 
@@ -42,8 +46,6 @@ def openvino_version() -> str:
 def convert_onnx(onnx_path: str | os.PathLike):
     """OpenVINO's model of an ONNX file, through its ONNX front end (what ``openvino.convert_model`` of
     an ``.onnx`` path does, without first probing the file as a torch archive)."""
-    from .runtime import openvino_core
-
     require_openvino()
     try:
         return openvino_core().read_model(str(onnx_path))
@@ -58,8 +60,6 @@ def optimised_onnx(onnx_path: Path, out: Path) -> tuple[Path, dict[str, int]]:
     """A copy of an fp32 ONNX file with `graph_passes` applied, at ``out``, and how often each pass applied.
     (The IR made of it is verified against PyTorch in f32 like any other.)"""
     import onnx
-
-    from .graph_passes import optimise_for_openvino
 
     proto = onnx.load(str(onnx_path))
     passes = optimise_for_openvino(proto)
@@ -83,18 +83,24 @@ def save_ir(model, xml_path: str | os.PathLike, metadata: dict[str, Any],
     return xml_path, xml_path.with_suffix(".bin")
 
 
+@register
 class OpenVinoBuilder(Builder):
     """OpenVINO IR files, converted from the fp32 (or int8) ONNX candidate of `onnx_export.OnnxBuilder`."""
 
     format = "openvino"
+    suffixes = (".xml",)
+    description = "OpenVINO IR"
     precisions = ("fp32", "bf16", "int8")
+    default_precision = "auto"  # the runtime users choose for speed: the fastest precision that passes
+    onnx = OnnxBuilder()  # what the IR is converted from
+
+    def check(self, job: ExportJob) -> None:
+        self.onnx.check(job)
 
     def targets(self, path: Path) -> list[Path]:
         return [path, path.with_suffix(".bin")]
 
     def supported(self, precision: str) -> str | None:
-        from .runtime import openvino_supports
-
         require_openvino()
         if precision != "fp32" and not openvino_supports(precision):
             return f"this CPU has no native {precision} support in OpenVINO (its OPTIMIZATION_CAPABILITIES)"
@@ -102,13 +108,9 @@ class OpenVinoBuilder(Builder):
 
     def _ir(self, job: ExportJob, source: str) -> Candidate:
         """The IR converted from the ``source`` (``fp32`` or ``int8``) ONNX candidate, once per export."""
-        from .onnx_export import OnnxBuilder
-
         key = f"{source}_ir"
         if key not in job.cache:
-            from .quantize import OPENVINO_OPS
-
-            onnx_candidate = OnnxBuilder().fp32(job) if source == "fp32" else OnnxBuilder().int8(job, OPENVINO_OPS)
+            onnx_candidate = self.onnx.fp32(job) if source == "fp32" else self.onnx.int8(job, OPENVINO_OPS)
             folder = job.staging / key
             folder.mkdir()
             onnx_path, passes = onnx_candidate.files[0], None
@@ -117,8 +119,6 @@ class OpenVinoBuilder(Builder):
             files = list(save_ir(convert_onnx(onnx_path), folder / "model.xml", job.metadata, None))
             verification = None
             if job.verify and source == "fp32":
-                from .verify import verify_openvino
-
                 verification = verify_openvino(files[0], files[1], job.model, batch_sizes=job.verify_batch_sizes,
                                                tolerance=job.tolerance, label=job.label, threads=job.threads)
             job.cache[key] = Candidate(source, files, verification,
@@ -127,8 +127,6 @@ class OpenVinoBuilder(Builder):
         return job.cache[key]
 
     def build(self, job: ExportJob, precision: str) -> Candidate:
-        from .verify import Verification
-
         ir = self._ir(job, "int8" if precision == "int8" else "fp32")
         details = {"runtime": {"inference_precision": RUNTIME_PRECISION[precision]},
                    "graph_passes": ir.details.get("graph_passes")}
@@ -145,14 +143,10 @@ class OpenVinoBuilder(Builder):
         return Candidate(precision, ir.files, verification, details)
 
     def write(self, job: ExportJob, candidate: Candidate, export_info: dict[str, Any], folder: Path) -> list[Path]:
-        from .runtime import openvino_core
-
         model = openvino_core().read_model(str(candidate.files[0]), str(candidate.files[1]))
         return list(save_ir(model, folder / "model.xml", job.metadata, export_info))
 
-    def open(self, job: ExportJob, candidate: Candidate, files=None):
-        from .runtime import OpenVinoModel
-
+    def open(self, job: ExportJob, candidate: Candidate, files=None) -> OpenVinoModel:
         xml, bin_path = (files or candidate.files)[:2]
         precision = (candidate.details.get("runtime") or {}).get("inference_precision")
         return OpenVinoModel(Path(xml), job.metadata, None, job.threads, "cpu", bin_path=Path(bin_path),

@@ -21,18 +21,18 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .deploy import Builder, Candidate, ExportJob
+from .builders import Builder, Candidate, ExportJob, register
 from .metadata import EXPORT_METADATA_FILE, TORCHSCRIPT_METADATA_FILE
-from .verify import DEFAULT_TOLERANCE, TRACE_BATCH_SIZE, VERIFY_BATCH_SIZES, ExportResult, verify_pt2
+from .runtime import Pt2Model, load_exported_program
+from .verify import TRACE_BATCH_SIZE, VERIFY_BATCH_SIZES, verify_pt2
 
 MAX_BATCH = 4096
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in eval mode with every conv -> BatchNorm pair fused into one conv."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     net = copy.deepcopy(model).eval()
     for module in net.modules():
         conv, bn = getattr(module, "conv", None), getattr(module, "bn", None)
@@ -67,23 +67,13 @@ def save_program(program: torch.export.ExportedProgram, path, metadata: dict[str
         f.write(buffer.getvalue())
 
 
-def to_pt2(model: nn.Module, path, *, metadata: dict[str, Any] | None = None, verify: bool = True,
-           tolerance: float = DEFAULT_TOLERANCE, **options: Any) -> ExportResult:
-    """Export ``model`` (an `AlphaNet`) as a ``torch.export`` program at ``path`` (``.pt2``); by default verify it.
-
-    Loaded back with ``torch.export.load`` and run against ``model`` (batches of 1 and 3, to
-    ``tolerance``) and on real images before it is written under its name: a failed check or an
-    interruption leaves nothing behind. ``options`` go to `export.deploy.export_model`.
-    """
-    from .deploy import export_model
-
-    return export_model(model, path, "pt2", metadata=metadata, verify=verify, tolerance=tolerance, **options)
-
-
+@register
 class Pt2Builder(Builder):
     """``torch.export`` programs (fp32 only)."""
 
     format = "pt2"
+    suffixes = (".pt2",)
+    description = "torch.export (pt2)"
 
     def build(self, job: ExportJob, precision: str) -> Candidate:
         program = exported_program(job.model)
@@ -100,8 +90,6 @@ class Pt2Builder(Builder):
         save_program(candidate.obj, out, job.metadata, export_info)
         return [out]
 
-    def open(self, job: ExportJob, candidate: Candidate, files=None):
-        from .runtime import Pt2Model, load_exported_program
-
+    def open(self, job: ExportJob, candidate: Candidate, files=None) -> Pt2Model:
         path = Path((files or candidate.files)[0])
         return Pt2Model(path, job.metadata, None, job.threads, "cpu", load_exported_program(path).module())

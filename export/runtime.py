@@ -1,4 +1,7 @@
-"""One runtime for every exported file: `open_model`, and the tuned settings of each runtime, once.
+"""The one way the package runs a model: `ExportedModel`, opened on any exported file by `open_model`,
+with the tuned settings of each runtime, once; `TorchModel.of` runs an `AlphaNet` in memory the same way
+(eager, channels-last, ``torch.compile``, CUDA). The benchmark (`bench`), the export's checks and timing
+(`deploy`) and the search's latency tables run models through it.
 
     >>> from alphanet_zoo.export import open_model
     >>> model = open_model("alphanet_a0.xml", threads=2)      # or .onnx, .pt (TorchScript), .pt2
@@ -13,8 +16,8 @@
   (``bf16``, ``f32``); batch 1 (and any batch that does not divide among the threads) on one stream
   of ``threads`` threads, a batch that divides split into equal parts run at once on one stream
   per thread; threads pinned to cores; the input shared with OpenVINO, not copied.
-- ``.pt`` (TorchScript, deprecated upstream) and ``.pt2`` (``torch.export``): the module in
-  inference mode, ``threads`` torch threads during the call.
+- ``.pt`` (TorchScript, deprecated upstream) and ``.pt2`` (``torch.export``), and a model in memory
+  (`TorchModel.of`): the module in inference mode, ``threads`` torch threads during the call.
 
 What is called: ``model(x)`` with ``x`` a float32 (N, 3, R, R) numpy array or torch tensor gives
 the logits (N, classes) as float32, of the same kind: a numpy array for an array, a CPU torch
@@ -28,21 +31,29 @@ OpenVINO is imported only when an IR is opened (``pip install alphanet_zoo[openv
 from __future__ import annotations
 
 import collections
-import contextlib
+import copy
 import json
 import logging
 import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from alphanet_zoo.errors import AlphaNetError, InputError
+from alphanet_zoo.device import parse_device
+from alphanet_zoo.errors import AlphaNetError, InputError, brief
+from alphanet_zoo.imagenet import imagenet_classes
+from alphanet_zoo.prediction import _open, check_topk, top_classes
+from alphanet_zoo.preprocessing import EvalTransform
+from alphanet_zoo.record import IMAGENET_LABELS, ModelRecord
 
-from .metadata import CONFIG_KEY, EXPORT_METADATA_FILE, TORCHSCRIPT_METADATA_FILE, file_format, read_export_info
+from .metadata import (CONFIG_KEY, EXPORT_METADATA_FILE, TORCHSCRIPT_METADATA_FILE, export_metadata, file_format,
+                       read_export_info, read_metadata)
+from .timing import cpu_name, torch_threads
 
 log = logging.getLogger("alphanet_zoo")
 #: Compiled OpenVINO models kept per file, one per batch size (least recently used dropped first).
@@ -54,36 +65,6 @@ class ModelOpenError(InputError):
     """An exported file that cannot be opened or run as an image classifier."""
 
 
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), or what ``platform`` knows."""
-    import platform
-
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
-        pass
-    return name
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run with ``threads`` torch intra-op threads (None: as they are), restoring the count afterwards."""
-    before = torch.get_num_threads()
-    if threads is None or threads == before:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # ---- ONNX Runtime ---------------------------------------------------------------------------------
@@ -134,22 +115,35 @@ def load_torchscript(path: str | os.PathLike, *, with_metadata: bool = False) ->
 # ---- the common interface ---------------------------------------------------------------------------
 
 class ExportedModel:
-    """An exported file, ready to run: ``model(x) -> logits``; see the module's docstring."""
+    """A model ready to run: ``model(x) -> logits``; see the module's docstring.
+
+    ``images``: the input is a batch of RGB images (N, 3, R, R), checked as such; False for a graph of
+    one layer (the latency tables time layers alone), whose input is any (N, C, H, W)."""
 
     format: str = ""
     backend: str = ""
 
-    def __init__(self, path: Path, metadata: dict[str, Any] | None, export_info: dict[str, Any] | None,
-                 threads: int | None, device: str) -> None:
+    def __init__(self, path: Path | None, metadata: dict[str, Any] | None, export_info: dict[str, Any] | None,
+                 threads: int | None, device: str, *, images: bool = True) -> None:
         self.path, self.metadata, self.export_info = path, metadata, export_info
-        self.threads, self.device = threads, device
+        self.threads, self.device, self.images = threads, device, images
         self._record = None
 
     # -- what the file is
     @property
+    def name(self) -> str:
+        """How messages name the model: its file's name (the record's name for a model in memory)."""
+        return self.path.name if self.path is not None else (self.metadata or {}).get("name") or self.backend
+
+    @property
     def precision(self) -> str:
         """``fp32``, ``bf16`` or ``int8``: what the export chose (``fp32`` for files without export info)."""
         return (self.export_info or {}).get("precision", "fp32")
+
+    @property
+    def runtime_precision(self) -> str:
+        """The precision the runtime computes in (`precision`, unless the runtime was told otherwise)."""
+        return self.precision
 
     @property
     def input_shape(self) -> list[int | str]:
@@ -172,20 +166,16 @@ class ExportedModel:
             return h
         return None
 
-    def record(self):
+    def record(self) -> ModelRecord | None:
         """The file's `alphanet_zoo.record.ModelRecord`, or None for a file without one."""
         if self.metadata is None:
             return None
         if self._record is None:
-            from alphanet_zoo.record import ModelRecord
-
             self._record = ModelRecord.from_dict(self.metadata, f"{self.path}: metadata '{CONFIG_KEY}'")
         return self._record
 
     def preprocess(self, image) -> torch.Tensor:
         """A PIL image -> the (3, R, R) float32 input, by the record's evaluation preprocessing."""
-        from alphanet_zoo.preprocessing import EvalTransform
-
         record = self.record()
         if record is None:
             raise ModelOpenError(f"{self.path} carries no preprocessing metadata (not exported by alphanet-export)")
@@ -194,28 +184,18 @@ class ExportedModel:
     def predict(self, images, topk: int = 5, batch_size: int = 32) -> list[list[dict[str, Any]]]:
         """Top-``topk`` classes per image (PIL images or paths), as `alphanet_zoo.predict` gives them:
         ``[{"index", "synset", "name", "probability"}, ...]`` per image (softmax of the logits)."""
-        from alphanet_zoo.imagenet import imagenet_classes
-        from alphanet_zoo.prediction import _open
-        from alphanet_zoo.record import IMAGENET_LABELS
-
         record = self.record()
         if record is None:
             raise ModelOpenError(f"{self.path} carries no metadata (labels, preprocessing): not exported by "
                                  "alphanet-export")
-        if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= record.num_classes:
-            raise InputError(f"topk must be an integer from 1 to {record.num_classes}, got {topk!r}")
+        check_topk(topk, record.num_classes)
         if not isinstance(images, (list, tuple)):
             images = [images]
         synsets = [c.synset for c in imagenet_classes()] if record.label_set == IMAGENET_LABELS else None
         results = []
         for start in range(0, len(images), batch_size):
             batch = torch.stack([self.preprocess(_open(im)) for im in images[start:start + batch_size]])
-            probs = self(batch).float().softmax(dim=1)
-            values, indices = probs.topk(topk, dim=1)
-            for vals, idxs in zip(values.tolist(), indices.tolist()):
-                results.append([{"index": i, "synset": synsets[i] if synsets else None,
-                                 "name": record.labels[i] if record.labels else None, "probability": p}
-                                for p, i in zip(vals, idxs)])
+            results += top_classes(self(batch), topk, record.labels, synsets)
         return results
 
     # -- running it
@@ -226,6 +206,14 @@ class ExportedModel:
             return self._run_numpy(np.ascontiguousarray(x, dtype=np.float32))
         raise InputError(f"expected a numpy array or a torch tensor of images, got {type(x).__name__}")
 
+    def as_input(self, x: torch.Tensor) -> np.ndarray | torch.Tensor:
+        """``x`` (float32, on the CPU) as this model takes it without converting it on each call (what a
+        benchmark prepares before its clock starts): a numpy array for the runtimes of files."""
+        return np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+
+    def synchronize(self) -> None:
+        """Wait for work the last call left running (CUDA); before a clock is read."""
+
     def _run_numpy(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -233,12 +221,14 @@ class ExportedModel:
         out = self._run_numpy(np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy()))
         return torch.from_numpy(out)
 
-    def _check_input(self, x: np.ndarray) -> None:
+    def _check_input(self, x: np.ndarray | torch.Tensor) -> None:
+        if not self.images:
+            return
         if x.ndim != 4 or x.shape[1] != 3:
             raise InputError(f"expected images as (N, 3, H, W), got shape {list(x.shape)}")
         side = self.resolution
         if side is not None and tuple(x.shape[2:]) != (side, side):
-            raise InputError(f"{self.path.name} takes {side}x{side} inputs, got {x.shape[2]}x{x.shape[3]} "
+            raise InputError(f"{self.name} takes {side}x{side} inputs, got {x.shape[2]}x{x.shape[3]} "
                              "(preprocess images with model.preprocess)")
 
     def close(self) -> None:
@@ -252,7 +242,8 @@ class ExportedModel:
 
     def __repr__(self) -> str:
         name = (self.metadata or {}).get("name")
-        return (f"{type(self).__name__}({str(self.path)!r}, model={name!r}, precision={self.precision!r}, "
+        where = str(self.path) if self.path is not None else None
+        return (f"{type(self).__name__}({where!r}, model={name!r}, precision={self.precision!r}, "
                 f"threads={self.threads}, device={self.device!r})")
 
 
@@ -263,8 +254,8 @@ class OnnxRuntimeModel(ExportedModel):
 
     format, backend = "onnx", "onnxruntime"
 
-    def __init__(self, path, metadata, export_info, threads, device) -> None:
-        super().__init__(path, metadata, export_info, threads, device)
+    def __init__(self, path, metadata, export_info, threads, device, *, images: bool = True) -> None:
+        super().__init__(path, metadata, export_info, threads, device, images=images)
         import onnxruntime as ort
 
         providers = ["CPUExecutionProvider"]
@@ -272,19 +263,19 @@ class OnnxRuntimeModel(ExportedModel):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise ModelOpenError("device cuda: this onnxruntime has no CUDAExecutionProvider "
                                      "(install onnxruntime-gpu)")
-            providers.insert(0, "CUDAExecutionProvider")
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": torch.device(device).index or 0}))
         elif device != "cpu":
             raise InputError(f"ONNX Runtime runs on cpu or cuda, not {device!r}")
         try:
             self.session = onnxruntime_session(path, threads, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for a bad file
-            raise ModelOpenError(f"cannot load {path} with ONNX Runtime: {_first_line(e)}") from None
+            raise ModelOpenError(f"cannot load {path} with ONNX Runtime: {brief(e)}") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
             raise ModelOpenError(f"{path} has {len(inputs)} inputs; expected one image batch")
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
         self._shape = list(inputs[0].shape)
-        if len(self._shape) != 4 or self._shape[1] not in (3, "3"):
+        if images and (len(self._shape) != 4 or self._shape[1] not in (3, "3")):
             raise ModelOpenError(f"{path}: input {self.input_name!r} has shape {self._shape}; expected (N, 3, H, W)")
         self.fixed_batch = self._shape[0] if isinstance(self._shape[0], int) else None
         self._dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
@@ -375,32 +366,39 @@ def openvino_config(threads: int | None, inference_precision: str | None, stream
 
 
 class OpenVinoModel(ExportedModel):
-    """An OpenVINO IR (``.xml`` beside its ``.bin``), compiled for each batch size it is called with.
+    """An OpenVINO IR (``.xml`` beside its ``.bin``; or an ``.onnx`` file, read by OpenVINO's ONNX front
+    end), compiled for each input shape (batch size) it is called with.
 
     A batch that divides evenly among the threads (``threads`` cores; all the process may use when
     None) runs as that many equal parts at once, one per stream of one thread (the throughput
     setting): AlphaNet's depthwise convolutions, squeeze-excite and small tensors keep two threads
     on one image far from busy, while two images on two threads keep both cores working. Any other
-    batch (batch 1 above all) runs whole on one stream of ``threads`` threads (the latency setting).
-    Calls are serialised (one at a time per object).
+    batch (batch 1 above all), or every batch with ``split=False``, runs whole on one stream of
+    ``threads`` threads (the latency setting). Calls are serialised (one at a time per object).
+
+    ``tuned=False``: OpenVINO's own defaults instead, as a user compiles a file by hand (the file's
+    shapes as they are, only the thread count set; bf16 on CPUs that have it): the baseline of the
+    benchmark.
     """
 
     format, backend = "openvino", "openvino"
 
     def __init__(self, path, metadata, export_info, threads, device, *, bin_path: Path | None = None,
-                 inference_precision: str | None = None, split: bool = True, pin: bool | None = None) -> None:
-        super().__init__(path, metadata, export_info, threads, device)
+                 inference_precision: str | None = None, split: bool = True, pin: bool | None = None,
+                 tuned: bool = True, images: bool = True) -> None:
+        super().__init__(path, metadata, export_info, threads, device, images=images)
         if device not in ("cpu", "CPU"):
             raise InputError(f"OpenVINO IR files run on the cpu here, not {device!r}")
-        self.split, self.pin = split, pin
+        self.split, self.pin, self.tuned = split, pin, tuned
         core = openvino_core()
-        bin_path = bin_path or path.with_suffix(".bin")
-        if not bin_path.is_file():
-            raise ModelOpenError(f"{path}: its weights file {bin_path.name} is not beside it")
+        if path.suffix.lower() != ".onnx":
+            bin_path = bin_path or path.with_suffix(".bin")
+            if not bin_path.is_file():
+                raise ModelOpenError(f"{path}: its weights file {bin_path.name} is not beside it")
         try:
-            self.model = core.read_model(str(path), str(bin_path))
+            self.model = core.read_model(str(path), str(bin_path)) if bin_path else core.read_model(str(path))
         except Exception as e:  # OpenVINO raises RuntimeError with a long message for a bad IR
-            raise ModelOpenError(f"cannot read {path} with OpenVINO: {_first_line(e)}") from None
+            raise ModelOpenError(f"cannot read {path} with OpenVINO: {brief(e)}") from None
         if len(self.model.inputs) != 1:
             raise ModelOpenError(f"{path} has {len(self.model.inputs)} inputs; expected one image batch")
         if inference_precision is None:
@@ -412,13 +410,24 @@ class OpenVinoModel(ExportedModel):
             inference_precision = "f32"
         self.inference_precision = inference_precision
         self.streams = threads or available_cores()
-        self._compiled: collections.OrderedDict[tuple[int, int], list] = collections.OrderedDict()
+        self._compiled: collections.OrderedDict[tuple, list] = collections.OrderedDict()
         self._lock = threading.RLock()
+        self._default = None
+        if not tuned:
+            config = {"INFERENCE_NUM_THREADS": threads} if threads is not None else {}
+            self._default = self._compile(self.model, config, "its own shapes").create_infer_request()
 
     @property
     def input_shape(self) -> list[int | str]:
         shape = self.model.inputs[0].get_partial_shape()
         return [d.get_length() if d.is_static else "?" for d in shape]
+
+    @property
+    def runtime_precision(self) -> str:
+        hint = self.inference_precision
+        if self._default is not None:  # what OpenVINO chose by itself
+            hint = self._default.get_compiled_model().get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        return {"bf16": "bf16", "f16": "fp16", "f32": "fp32"}.get(hint, self.precision)
 
     def plan(self, batch: int) -> tuple[int, int]:
         """(parts, images per part) for a batch: split across the streams when it divides evenly."""
@@ -427,26 +436,31 @@ class OpenVinoModel(ExportedModel):
             return streams, batch // streams
         return 1, batch
 
-    def requests(self, batch: int) -> list:
-        """The infer requests that run a batch of ``batch`` images (compiled on first use), one per part."""
-        key = self.plan(batch)
+    def _compile(self, model, config: dict[str, Any], what: str):
+        try:
+            return openvino_core().compile_model(model, "CPU", config)
+        except Exception as e:
+            raise ModelOpenError(f"OpenVINO cannot compile {self.name} for {what}: {brief(e)}") from None
+
+    def requests(self, batch: int, sample: tuple[int, ...] | None = None) -> list:
+        """The infer requests that run a batch of ``batch`` inputs of shape ``sample`` (default: images at
+        the model's resolution), compiled on first use, one per part."""
+        parts, size = self.plan(batch)
+        if sample is None:
+            side = self.resolution
+            if side is None:
+                raise ModelOpenError(f"{self.path}: cannot tell its input size (no metadata, dynamic shape)")
+            sample = (3, side, side)
+        key = (parts, size, *sample)
         with self._lock:
             requests = self._compiled.get(key)
             if requests is not None:
                 self._compiled.move_to_end(key)
                 return requests
-            parts, size = key
-            side = self.resolution
-            if side is None:
-                raise ModelOpenError(f"{self.path}: cannot tell its input size (no metadata, dynamic shape)")
             model = self.model.clone()
-            model.reshape({model.inputs[0]: [size, 3, side, side]})
+            model.reshape({model.inputs[0]: [size, *sample]})
             config = openvino_config(self.threads, self.inference_precision, streams=parts, pin=self.pin)
-            try:
-                compiled = openvino_core().compile_model(model, "CPU", config)
-            except Exception as e:
-                raise ModelOpenError(f"OpenVINO cannot compile {self.path.name} for {size} images: "
-                                     f"{_first_line(e)}") from None
+            compiled = self._compile(model, config, f"{size} inputs")
             requests = [compiled.create_infer_request() for _ in range(parts)]
             self._compiled[key] = requests
             while len(self._compiled) > OPENVINO_CACHED_SHAPES:
@@ -456,7 +470,7 @@ class OpenVinoModel(ExportedModel):
     def _run_numpy(self, x: np.ndarray) -> np.ndarray:
         self._check_input(x)
         with self._lock:
-            requests = self.requests(len(x))
+            requests = [self._default] if self._default is not None else self.requests(len(x), x.shape[1:])
             try:
                 if len(requests) == 1:
                     out = requests[0].infer(x, share_inputs=True, share_outputs=True)[0]
@@ -468,27 +482,63 @@ class OpenVinoModel(ExportedModel):
                     request.wait()
                 return np.concatenate([r.get_output_tensor(0).data for r in requests]).astype(np.float32, copy=False)
             except Exception as e:
-                raise AlphaNetError(f"OpenVINO failed to run {self.path.name}: {_first_line(e)}") from None
+                raise AlphaNetError(f"OpenVINO failed to run {self.name}: {brief(e)}") from None
 
     def close(self) -> None:
         with self._lock:
             self._compiled.clear()
+            self._default = None
 
 
 # ---- torch formats -----------------------------------------------------------------------------------
 
-class _TorchModel(ExportedModel):
-    """A torch module (TorchScript or ExportedProgram) run in inference mode with ``threads`` threads."""
+class TorchModel(ExportedModel):
+    """A torch module run in inference mode with ``threads`` torch threads: an eager model (`of`) or a
+    loaded file (`TorchScriptModel`, `Pt2Model`). Tensors in give tensors on ``x``'s device out."""
 
-    def __init__(self, path, metadata, export_info, threads, device, module) -> None:
-        super().__init__(path, metadata, export_info, threads, device)
+    format, backend = "pytorch", "eager"
+
+    def __init__(self, path, metadata, export_info, threads, device, module: nn.Module, *,
+                 images: bool = True) -> None:
+        super().__init__(path, metadata, export_info, threads, device, images=images)
         self.torch_device = torch.device(device)
         self.module = module.to(self.torch_device) if self.torch_device.type != "cpu" else module
+
+    @classmethod
+    def of(cls, model: nn.Module, *, threads: int | None = None, device: str = "cpu", channels_last: bool = False,
+           compile: bool = False, images: bool = True) -> "TorchModel":
+        """``model`` (an `AlphaNet`, or any module with ``images=False``) in eval mode, run as it is built
+        (on the CPU, NCHW: the model itself, not a copy), or a copy of it: with channels-last weights, on
+        ``device`` (``cuda``), compiled by ``torch.compile`` (inductor; its first calls take minutes)."""
+        net = model.eval()
+        if channels_last or compile or torch.device(device).type != "cpu":
+            net = copy.deepcopy(model).eval().to(torch.device(device))
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        record = getattr(model, "pretrained_cfg", None)
+        variant = cls(None, export_metadata(model) if record is not None else None, None, threads, device,
+                      torch.compile(net) if compile else net, images=images)
+        variant.backend = "torch.compile" if compile else "eager"
+        variant._side = getattr(getattr(model, "arch", None), "resolution", None)
+        return variant
+
+    _side: int | None = None  # a model in memory without a record: its architecture's resolution
+
+    @property
+    def resolution(self) -> int | None:
+        return super().resolution if self.metadata is not None else self._side
 
     @property
     def input_shape(self) -> list[int | str]:
         side = self.resolution
         return ["batch", 3, side, side] if side else ["batch", 3, "height", "width"]
+
+    def as_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.torch_device, torch.float32)
+
+    def synchronize(self) -> None:
+        if self.torch_device.type == "cuda":
+            torch.cuda.synchronize(self.torch_device)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -502,13 +552,13 @@ class _TorchModel(ExportedModel):
         return self._forward(torch.from_numpy(x)).cpu().numpy()
 
 
-class TorchScriptModel(_TorchModel):
+class TorchScriptModel(TorchModel):
     """A TorchScript ``.pt`` (deprecated upstream in favour of torch.export; kept for C++ users)."""
 
     format, backend = "torchscript", "torchscript"
 
 
-class Pt2Model(_TorchModel):
+class Pt2Model(TorchModel):
     """A ``torch.export`` ExportedProgram (``.pt2``), run as its ``.module()``."""
 
     format, backend = "pt2", "torch.export"
@@ -525,20 +575,20 @@ def load_exported_program(path: str | os.PathLike, *, with_metadata: bool = Fals
 
 # ---- open_model ---------------------------------------------------------------------------------------
 
-def open_model(path: str | os.PathLike, *, threads: int | None = None, device: str = "cpu") -> ExportedModel:
+def open_model(path: str | os.PathLike, *, threads: int | None = None,
+               device: str | torch.device = "cpu") -> ExportedModel:
     """Open an exported file (ONNX, OpenVINO IR ``.xml``, TorchScript ``.pt``, ``torch.export`` ``.pt2``)
     with our tuned runtime settings; see the module's docstring for what the result does.
 
     ``threads``: intra-op threads of the runtime (None: its default, one per core). ``device``:
-    ``cpu``, or ``cuda`` for ONNX (CUDA provider), TorchScript and pt2. A file without our metadata
+    ``cpu``, or ``cuda``/``cuda:N`` (a ``torch.device`` too; the index is kept) for ONNX (CUDA
+    provider), TorchScript and pt2. A file without our metadata
     (another tool's export) still runs: ``metadata`` is then None and `preprocess` is unavailable.
     """
-    from .metadata import read_metadata
-
     path = Path(path)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise InputError(f"threads must be a positive integer or None, got {threads!r}")
-    device = str(device).lower()
+    device = str(parse_device(device))  # "cpu" or "cuda:N"
     fmt = file_format(path)
     try:
         metadata = read_metadata(path)
@@ -555,16 +605,16 @@ def open_model(path: str | os.PathLike, *, threads: int | None = None, device: s
         try:
             module = load_torchscript(path)
         except Exception as e:  # torch.jit.load raises RuntimeError, ValueError, zip errors... on a bad file
-            raise ModelOpenError(f"torch.jit.load cannot load {path}: {_first_line(e)}") from None
+            raise ModelOpenError(f"torch.jit.load cannot load {path}: {brief(e)}") from None
         return TorchScriptModel(path, metadata, export_info, threads, device, module.eval())
     try:
         program = load_exported_program(path)
     except Exception as e:
-        raise ModelOpenError(f"torch.export.load cannot load {path}: {_first_line(e)}") from None
+        raise ModelOpenError(f"torch.export.load cannot load {path}: {brief(e)}") from None
     return Pt2Model(path, metadata, export_info, threads, device, program.module())
 
 
 __all__ = ["cpu_name", "ExportedModel", "ModelOpenError", "OnnxRuntimeModel",
-           "OpenVinoModel", "Pt2Model", "TorchScriptModel", "load_exported_program", "load_torchscript",
+           "OpenVinoModel", "Pt2Model", "TorchModel", "TorchScriptModel", "load_exported_program", "load_torchscript",
            "onnxruntime_session", "open_model", "openvino_config", "openvino_core", "openvino_supports",
            "torch_threads"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .deploy import Builder, Candidate, ExportJob
+from .builders import Builder, Candidate, ExportJob, register
 from .metadata import EXPORT_METADATA_FILE, TORCHSCRIPT_METADATA_FILE
-from .verify import DEFAULT_TOLERANCE, VERIFY_BATCH_SIZES, ExportResult, verify_torchscript
+from .runtime import TorchScriptModel, load_torchscript
+from .verify import VERIFY_BATCH_SIZES, verify_torchscript
 
 
 def torchscript_module(model: nn.Module, *, channels_last: bool = True) -> torch.jit.ScriptModule:
@@ -35,26 +35,6 @@ def torchscript_module(model: nn.Module, *, channels_last: bool = True) -> torch
         # TorchScript is deprecated upstream; it is still what C++ and mobile deployments load
         warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=FutureWarning)
         return torch.jit.freeze(torch.jit.script(net))
-
-
-def to_torchscript(model: nn.Module, path: str | os.PathLike, *, metadata: dict[str, Any] | None = None,
-                   channels_last: bool = True, verify: bool = True, tolerance: float = DEFAULT_TOLERANCE,
-                   **options: Any) -> ExportResult:
-    """Export ``model`` (an `AlphaNet`) as a frozen TorchScript file at ``path``; by default verify it.
-
-    Loaded back with ``torch.jit.load`` and run against ``model`` (batches of 1 and 3) before it is
-    written under its name: a failed check (`ExportVerificationError`) or an interruption leaves
-    nothing behind. ``metadata`` (default `export_metadata(model)`) is stored as the extra file
-    ``config.json``: ``torch.jit.load(path, _extra_files={"config.json": ""})``; how the file was
-    made as ``export.json``. ``options`` go to `export.deploy.export_model`.
-
-    TorchScript is deprecated upstream (``torch.jit`` warns to move to ``torch.export``); it stays
-    for C++ and mobile users who load it today. New deployments: ``--format pt2`` or ``openvino``.
-    """
-    from .deploy import export_model
-
-    return export_model(model, path, "torchscript", metadata=metadata, verify=verify, tolerance=tolerance,
-                        builder_options={"channels_last": channels_last}, **options)
 
 
 def save_module(module: torch.jit.ScriptModule, path, metadata: dict[str, Any],
@@ -70,10 +50,13 @@ def save_module(module: torch.jit.ScriptModule, path, metadata: dict[str, Any],
         torch.jit.save(module, f, _extra_files=extra)
 
 
+@register
 class TorchScriptBuilder(Builder):
     """Frozen TorchScript modules (fp32 only)."""
 
     format = "torchscript"
+    suffixes = (".pt", ".ts", ".torchscript")
+    description = "TorchScript, frozen (deprecated upstream)"
 
     def build(self, job: ExportJob, precision: str) -> Candidate:
         module = torchscript_module(job.model, channels_last=job.options.get("channels_last", True))
@@ -90,8 +73,6 @@ class TorchScriptBuilder(Builder):
         save_module(candidate.obj, out, job.metadata, export_info)
         return [out]
 
-    def open(self, job: ExportJob, candidate: Candidate, files=None):
-        from .runtime import TorchScriptModel, load_torchscript
-
+    def open(self, job: ExportJob, candidate: Candidate, files=None) -> TorchScriptModel:
         path = Path((files or candidate.files)[0])
         return TorchScriptModel(path, job.metadata, None, job.threads, "cpu", load_torchscript(path))

@@ -22,9 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from alphanet_zoo.errors import AlphaNetError
+from alphanet_zoo.errors import AlphaNetError, brief
 
 from .metadata import INPUT_NAME, OUTPUT_NAME
+from .runtime import (ModelOpenError, OnnxRuntimeModel, OpenVinoModel, Pt2Model, TorchScriptModel,
+                      load_exported_program, load_torchscript)
 
 DEFAULT_TOLERANCE = 1e-4
 TRACE_BATCH_SIZE = 2  # the dummy batch an export is traced with (verification then uses other sizes)
@@ -168,14 +170,11 @@ def _run_against(run: Callable[[torch.Tensor], np.ndarray | torch.Tensor], model
     except ExportVerificationError:
         raise
     except Exception as e:
-        raise ExportVerificationError(f"{failure}: {_first_line(e)}") from None
+        raise ExportVerificationError(f"{failure}: {brief(e)}") from None
     _check_diff(diff, tolerance, what, label)
     return diff
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def check_onnx_graph(path: str | os.PathLike, label: str | None = None) -> tuple[str, ...]:
@@ -187,7 +186,7 @@ def check_onnx_graph(path: str | os.PathLike, label: str | None = None) -> tuple
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        raise ExportVerificationError(f"onnx.checker rejected {label}: {_first_line(e)}") from None
+        raise ExportVerificationError(f"onnx.checker rejected {label}: {brief(e)}") from None
     graph = onnx.load(str(path)).graph
     inputs, outputs = [i.name for i in graph.input], [o.name for o in graph.output]
     if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
@@ -208,19 +207,17 @@ def verify_onnx(path: str | os.PathLike, model: nn.Module, *, batch_sizes: Seque
     """
     import onnxruntime as ort
 
-    from .runtime import onnxruntime_session
-
     path = Path(path)
     label = label or path.name
     checks = check_onnx_graph(path, label)
     what = f"onnxruntime {ort.__version__}"
     try:
-        session = onnxruntime_session(path)
-    except Exception as e:  # ORT raises its own exception types for graphs it cannot load
-        raise ExportVerificationError(f"ONNX Runtime cannot load {label}: {_first_line(e)}") from None
-    diff = _run_against(lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0], model, what=what,
-                        label=label, failure=f"ONNX Runtime failed to run {label}", batch_sizes=batch_sizes, seed=seed,
-                        tolerance=tolerance)
+        runner = OnnxRuntimeModel(path, None, None, None, "cpu")  # ONNX Runtime's default threads
+    except ModelOpenError as e:
+        raise ExportVerificationError(f"ONNX Runtime cannot load {label}: {e}") from None
+    with runner:
+        diff = _run_against(runner, model, what=what, label=label, failure=f"ONNX Runtime failed to run {label}",
+                            batch_sizes=batch_sizes, seed=seed, tolerance=tolerance)
     return Verification("onnx", what, tuple(batch_sizes), diff, tolerance, checks)
 
 
@@ -228,18 +225,17 @@ def verify_torchscript(path: str | os.PathLike, model: nn.Module, *,
                        batch_sizes: Sequence[int] = VERIFY_BATCH_SIZES, tolerance: float = DEFAULT_TOLERANCE,
                        seed: int = 0, label: str | None = None) -> Verification:
     """Load a TorchScript file with ``torch.jit.load`` and run it against ``model``; raise on any failure."""
-    from .runtime import load_torchscript
-
     path = Path(path)
     label = label or path.name
     try:
         module, metadata = load_torchscript(path, with_metadata=True)
     except Exception as e:  # torch.jit.load raises RuntimeError, ValueError, zip errors... on a bad file
-        raise ExportVerificationError(f"torch.jit.load cannot load {label}: {_first_line(e)}") from None
+        raise ExportVerificationError(f"torch.jit.load cannot load {label}: {brief(e)}") from None
     if not metadata:
         raise ExportVerificationError(f"{label} holds no metadata (config.json)")
     what = f"torch.jit.load (torch {torch.__version__})"
-    diff = _run_against(module, model, what=what, label=label, failure=f"the TorchScript module in {label} failed "
+    runner = TorchScriptModel(path, None, None, None, "cpu", module)  # as open_model runs it
+    diff = _run_against(runner, model, what=what, label=label, failure=f"the TorchScript module in {label} failed "
                         "to run", batch_sizes=batch_sizes, seed=seed, tolerance=tolerance)
     return Verification("torchscript", what, tuple(batch_sizes), diff, tolerance,
                         ("config.json metadata present",))
@@ -248,19 +244,18 @@ def verify_torchscript(path: str | os.PathLike, model: nn.Module, *,
 def verify_pt2(path: str | os.PathLike, model: nn.Module, *, batch_sizes: Sequence[int] = VERIFY_BATCH_SIZES,
                tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, label: str | None = None) -> Verification:
     """Load a ``torch.export`` file with ``torch.export.load`` and run it against ``model``; raise on any failure."""
-    from .runtime import load_exported_program
-
     path = Path(path)
     label = label or path.name
     try:
         program, extra = load_exported_program(path, with_metadata=True)
         module = program.module()
     except Exception as e:  # torch.export.load raises many kinds on a bad archive
-        raise ExportVerificationError(f"torch.export.load cannot load {label}: {_first_line(e)}") from None
+        raise ExportVerificationError(f"torch.export.load cannot load {label}: {brief(e)}") from None
     if not extra.get("config.json"):
         raise ExportVerificationError(f"{label} holds no metadata (config.json)")
     what = f"torch.export.load (torch {torch.__version__})"
-    diff = _run_against(module, model, what=what, label=label, failure=f"the ExportedProgram in {label} failed "
+    runner = Pt2Model(path, None, None, None, "cpu", module)  # as open_model runs it
+    diff = _run_against(runner, model, what=what, label=label, failure=f"the ExportedProgram in {label} failed "
                         "to run", batch_sizes=batch_sizes, seed=seed, tolerance=tolerance)
     return Verification("pt2", what, tuple(batch_sizes), diff, tolerance, ("config.json metadata present",))
 
@@ -269,8 +264,6 @@ def verify_openvino(xml: str | os.PathLike, bin_path: str | os.PathLike, model: 
                     batch_sizes: Sequence[int] = VERIFY_BATCH_SIZES, tolerance: float = DEFAULT_TOLERANCE,
                     seed: int = 0, label: str | None = None, threads: int | None = None) -> Verification:
     """Read an IR with OpenVINO, compile it in f32 with our settings and run it against ``model``."""
-    from .runtime import ModelOpenError, OpenVinoModel
-
     xml = Path(xml)
     label = label or xml.name
     try:

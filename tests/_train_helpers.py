@@ -74,7 +74,7 @@ def start_torchrun(out: Path, data: Path, *overrides: str, nproc: int = 2) -> su
     """``torchrun --standalone`` of alphanet-train, each process's output in ``out.parent/<out.name>.logs``."""
     logs = out.parent / f"{out.name}.logs"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-               "--redirects", "3", "--log-dir", str(logs), "-m", "alphanet_zoo.train.cli",
+               "--redirects", "3", "--log-dir", str(logs), "-m", "alphanet_zoo.commands.train",
                *train_args(out, data, *overrides)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     env.pop("ALPHANET_DEBUG", None)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from alphanet_zoo.commands import bench as bench_command
 from alphanet_zoo.export import bench
 
 import alphanet_zoo
@@ -36,7 +37,7 @@ def report(tmp_path_factory, arch_file):
     size = bench.GEMM_SIZE
     bench.GEMM_SIZE = 256  # the ceilings' measurement, kept small for the test
     try:
-        code = bench.main(["--arch", str(path), "--backend", "all", "--batch-size", "2", "--threads", "1",
+        code = bench_command.main(["--arch", str(path), "--backend", "all", "--batch-size", "2", "--threads", "1",
                            "--warmup", "1", "--repeats", "3", "--out", str(out)])
     finally:
         bench.GEMM_SIZE = size
@@ -112,7 +113,7 @@ def test_agreement_with_fp32_per_row(report, arch_file):
 
 def test_json_mode_prints_only_json(capsys, arch_file):
     path, _ = arch_file
-    code = bench.main(["--arch", str(path), "--backend", "onnxruntime", "--batch-size", "1", "--threads", "1",
+    code = bench_command.main(["--arch", str(path), "--backend", "onnxruntime", "--batch-size", "1", "--threads", "1",
                        "--warmup", "0", "--repeats", "1", "--no-gemm", "--no-agreement", "--json"])
     captured = capsys.readouterr()
     assert code == 0
@@ -126,8 +127,9 @@ def test_json_mode_prints_only_json(capsys, arch_file):
 @pytest.mark.slow  # seconds of subprocesses or compiles: CI runs it, the quick loop does not
 def test_table_with_supernet_weights(capsys, official_checkpoint, monkeypatch):
     monkeypatch.setattr(bench, "GEMM_SIZE", 256)
-    code = bench.main(["--arch", "a0", "--backend", "onnxruntime", "--batch-size", "1", "--threads", "1", "--warmup",
-                       "0", "--repeats", "1", "--supernet", str(official_checkpoint), "--no-agreement"])
+    code = bench_command.main(["--arch", "a0", "--backend", "onnxruntime", "--batch-size", "1", "--threads", "1",
+                               "--warmup", "0", "--repeats", "1", "--supernet", str(official_checkpoint),
+                               "--no-agreement"])
     printed = capsys.readouterr().out
     assert code == 0
     assert "alphanet_pretrained.pth.tar" in printed and "GFLOP/s" in printed and "int8" in printed
@@ -169,6 +171,6 @@ def test_runner_outputs_match_eager(tmp_path, arch_file):
     (["--out", "/nonexistent/folder/x.json"], "does not exist"),
 ])
 def test_bench_bad_arguments(capsys, argv, fragment):
-    code = bench.main(argv)
+    code = bench_command.main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("alphanet-bench: error:") and fragment in err[0]

@@ -2,6 +2,7 @@
 exit statuses of all eight commands, and the torch.hub entry points."""
 import argparse
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import subprocess
@@ -14,17 +15,13 @@ from PIL import Image
 from _train_helpers import make_image_folder
 
 import alphanet_zoo
-from alphanet_zoo import cli
+from alphanet_zoo.commands import flags, running
 from alphanet_zoo.commands import extract_main, models_main, predict_main
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO / "tests" / "parity" / "photo.png"
-COMMANDS = {
-    "alphanet-models": "alphanet_zoo.commands:models_main", "alphanet-extract": "alphanet_zoo.commands:extract_main",
-    "alphanet-predict": "alphanet_zoo.commands:predict_main", "alphanet-export": "alphanet_zoo.export.cli:main",
-    "alphanet-bench": "alphanet_zoo.export.bench:main", "alphanet-eval": "alphanet_zoo.eval.cli:main",
-    "alphanet-train": "alphanet_zoo.train.cli:main", "alphanet-search": "alphanet_zoo.search.cli:main",
-}
+COMMANDS = {f"alphanet-{name}": f"alphanet_zoo.commands.{name}:main"
+            for name in ("models", "extract", "predict", "export", "bench", "eval", "train", "search")}
 
 
 def command(name):
@@ -55,9 +52,15 @@ def test_console_scripts_are_installed_and_a_closed_pipe_is_quiet():
     proc = subprocess.Popen([script, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == cli.EXIT_BROKEN_PIPE and b"Traceback" not in err and err.strip() == b""
+    assert proc.returncode == running.EXIT_BROKEN_PIPE and b"Traceback" not in err and err.strip() == b""
     shell = subprocess.run(f"{script} --json | head -c 10", shell=True, capture_output=True, text=True)
     assert shell.stdout == "[\n  {\n    " and shell.stderr == ""
+
+
+def test_every_console_script_is_a_main_in_alphanet_zoo_commands():
+    installed = {e.name: e.value for e in importlib.metadata.entry_points(group="console_scripts")
+                 if e.name.startswith("alphanet-")}
+    assert installed == COMMANDS
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
@@ -79,29 +82,21 @@ def test_every_flag_of_every_command_has_help_and_shows_its_default(name, capsys
 
 
 def _parser_of(name):
-    from alphanet_zoo.eval import cli as eval_cli
-    from alphanet_zoo.export import bench
-    from alphanet_zoo.export import cli as export_cli
-
-    from alphanet_zoo.search import cli as search_cli
-    from alphanet_zoo.train import cli as train_cli
-
     captured = {}
-    original = cli.ArgumentParser.parse_args
+    original = flags.ArgumentParser.parse_args
 
     def grab(self, args=None, namespace=None):
         captured["parser"] = self
         raise SystemExit(0)
 
-    cli.ArgumentParser.parse_args = grab
+    flags.ArgumentParser.parse_args = grab
     try:
         try:
             command(name)([])
         except SystemExit:
             pass
     finally:
-        cli.ArgumentParser.parse_args = original
-    del eval_cli, bench, export_cli, search_cli, train_cli
+        flags.ArgumentParser.parse_args = original
     return captured["parser"]
 
 
@@ -132,7 +127,7 @@ def test_shared_flags_are_defined_once_and_mean_the_same_everywhere():
     (["--flops", "5000"], "the largest 1939.34"), (["--batch-size", "0"], "outside the allowed range"),
 ])
 def test_numeric_flags_reject_nan_inf_and_out_of_range_in_one_line(argv, value, tmp_path, capsys):
-    from alphanet_zoo.search.cli import main
+    from alphanet_zoo.commands.search import main
 
     (tmp_path / "d").mkdir()
     base = ["--supernet", str(tmp_path / "s.pt"), "--data", str(tmp_path / "d"), "--calib-data", str(tmp_path / "d"),

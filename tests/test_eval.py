@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from alphanet_zoo.eval import cli
+from alphanet_zoo.commands import eval as cli
 from conftest import PARITY_DIR
 from PIL import Image, ImageDraw
 

@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from alphanet_zoo.export import (ExportVerificationError, cli, export_metadata, export_model, load_torchscript,
+from alphanet_zoo.commands import export as cli
+from alphanet_zoo.export import (ExportVerificationError, export_metadata, export_model, load_torchscript,
                                  onnx_export, onnxruntime_session, open_model, read_metadata, to_onnx, to_torchscript,
                                  torchscript_export, verify_onnx, verify_torchscript)
 from conftest import REFERENCE_NAMES, det
@@ -143,7 +144,7 @@ def test_metadata_travels_with_the_file(exported, fmt):
     path, model, result = exported("a5_1", fmt)
     meta = read_metadata(path)
     assert meta == json.loads(json.dumps(result.metadata)) == model.pretrained_cfg.to_dict()  # the record itself
-    assert meta["format"] == "alphanet_zoo.model/2" and meta["name"] == "a5_base"
+    assert meta["format"] == "alphanet_zoo.model/3" and meta["name"] == "a5_base" and meta["origin"] == "extracted"
     assert meta["architecture"] == model.arch.to_dict()
     assert meta["preprocessing"] == preprocessing_for(model).to_dict()
     assert meta["preprocessing"]["resolution"] == 288 and meta["preprocessing"]["crop_size"] == 224
@@ -323,7 +324,7 @@ def test_cli_random_init_architecture_file(tmp_path, capsys, small_arch_file):
     code, stdout, err = run_cli(["--arch", small_arch_file, "--random-init", "--out", out], capsys)
     assert code == 0, err
     meta = read_metadata(out)
-    assert meta["license"] == "random-init" and meta["name"] == "tiny"
+    assert meta["origin"] == "random" and meta["name"] == "tiny"
     assert meta["architecture"] == json.loads(small_arch_file.read_text())
 
 
@@ -398,5 +399,96 @@ def test_console_script(tmp_path, small_arch_file):
 def test_export_metadata_of_a_custom_model():
     model = AlphaNet(SEARCH_SPACE.sample(3))
     meta = export_metadata(model)
-    assert meta["name"] is None and meta["license"] == "random-init" and meta["published"] is None
+    assert meta["name"] is None and meta["origin"] == "random" and meta["license"] is None and meta["published"] is None
     assert meta["mflops"] == round(count_flops(model.arch), 4)
+
+
+# ---------------------------------------------------------------- the formats' registry
+
+TOY_FORMAT = '''"""A format of the test's own: the pickled module. One module, registered on import."""
+import shutil
+
+import torch
+
+from alphanet_zoo.export.builders import Builder, Candidate, register
+from alphanet_zoo.export.runtime import TorchModel
+from alphanet_zoo.export.verify import Verification
+
+
+@register
+class ToyBuilder(Builder):
+    format = "toy"
+
+    def build(self, job, precision):
+        path = job.staging / "fp32.toy"
+        torch.save(job.model, path)
+        return Candidate("fp32", [path], Verification("toy", "torch.load", (1,), 0.0, job.tolerance, ("pickled",)))
+
+    def write(self, job, candidate, export_info, folder):
+        out = folder / "model.toy"
+        shutil.copyfile(candidate.files[0], out)
+        return [out]
+
+    def open(self, job, candidate, files=None):
+        path = (files or candidate.files)[0]
+        return TorchModel(path, job.metadata, None, job.threads, "cpu", torch.load(path, weights_only=False))
+'''
+
+
+@pytest.fixture
+def toy_format(tmp_path):
+    """A format module written here and imported: it registers itself; unregistered afterwards."""
+    import importlib.util
+
+    from alphanet_zoo.export.builders import BUILDERS
+
+    path = tmp_path / "formats" / "toy_format.py"
+    path.parent.mkdir()
+    path.write_text(TOY_FORMAT)
+    spec = importlib.util.spec_from_file_location("toy_format", path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    try:
+        yield BUILDERS["toy"]
+    finally:
+        BUILDERS.pop("toy", None)
+
+
+def test_a_format_registered_from_its_own_module_is_exported_by_the_pipeline(toy_format, tmp_path):
+    from alphanet_zoo.export import default_precision, deploy
+
+    model = AlphaNet(SEARCH_SPACE.smallest(), num_classes=10).eval()
+    out = tmp_path / "out" / "m.toy"
+    out.parent.mkdir()
+    result = export_model(model, out, "toy")
+    assert result.format == "toy" and result.precision == "fp32" == default_precision("toy")
+    assert os.listdir(out.parent) == ["m.toy"]
+    assert result.export_info["file_format"] == "toy" and result.verification.checks == ("pickled",)
+    assert result.verification.agreement["cosine_min"] > 0.99999  # measured on the images by the pipeline
+    with torch.inference_mode():
+        x = torch.randn(2, 3, model.arch.resolution, model.arch.resolution)
+        assert torch.equal(torch.load(out, weights_only=False)(x), model(x))
+    # what the format does not offer is refused with the formats that do
+    with pytest.raises(ValueError, match="not available for --format toy.*--format onnx or openvino"):
+        export_model(model, out.parent / "q.toy", "toy", precision="int8")
+    with pytest.raises(ValueError, match="unknown export format 'nope'; choose from onnx, openvino, pt2, "
+                                         "torchscript, toy"):
+        export_model(model, out.parent / "q.nope", "nope")
+    assert os.listdir(out.parent) == ["m.toy"]
+    # the pipeline knows no format by name: each one's particulars live in its builder
+    import inspect
+
+    source = "".join(inspect.getsource(f) for f in (deploy.export_model, deploy._time_candidates, deploy._measure,
+                                                    deploy._final_check, deploy._export_info, deploy.check_precision))
+    assert not [fmt for fmt in deploy.BUILDERS if f'"{fmt}"' in source]
+
+
+def test_builders_check_their_own_options(tmp_path):
+    from alphanet_zoo.export.builders import BUILDERS, ExportJob
+
+    job = ExportJob(AlphaNet("a0"), tmp_path / "m.onnx", "onnx", {}, tmp_path)
+    BUILDERS["onnx"].check(job)
+    assert job.opset == onnx_export.DEFAULT_OPSET and job.batch == "dynamic"
+    for bad in ({"opset": 99}, {"batch": 0}, {"batch": "4"}):
+        with pytest.raises(ValueError):
+            BUILDERS["onnx"].check(dataclasses.replace(job, **bad))
+    BUILDERS["torchscript"].check(dataclasses.replace(job, opset=None))  # no ONNX options to check

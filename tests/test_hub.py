@@ -299,7 +299,7 @@ def test_weights_of_the_wrong_kind_or_not_finite_are_refused(a0, tmp_path, damag
 
 def test_config_record_and_model_card(a0_folder):
     config = json.loads((a0_folder / "config.json").read_text())
-    assert config["format"] == "alphanet_zoo.model/2"
+    assert config["format"] == "alphanet_zoo.model/3"
     assert config["architecture"] == alphanet_zoo.get_arch("a0").to_dict()
     assert config["num_classes"] == 1000 and config["name"] == "a0" and config["license"] == "cc-by-nc-4.0"
     assert config["label_set"] == "imagenet-1k" and config["labels"][0] == "tench" and len(config["labels"]) == 1000
@@ -373,6 +373,65 @@ def test_save_pretrained_writes_usual_modes_and_nothing_half_written(a0, tmp_pat
     with pytest.raises(alphanet_zoo.OutputError, match="No space left"):
         a0.save_pretrained(folder)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # as it was, and no temporary litter
+
+
+def _small_model(seed: int) -> AlphaNet:
+    torch.manual_seed(seed)
+    return AlphaNet(alphanet_zoo.SEARCH_SPACE.smallest(), 10).eval()
+
+
+def _interrupt_rename(monkeypatch, call: int) -> None:
+    """Make the ``call``-th rename of `atomic_path` raise KeyboardInterrupt (Ctrl-C between writes)."""
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(alphanet_zoo._io.os, "replace", replace)
+
+
+def _state_of(folder: Path, old=None, new=None) -> str:
+    """'absent', 'old' or 'new'; anything else (a mix, a temporary left) fails the test."""
+    if not folder.exists() or not (folder / "model.safetensors").exists():
+        if folder.exists():
+            with pytest.raises(InputError, match="not a save_pretrained folder.*no model.safetensors"):
+                load(folder)
+        litter = [p.name for p in folder.parent.iterdir() if p.name.endswith(".tmp")]
+        litter += [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] if folder.exists() else []
+        assert litter == []
+        return "absent"
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    loaded = load(folder)
+    for name, model in (("old", old), ("new", new)):
+        if model is not None and loaded.pretrained_cfg == model.pretrained_cfg and same(logits(loaded), logits(model)):
+            return name
+    raise AssertionError(f"{folder} holds a mix of two saves")
+
+
+@pytest.mark.parametrize("call", [1, 2, 3])
+def test_an_interrupted_save_pretrained_leaves_the_folder_whole_or_absent(tmp_path, monkeypatch, call):
+    old, new = _small_model(0), _small_model(1)
+    new.pretrained_cfg = dataclasses.replace(new.pretrained_cfg, source="the second save")
+    _interrupt_rename(monkeypatch, call)
+    try:
+        new.save_pretrained(tmp_path / "fresh")
+    except KeyboardInterrupt:
+        pass
+    assert _state_of(tmp_path / "fresh", new=new) == ("absent" if call == 1 else "new")  # one rename only
+
+    monkeypatch.undo()
+    old.save_pretrained(tmp_path / "existing")
+    _interrupt_rename(monkeypatch, call)
+    try:
+        new.save_pretrained(tmp_path / "existing")
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    assert _state_of(tmp_path / "existing", old, new) in ("old", "absent")  # three renames: never all done
+    assert _state_of(new.save_pretrained(tmp_path / "existing"), old, new) == "new"  # saving again mends it
 
 
 def test_push_to_hub_then_load_it_back(hub, a0):

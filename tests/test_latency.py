@@ -260,7 +260,7 @@ def test_a_latency_budget_search_end_to_end(small_table, tmp_path, official_chec
     pytest.importorskip("matplotlib")
     from _search_helpers import make_search_data
 
-    from alphanet_zoo.search.cli import main
+    from alphanet_zoo.commands.search import main
 
     table, table_file, _ = small_table
     train, heldout = make_search_data(tmp_path / "data", official_checkpoint)
@@ -322,9 +322,69 @@ def test_after_misses_by_merit_the_fastest_predicted_are_measured():
     # predicted: the two most accurate near the 6 ms budget (they miss by 50 %), then two under-predicted ones
     history = [Candidate(archs[0], 300, 80.0, 5.9), Candidate(archs[1], 290, 79.0, 5.8),
                Candidate(archs[2], 250, 70.0, 5.0), Candidate(archs[3], 210, 60.0, 4.0)]
-    chosen, checked = setup._measure(SearchResult(history[0], history), 6.0, 4, SimpleNamespace())
+    chosen, checked = setup._measure(SearchResult(history[0], history), 6.0, 4, None)
     orders = [(t["order"], t["top1"]) for t in checked["tried"]]
     # after the first miss every other prediction * (9 / 5.9) is over 6 ms: none is left by merit; then the
     # fastest predicted first: 4.0 ms (true 1 ms) meets it
     assert orders == [("merit", 80.0), ("fastest", 60.0)]
     assert chosen == archs[3] and checked["meets_budget"] and checked["measured_ms"] < 6.0
+
+
+# -- the timing layer (alphanet_zoo.export.timing) ------------------------------------------------------
+
+def test_time_calls_counts_warmup_timed_calls_and_syncs():
+    from alphanet_zoo.export import timing
+
+    log = []
+    times = timing.time_calls(lambda: log.append("run"), warmup=3, calls=4, sync=lambda: log.append("sync"))
+    assert len(times) == 4 and all(t >= 0 for t in times)
+    assert log == ["run"] * 3 + ["sync"] + ["run", "sync"] * 4  # synced before the clock starts, then per call
+    slow = timing.time_calls(lambda: time.sleep(0.002), calls=2, min_seconds=0.03, max_calls=100)
+    assert 2 < len(slow) < 30 and min(slow) >= 0.002
+    settled = []
+    timing.time_calls(lambda: settled.append(time.sleep(0.001)), warmup=0, calls=0, settle_s=0.02)
+    assert len(settled) >= 5  # untimed calls for at least settle_s
+
+
+def test_time_in_turns_interleaves_runs_with_a_pause_before_each_turn():
+    from alphanet_zoo.export import timing
+
+    order = []
+    runs = [lambda: order.append("a"), lambda: order.append("b")]
+    start = time.perf_counter()
+    turns = timing.time_in_turns(runs, rounds=3, calls=[2, 2, 1], warmup=1, first_warmup=0, pause_s=0.01)
+    assert time.perf_counter() - start >= 6 * 0.01  # one pause per turn
+    assert [[len(t) for t in run] for run in turns] == [[2, 2, 1], [2, 2, 1]]
+    # turns alternate: a's first turn (no warm-up), b's, then each later turn one untimed call first
+    assert "".join(order) == "aabb" + "aaabbb" + "aabb"
+    assert timing.flat(turns[0]) == turns[0][0] + turns[0][1] + turns[0][2]
+
+
+def test_time_in_turns_times_each_run_alike():
+    """Two runs of known, different lengths: each one's median is its own, taken in turns."""
+    from alphanet_zoo.export import timing
+
+    def busy(seconds):
+        def run():
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+        return run
+
+    turns = timing.time_in_turns([busy(0.001), busy(0.003)], rounds=3, calls=3, pause_s=0)
+    fast, slow = (statistics.median(timing.flat(t)) for t in turns)
+    assert 0.001 <= fast < 0.003 <= slow
+
+
+def test_cpu_name_threads_and_a_timed_statement():
+    from alphanet_zoo.export import timing
+
+    assert isinstance(timing.cpu_name(), str) and timing.cpu_name()
+    before = torch.get_num_threads()
+    with timing.torch_threads(2):
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
+    with timing.torch_threads(None):
+        assert torch.get_num_threads() == before
+    seconds = timing.mean_seconds(lambda: time.sleep(0.002), calls=5, threads=1)
+    assert 0.002 <= seconds < 0.05

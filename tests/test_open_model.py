@@ -113,6 +113,27 @@ def test_predict_gives_softmax_top_k_with_labels(exported, tiny_model):
         assert [r["name"] for r in top] == [alphanet_zoo.imagenet.class_names()[i] for i in expected.indices]
 
 
+def test_a_model_in_memory_runs_as_an_exported_model(tiny_model):
+    """Eager, channels-last and exported files: one interface, and one top-k (`alphanet_zoo.predict`'s)."""
+    from alphanet_zoo.export import TorchModel
+
+    x = torch.randn(2, 3, 192, 192, generator=torch.Generator().manual_seed(7))
+    expected = torch_logits(tiny_model, x)
+    eager, cl = TorchModel.of(tiny_model, threads=1), TorchModel.of(tiny_model, channels_last=True)
+    assert isinstance(eager, ExportedModel) and eager.module is tiny_model and cl.module is not tiny_model
+    assert eager.resolution == 192 and eager.metadata["name"] == "tiny" and eager.path is None
+    for model in (eager, cl):
+        assert (model(x) - expected).abs().max() <= TOLERANCE
+        assert np.abs(model(x.numpy()) - expected.numpy()).max() <= TOLERANCE
+        assert model.as_input(x) is x or torch.equal(model.as_input(x), x)
+    assert eager.predict(Image.open(PHOTO), topk=4) == alphanet_zoo.predict(tiny_model, Image.open(PHOTO), topk=4)
+    with pytest.raises(InputError, match="192x192"):
+        eager(torch.zeros(1, 3, 100, 100))
+    with pytest.raises(InputError, match="topk"):
+        eager.predict(Image.open(PHOTO), topk=0)
+    assert next(tiny_model.parameters()).is_contiguous()  # the channels-last copy left the model as it was
+
+
 def test_an_ir_without_its_bin_and_other_bad_files(exported, tmp_path):
     lone = tmp_path / "lone.xml"
     shutil.copyfile(exported["openvino"], lone)
@@ -230,7 +251,7 @@ def test_predict_command_model_errors(exported, tiny_model, tmp_path, capsys):
 
 
 def test_eval_command_runs_every_format_like_pytorch(exported, tiny_model, tmp_path, capsys):
-    from alphanet_zoo.eval import cli as eval_cli
+    from alphanet_zoo.commands import eval as eval_cli
     from alphanet_zoo.export.images import builtin_image_paths
 
     data = tmp_path / "val"

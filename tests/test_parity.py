@@ -5,12 +5,13 @@ import pytest
 import torch
 from conftest import PARITY_DIR, REFERENCE_NAMES, SHARED_PARITY, VENDORED_PARITY, det, state_dict_sha256
 
-from alphanet_zoo import AlphaNet, ArchConfig, Supernet, calibrate_bn, count_flops, count_flops_fvcore, model_info
+from alphanet_zoo import (MODELS, AlphaNet, ArchConfig, Supernet, calibrate_bn, count_flops, count_flops_fvcore,
+                          list_models, model_info)
 from alphanet_zoo.checkpoint import read_state_dict
 from alphanet_zoo.preprocessing import resize_to_resolution
 
 LOGIT_TOL = 1e-4
-SUBNETS = ["a0", "a1", "a2", "a3", "a4", "a5", "a5_1", "a6"]
+SUBNETS = [MODELS[name].official_key for name in list_models()]  # every published model, by official key
 
 
 def logits_of(model, x):

@@ -11,7 +11,7 @@ from _search_helpers import lines, make_search_data
 from _train_helpers import make_image_folder
 
 from alphanet_zoo import SEARCH_SPACE, ArchConfig, count_flops
-from alphanet_zoo.cli import parse_arch
+from alphanet_zoo.commands.flags import parse_arch
 from alphanet_zoo.search import (Candidate, EvolutionSearch, crossover, flops_range, mutate, pareto_front,
                                  sample_at_flops)
 
@@ -91,7 +91,7 @@ SYNSETS = ["n01440764", "n01443537"]  # ImageNet classes 0 and 1
 
 
 def test_alphanet_search_end_to_end(tmp_path, official_checkpoint, capsys):
-    from alphanet_zoo.search.cli import main
+    from alphanet_zoo.commands.search import main
 
     make_image_folder(tmp_path / "train", SYNSETS, 4, size=40, seed=0)
     make_image_folder(tmp_path / "heldout", SYNSETS, 3, size=40, seed=1)
@@ -119,7 +119,7 @@ def test_alphanet_search_end_to_end(tmp_path, official_checkpoint, capsys):
 
 
 def test_alphanet_search_errors(tmp_path, capsys):
-    from alphanet_zoo.search.cli import main
+    from alphanet_zoo.commands.search import main
 
     (tmp_path / "d").mkdir()
     base = ["--supernet", str(tmp_path / "missing.pt"), "--data", str(tmp_path / "d"), "--calib-data",
@@ -213,7 +213,7 @@ def recount_best(rows: list[dict]) -> dict:
 
 @pytest.fixture(scope="module")
 def uninterrupted(search_data, official_checkpoint, tmp_path_factory):
-    from alphanet_zoo.search.cli import main
+    from alphanet_zoo.commands.search import main
 
     train, heldout = search_data
     folder = tmp_path_factory.mktemp("uninterrupted")
@@ -238,7 +238,7 @@ def test_best_json_is_the_best_of_the_history_recounted(uninterrupted):
 
 
 def test_resume_continues_where_the_run_stopped(uninterrupted, search_data, official_checkpoint, tmp_path, capsys):
-    from alphanet_zoo.search.cli import main
+    from alphanet_zoo.commands.search import main
 
     best, rows = uninterrupted
     train, heldout = search_data
@@ -258,7 +258,7 @@ def test_resume_continues_where_the_run_stopped(uninterrupted, search_data, offi
 
 def test_resume_refuses_the_history_of_another_search(uninterrupted, search_data, official_checkpoint, tmp_path,
                                                       capsys):
-    from alphanet_zoo.search.cli import main
+    from alphanet_zoo.commands.search import main
 
     _, rows = uninterrupted
     train, heldout = search_data
@@ -315,7 +315,7 @@ def test_plot_draws_every_candidate_and_the_front(tmp_path, monkeypatch):
 def test_plot_without_matplotlib_is_a_clear_error(tmp_path, capsys, monkeypatch):
     import sys
 
-    from alphanet_zoo.search.cli import main
+    from alphanet_zoo.commands.search import main
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     (tmp_path / "d").mkdir()
@@ -328,7 +328,7 @@ def test_plot_without_matplotlib_is_a_clear_error(tmp_path, capsys, monkeypatch)
 
 
 def test_a_budget_is_required_and_latency_flags_need_latency_ms(tmp_path, capsys):
-    from alphanet_zoo.search.cli import main
+    from alphanet_zoo.commands.search import main
 
     (tmp_path / "d").mkdir()
     base = ["--supernet", str(tmp_path / "s.pt"), "--data", str(tmp_path / "d"), "--calib-data", str(tmp_path / "d"),

@@ -64,7 +64,7 @@ def test_one_and_two_processes_give_the_same_search(runs):
 def test_a_candidate_of_rank_1_is_reproduced_by_extract_and_eval(runs, search_data, official_checkpoint, tmp_path,
                                                                  capsys):
     from alphanet_zoo.commands import extract_main
-    from alphanet_zoo.eval.cli import main as eval_main
+    from alphanet_zoo.commands.eval import main as eval_main
 
     train, heldout = search_data
     _, rows, _ = runs[2]

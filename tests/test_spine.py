@@ -34,7 +34,7 @@ def _lines(path: Path) -> list[dict]:
 
 
 def test_extract_then_eval_equals_eval_with_calibration(folders, official_checkpoint, tmp_path, capsys):
-    from alphanet_zoo.eval.cli import main as eval_main
+    from alphanet_zoo.commands.eval import main as eval_main
 
     train, val = folders / "train", folders / "val"
     assert extract_main(["--supernet", str(official_checkpoint), "--arch", "a0", "--out", str(tmp_path / "w"),
@@ -60,8 +60,8 @@ def test_extract_then_eval_equals_eval_with_calibration(folders, official_checkp
 
 @pytest.mark.slow  # seconds of subprocesses or compiles: CI runs it, the quick loop does not
 def test_a_search_candidate_is_reproduced_by_extract_and_eval(folders, official_checkpoint, tmp_path, capsys):
-    from alphanet_zoo.eval.cli import main as eval_main
-    from alphanet_zoo.search.cli import main as search_main
+    from alphanet_zoo.commands.eval import main as eval_main
+    from alphanet_zoo.commands.search import main as search_main
 
     train, val = folders / "train", folders / "val"
     history = tmp_path / "history.jsonl"
@@ -86,7 +86,7 @@ def test_a_search_candidate_is_reproduced_by_extract_and_eval(folders, official_
 def test_a_fine_tuned_head_survives_export_and_its_metadata_is_the_folders_record(supernet, tmp_path, capsys):
     import onnxruntime
 
-    from alphanet_zoo.export.cli import main as export_main
+    from alphanet_zoo.commands.export import main as export_main
 
     model = supernet.extract("a0")
     model.reset_classifier(10, labels=[f"label{i}" for i in range(10)])
@@ -102,8 +102,8 @@ def test_a_fine_tuned_head_survives_export_and_its_metadata_is_the_folders_recor
 
 
 def test_json_puts_only_json_on_stdout(official_checkpoint, folders, tmp_path, capsys):
-    from alphanet_zoo.eval.cli import main as eval_main
-    from alphanet_zoo.export.bench import main as bench_main
+    from alphanet_zoo.commands.eval import main as eval_main
+    from alphanet_zoo.commands.bench import main as bench_main
 
     assert models_main(["--json"]) == 0
     assert isinstance(json.loads(capsys.readouterr().out), list)
@@ -120,13 +120,13 @@ def test_json_puts_only_json_on_stdout(official_checkpoint, folders, tmp_path, c
 
 @pytest.mark.slow  # seconds of subprocesses or compiles: CI runs it, the quick loop does not
 def test_random_weights_work_on_export_bench_and_predict(tmp_path, capsys):
-    from alphanet_zoo.export.bench import main as bench_main
-    from alphanet_zoo.export.cli import main as export_main
+    from alphanet_zoo.commands.bench import main as bench_main
+    from alphanet_zoo.commands.export import main as export_main
 
     assert export_main(["--arch", "a0", "--weights", "random", "--out", str(tmp_path / "r.onnx"), "--json"]) == 0
     exported = json.loads(capsys.readouterr().out)
     assert exported["config"]["source"].startswith("random initialisation")
-    assert exported["config"]["license"] == "random-init"
+    assert exported["config"]["origin"] == "random" and exported["config"]["license"] is None
     assert bench_main(["--arch", "a0", "--weights", "random", "--backend", "eager", "--batch-size", "1",
                        "--threads", "1", "--warmup", "0", "--repeats", "1", "--no-gemm"]) == 0
     assert predict_main([str(PHOTO), "--arch", "a0", "--weights", "random"]) == 0
@@ -148,7 +148,7 @@ def test_files_are_written_with_the_usual_mode(official_checkpoint, folders, tmp
     import os
     import stat
 
-    from alphanet_zoo.eval.cli import main as eval_main
+    from alphanet_zoo.commands.eval import main as eval_main
 
     old = os.umask(0o022)
     try:

@@ -152,3 +152,9 @@ def test_supernet_rejects_archs_outside_the_space_and_bad_names(supernet):
 def test_extract_by_name_and_alias(supernet):
     assert supernet.extract("AlphaNet-A5").arch == supernet.extract("a5_small").arch == get_arch("a5")
     assert isinstance(supernet.extract("a5_1"), AlphaNet)
+
+
+def test_an_extracted_subnet_records_its_origin_and_that_it_needs_calibration(supernet):
+    record = supernet.extract("a0").pretrained_cfg
+    assert record.origin == "extracted" and record.needs_calibration and record.license == "cc-by-nc-4.0"
+    assert record.source.startswith("extracted from")  # the words stay, for people

@@ -247,7 +247,7 @@ def test_config_overrides_and_errors():
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    from alphanet_zoo.train.cli import main
+    from alphanet_zoo.commands.train import main
 
     assert main(["--config", "tiny"]) == 2
     assert "data.train is not set" in capsys.readouterr().err
@@ -383,7 +383,7 @@ def test_resume_falls_back_to_the_previous_checkpoint_it_cannot_reproduce(tmp_pa
     """A newest checkpoint that is junk and a previous one holding state no training from scratch could make
     (all classifier biases 0.5, step 7): the run says it falls back, resumes that very state, cuts the log
     back to what that checkpoint saw (the rest moves to log.discarded.jsonl), and removes stale temporaries."""
-    from alphanet_zoo.train.cli import main
+    from alphanet_zoo.commands.train import main
     from alphanet_zoo.train.schedule import WarmupCosineSchedule
 
     data = make_image_folder(tmp_path / "train", ["b", "a"], 2, size=12)
@@ -426,7 +426,7 @@ def test_resume_falls_back_to_the_previous_checkpoint_it_cannot_reproduce(tmp_pa
 
 
 def test_no_resume_refuses_an_existing_checkpoint(tmp_path, capsys):
-    from alphanet_zoo.train.cli import main
+    from alphanet_zoo.commands.train import main
 
     data = make_image_folder(tmp_path / "train", ["a", "b"], 1, size=12)
     (tmp_path / "out").mkdir()
@@ -439,7 +439,7 @@ def test_no_resume_refuses_an_existing_checkpoint(tmp_path, capsys):
 def test_a_second_run_on_the_same_output_is_refused(tmp_path, capsys):
     import fcntl
 
-    from alphanet_zoo.train.cli import main
+    from alphanet_zoo.commands.train import main
 
     data = make_image_folder(tmp_path / "train", ["a", "b"], 1, size=12)
     (tmp_path / "out").mkdir()
@@ -455,7 +455,7 @@ def test_a_second_run_on_the_same_output_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_bad_training_image_is_one_line_naming_it(tmp_path, capsys, workers):
-    from alphanet_zoo.train.cli import main
+    from alphanet_zoo.commands.train import main
 
     data = make_image_folder(tmp_path / "train", ["a", "b"], 2, size=12)
     for image in data.glob("*/*.png"):
@@ -467,7 +467,7 @@ def test_a_bad_training_image_is_one_line_naming_it(tmp_path, capsys, workers):
 
 
 def test_divergence_stops_training_with_one_line(tmp_path, capsys):
-    from alphanet_zoo.train.cli import main
+    from alphanet_zoo.commands.train import main
 
     data = make_image_folder(tmp_path / "train", ["a", "b"], 2, size=12)
     out = tmp_path / "out"
@@ -480,7 +480,7 @@ def test_divergence_stops_training_with_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("stopped, status", [(None, 0), ("SIGTERM", 143), ("SIGINT", 130)])
 def test_exit_status_of_a_stopped_run(tmp_path, capsys, monkeypatch, stopped, status):
-    from alphanet_zoo.train.cli import main
+    from alphanet_zoo.commands.train import main
     from alphanet_zoo.train.trainer import Trainer
 
     summary = {"stopped": stopped, "epoch": 0, "global_step": 3, "checkpoint": "c.pt", "validation": {},
@@ -545,7 +545,7 @@ def test_a_resumed_run_continues_exactly_as_the_uninterrupted_one(tmp_path, monk
     import shutil
 
     from alphanet_zoo.train import trainer
-    from alphanet_zoo.train.cli import main
+    from alphanet_zoo.commands.train import main
 
     data = make_image_folder(tmp_path / "train", ["b", "a"], 2, size=12)
     val = make_image_folder(tmp_path / "val", ["b", "a"], 1, size=12, seed=1)

@@ -241,7 +241,7 @@ def test_one_process_stops_on_sigterm_with_a_checkpoint_and_status_143(tmp_path,
     sig, status = signal.SIGTERM, 143
     out = tmp_path / "one"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "alphanet_zoo.train.cli", *train_args(out, data, *RECIPE)],
+    proc = subprocess.Popen([sys.executable, "-m", "alphanet_zoo.commands.train", *train_args(out, data, *RECIPE)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_until(lambda: logged_step(out) >= 1, 300, "step 1", proc)
     signalled = time.monotonic()
@@ -258,7 +258,7 @@ def test_one_process_stops_on_sigterm_with_a_checkpoint_and_status_143(tmp_path,
 def test_training_checkpoint_feeds_extract_and_eval(reference, data, tmp_path, capsys):
     from alphanet_zoo import Supernet
     from alphanet_zoo.commands import extract_main
-    from alphanet_zoo.eval.cli import main as eval_main
+    from alphanet_zoo.commands.eval import main as eval_main
 
     checkpoint = reference / "checkpoint.pt"
     supernet = Supernet.from_checkpoint(checkpoint)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import re
 from pathlib import Path
 
 from ..errors import InputError
@@ -31,7 +30,6 @@ LOC_SOLUTION = "LOC_val_solution.csv"
 DEVKIT_GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 GROUND_TRUTH_FILES = (LOC_SOLUTION, DEVKIT_GROUND_TRUTH)
 DEVKIT_MAPPING_FILES = ("meta.mat", "map_clsloc.txt")
-VAL_IMAGE_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})$")
 
 
 #: Larger ground-truth or mapping files are refused (LOC_val_solution.csv is about 8 MB).

@@ -3,7 +3,7 @@
     from alphanet_zoo.search import sample_at_flops
     arch = sample_at_flops(300, tolerance=5, seed=0)   # an ArchConfig of 295..305 MFLOPs
 
-``alphanet-search`` (`alphanet_zoo.search.cli`) runs `EvolutionSearch` with a `SubnetEvaluator`
+``alphanet-search`` (`alphanet_zoo.commands.search`) runs `EvolutionSearch` with a `SubnetEvaluator`
 (BN calibration plus held-out accuracy), in one process or split across the processes of a
 ``torchrun`` run (`alphanet_zoo.search.parallel`), under a FLOPs range and/or a latency cap
 predicted from a table measured on this machine (`alphanet_zoo.search.latency`), and writes the

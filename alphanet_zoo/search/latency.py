@@ -18,6 +18,7 @@ in ``$ALPHANET_ZOO_CACHE/latency`` (default ``$XDG_CACHE_HOME/alphanet_zoo`` or
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -28,11 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from .._io import make_folder, read_json, write_json
 from ..config import SEARCH_SPACE, ArchConfig, SearchSpace
 from ..errors import InputError
+from ..export import timing
 from ..flops import count_flops
 from .latency_layers import Layer, arch_layers, space_layers
-from .latency_runtimes import Runtime, slug, time_calls
+from .latency_runtimes import Runtime, slug
 from .sampling import flops_range, sample_in_range
 
 log = logging.getLogger("alphanet_zoo")
@@ -40,8 +43,7 @@ TABLE_FORMAT = "alphanet_zoo.latency-table/1"
 CACHE_ENV = "ALPHANET_ZOO_CACHE"
 FIT_SUBNETS = 8  # random subnets measured end to end to fit the overhead
 VALIDATION_SUBNETS = 8  # others, to report the prediction's error
-BLOCK = 5  # calls per turn when whole subnets are timed in turns
-TURN_PAUSE_S = 0.05  # idle time before each turn, for the previous session's threads to stop spinning
+BLOCK = timing.TURN_CALLS  # calls per turn when whole subnets are timed in turns
 CHUNK = 64  # layers timed in turns
 ROUNDS = 3  # turns per layer
 CALLS = 5  # calls per turn
@@ -96,15 +98,11 @@ class LatencyTable:
         return table
 
     def save(self, path: str | os.PathLike) -> None:
-        from .._io import make_folder, write_json
-
         make_folder(Path(path).parent, "latency table folder")
         write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LatencyTable":
-        from .._io import read_json
-
         return cls.from_dict(read_json(path, f"latency table {path}"), f"latency table {path}")
 
     def missing(self, layers: Iterable[Layer]) -> list[Layer]:
@@ -147,9 +145,7 @@ def needed_layers(space: SearchSpace = SEARCH_SPACE, num_classes: int = 1000,
 
 
 def _at(arch: ArchConfig, resolution: int) -> ArchConfig:
-    from dataclasses import replace
-
-    return replace(arch, resolution=resolution)
+    return dataclasses.replace(arch, resolution=resolution)
 
 
 def robust_ms(rounds: Sequence[Sequence[float]]) -> float:
@@ -162,37 +158,32 @@ def measure_layers(runtime: Runtime, table: LatencyTable, layers: Sequence[Layer
                    on_done: Callable[[int], Any] | None = None) -> None:
     """Time each of ``layers`` alone on ``runtime`` into ``table.entries`` (`robust_ms` of `ROUNDS`
     rounds of `CALLS` calls; the layers of a chunk take turns, so their rounds are apart in time).
-    ``on_done(n)`` after each chunk of ``n`` layers."""
+    ``on_done(n)`` after each chunk of ``n`` layers.
+
+    No pause before the turns (`timing.TURN_PAUSE_S`), as ever for layers: a table has thousands of
+    turns, and a pause each would add minutes to building one."""
     with runtime.active():
         for first in range(0, len(layers), CHUNK):
             chunk = layers[first:first + CHUNK]
             runs = [runtime.layer(layer) for layer in chunk]
-            rounds: list[list[list[float]]] = [[] for _ in chunk]
-            for _ in range(ROUNDS):
-                for run, r in zip(runs, rounds):
-                    r.append(time_calls(run, warmup=2, min_calls=CALLS, min_seconds=0))
-            for layer, r in zip(chunk, rounds):
-                table.entries[layer.key] = robust_ms(r)
+            turns = timing.time_in_turns(runs, rounds=ROUNDS, calls=CALLS, warmup=2, pause_s=0)
+            for layer, t in zip(chunk, turns):
+                table.entries[layer.key] = robust_ms(_ms(t))
             del runs
             if on_done is not None:
                 on_done(len(chunk))
 
 
-def time_in_turns(runs: Sequence[Callable[[], Any]], rounds: int = 8) -> list[dict[str, float]]:
-    """Time the calls in turns of `BLOCK` calls each (load that comes and goes falls on all alike):
-    per call ``ms`` (`robust_ms` of its turns) and ``median_ms`` (of all its calls).
+def _ms(turns: Sequence[Sequence[float]]) -> list[list[float]]:
+    return [[v * 1e3 for v in turn] for turn in turns]
 
-    Each turn starts after `TURN_PAUSE_S`: a runtime's worker threads spin for a while after a call
-    (ONNX Runtime's do by default), and without the pause they take the cores from the next turn's
-    session; measured on 2 cores, that inflated the median of a subnet by 60 % over its time alone."""
-    times: list[list[list[float]]] = [[] for _ in runs]
-    for run in runs:
-        time_calls(run, warmup=5, min_calls=0, min_seconds=0)
-    for _ in range(rounds):
-        for run, t in zip(runs, times):
-            time.sleep(TURN_PAUSE_S)
-            t.append(time_calls(run, warmup=2, min_calls=BLOCK, min_seconds=0))
-    return [{"ms": robust_ms(t), "median_ms": statistics.median([v for r in t for v in r])} for t in times]
+
+def time_in_turns(runs: Sequence[Callable[[], Any]], rounds: int = 8) -> list[dict[str, float]]:
+    """Time the calls in turns of `BLOCK` calls each (`timing.time_in_turns`, with its pause before each
+    turn; load that comes and goes falls on all alike): per call ``ms`` (`robust_ms` of its turns) and
+    ``median_ms`` (of all its calls)."""
+    turns = [_ms(t) for t in timing.time_in_turns(runs, rounds=rounds, calls=BLOCK, warmup=2, first_warmup=7)]
+    return [{"ms": robust_ms(t), "median_ms": statistics.median(timing.flat(t))} for t in turns]
 
 
 def measure_models(runtime: Runtime, archs: Sequence[ArchConfig], num_classes: int = 1000, rounds: int = 8,
@@ -201,11 +192,6 @@ def measure_models(runtime: Runtime, archs: Sequence[ArchConfig], num_classes: i
     runs = [runtime.model(a, num_classes) for a in (progress(archs) if progress else archs)]
     with runtime.active():
         return time_in_turns(runs, rounds)
-
-
-def measure_model(runtime: Runtime, arch: ArchConfig, num_classes: int = 1000) -> float:
-    """Milliseconds of one whole subnet (`measure_models`)."""
-    return measure_models(runtime, [arch], num_classes)[0]["ms"]
 
 
 def spread_subnets(count: int, seed: int, space: SearchSpace = SEARCH_SPACE,

@@ -1,23 +1,32 @@
-"""The latency side of ``alphanet-search --latency-ms``: the table (rank 0 loads or builds it, every
-process gets the same), the predictor, and the end-to-end check of the best candidates."""
+"""The latency side of a search under a latency budget (``alphanet-search --latency-ms``): the table
+(rank 0 loads or builds it, every process gets the same), the predictor, and the end-to-end check of
+the best candidates."""
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
+
+import torch
 
 from .. import distributed
-from ..cli import Console, progress
-from ..errors import AlphaNetError
+from ..registry import MODELS
 from .evolution import Candidate, SearchResult, rank_key
 from .latency import LatencyPredictor, LatencyTable, load_or_build, time_in_turns
 from .latency_runtimes import Runtime, make_runtime
 
 log = logging.getLogger("alphanet_zoo")
 REFERENCE = "a0"  # the smallest subnet, timed beside every checked candidate
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass
@@ -29,6 +38,7 @@ class LatencySetup:
     predictor: LatencyPredictor
     path: str
     num_classes: int
+    built: bool = False
 
     @property
     def table_id(self) -> str:
@@ -37,58 +47,48 @@ class LatencySetup:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
-    def create(cls, args: argparse.Namespace, num_classes: int, console: Console, quiet: dict) -> "LatencySetup":
-        import torch
+    def create(cls, backend: str, *, threads: int | None, batch_size: int, table_path: str | None,
+               max_mflops: float | None, num_classes: int, progress: Callable | None = None) -> "LatencySetup":
+        """Rank 0 loads the table at ``table_path`` or builds it on ``backend`` (``progress`` wraps its loops);
+        every process gets the same table and predictor. A failure on rank 0 is one error on every rank."""
+        threads = threads or torch.get_num_threads()
+        made: dict[str, Any] = {}
 
-        rank, _ = distributed.rank_and_world()
-        threads = args.threads or torch.get_num_threads()
-        runtime, shared = None, None
-        if rank == 0:
-            runtime = make_runtime(args.backend, threads, args.batch_size or 1)
-            try:
-                table, path, built = load_or_build(runtime, args.latency_table, num_classes=num_classes,
-                                                   max_mflops=args.flops, progress=progress)
-            except BaseException as e:
-                distributed.broadcast_object(("error", str(e)), what="sharing the latency table")
-                raise
-            shared = ("ok", (table.to_dict(), str(path), built))
-        shared = distributed.broadcast_object(shared, what="waiting for rank 0's latency table")
-        if shared[0] == "error":
-            raise AlphaNetError(f"rank 0 could not make the latency table: {shared[1]}")
-        data, path, built = shared[1]
-        table = LatencyTable.from_dict(data)
-        v = table.validation or {}
+        def make() -> tuple[dict, str, bool]:
+            made["runtime"] = make_runtime(backend, threads, batch_size)
+            table, path, built = load_or_build(made["runtime"], table_path, num_classes=num_classes,
+                                               max_mflops=max_mflops, progress=progress)
+            return table.to_dict(), str(path), built
+
+        data, path, built = distributed.broadcast_or_raise(make, "making the latency table")
+        setup = cls(made.get("runtime"), LatencyTable.from_dict(data), None, path, num_classes)  # type: ignore[arg-type]
+        setup.predictor = LatencyPredictor(setup.table, num_classes)
+        setup.built = built
+        return setup
+
+    def describe(self) -> str:
+        """One line on the table and its predictor's measured error."""
+        table, v = self.table, self.table.validation or {}
+        text = (f"latency table {'built' if self.built else 'loaded'}: {self.path} ({table.describe()}; "
+                f"{len(table.entries)} layers, {table.build_seconds:.0f} s to build)")
         if v:
-            console.status(f"latency table {'built' if built else 'loaded'}: {path} ({table.describe()}; "
-                           f"{len(table.entries)} layers, {table.build_seconds:.0f} s to build); predictor error on "
-                           f"{v.get('subnets')} random subnets measured end to end: median "
-                           f"{100 * v['median_rel_error']:.1f} %, worst {100 * v['worst_rel_error']:.1f} %")
-        return cls(runtime, table, LatencyPredictor(table, num_classes), path, num_classes)
+            text += (f"; predictor error on {v.get('subnets')} random subnets measured end to end: median "
+                     f"{100 * v['median_rel_error']:.1f} %, worst {100 * v['worst_rel_error']:.1f} %")
+        return text
 
-    def check_best(self, result: SearchResult, budget_ms: float, top: int, main_rank: bool,
-                   console: Console) -> tuple[Candidate, dict[str, Any]]:
+    def check_best(self, result: SearchResult, budget_ms: float, top: int,
+                   progress: Callable | None = None) -> tuple[Candidate, dict[str, Any]]:
         """Measure the most accurate candidates end to end (rank 0), beside the reference; the first
         that meets the budget is the one reported. Every process gets the same answer."""
-        shared = None
-        if main_rank:
-            try:
-                shared = ("ok", self._measure(result, budget_ms, top, console))
-            except BaseException as e:
-                distributed.broadcast_object(("error", str(e)), what="sharing the measured latency")
-                raise
-        shared = distributed.broadcast_object(shared, what="waiting for rank 0's latency measurement")
-        if shared[0] == "error":
-            raise AlphaNetError(f"rank 0 could not measure the best candidates: {shared[1]}")
-        chosen, checked = shared[1]
+        chosen, checked = distributed.broadcast_or_raise(lambda: self._measure(result, budget_ms, top, progress),
+                                                         "measuring the best candidates")
         return next(c for c in result.history if c.arch == chosen), checked
 
-    def _measure(self, result: SearchResult, budget_ms: float, top: int, console: Console):
+    def _measure(self, result: SearchResult, budget_ms: float, top: int, progress: Callable | None):
         """The candidates by merit (`rank_key`), each measured end to end in turns with the reference
         until one meets the budget (the median of its calls, as a user times it), at most ``top`` of
         them. After a miss, candidates that the misses so far say would miss too (predicted times the
         worst measured/predicted ratio above the budget) are skipped."""
-        from ..registry import MODELS
-
         assert self.runtime is not None
         reference = MODELS[REFERENCE].arch
         with self.runtime.active():
@@ -96,7 +96,7 @@ class LatencySetup:
         tried: list[dict[str, Any]] = []
         measured: list[Candidate] = []
         chosen, factor = None, 1.0
-        bar = progress(total=top, desc="measuring the best", unit="subnet")
+        bar = progress(total=top, desc="measuring the best", unit="subnet") if progress else _NoBar()
 
         def meets(c: Candidate, order: str) -> bool:
             with self.runtime.active():

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..cli import Console
 from .budget import Budget
 from .evolution import Candidate, SearchResult
 
@@ -58,16 +57,17 @@ def describe(arch) -> str:
             f"k {''.join(map(str, arch.kernel_size))} e {''.join(map(str, arch.expand_ratio))}")
 
 
-def print_front(console: Console, result: SearchResult, best: Candidate, seconds: float) -> None:
-    """The Pareto front (against predicted latency in a latency search, else MFLOPs), best marked."""
+def front_lines(result: SearchResult, best: Candidate, seconds: float) -> list[str]:
+    """The Pareto front as table lines (against predicted latency in a latency search, else MFLOPs), best marked."""
     timed = best.latency_ms is not None
     front = result.latency_pareto if timed else result.pareto
     if best not in front:
         front = sorted(front + [best], key=lambda c: c.latency_ms if timed else c.mflops)
-    console.result(f"Pareto front of {len(result.history)} evaluated subnets ({seconds:.0f} s):")
-    console.result(f"{'MFLOPs':>9} {'ms':>8} {'top-1 %':>8}  architecture" if timed
-                   else f"{'MFLOPs':>9} {'top-1 %':>8}  architecture")
+    lines = [f"Pareto front of {len(result.history)} evaluated subnets ({seconds:.0f} s):",
+             f"{'MFLOPs':>9} {'ms':>8} {'top-1 %':>8}  architecture" if timed
+             else f"{'MFLOPs':>9} {'top-1 %':>8}  architecture"]
     for c in front:
         mark = "  <- best" if c.arch == best.arch else ""
         ms = f" {c.latency_ms:>8.2f}" if timed else ""
-        console.result(f"{c.mflops:>9.2f}{ms} {c.top1:>8.2f}  {describe(c.arch)}{mark}")
+        lines.append(f"{c.mflops:>9.2f}{ms} {c.top1:>8.2f}  {describe(c.arch)}{mark}")
+    return lines

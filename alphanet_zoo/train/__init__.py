@@ -10,7 +10,7 @@
     out = sandwich_step(supernet, images, targets, archs, optimizer)
     out["losses"], out["grad_norm"]
 
-The ``alphanet-train`` command (`alphanet_zoo.train.cli`) runs the whole recipe under torchrun:
+The ``alphanet-train`` command (`alphanet_zoo.commands.train`) runs the whole recipe under torchrun:
 `Trainer` with a `TrainConfig` read from YAML (`load_config`).
 """
 from .config import BUNDLED_CONFIGS, TrainConfig, load_config

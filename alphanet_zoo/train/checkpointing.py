@@ -24,7 +24,7 @@ import torch
 
 from .._io import atomic_path
 from ..checkpoint import CheckpointError
-from ..errors import InputError
+from ..errors import InputError, brief
 
 CHECKPOINT_FORMAT = "alphanet_zoo.train/1"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -75,7 +75,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any], keep_previou
         try:
             torch.save(state, tmp)
         except RuntimeError as e:  # torch's writer reports a failed write (a full disk) as RuntimeError
-            raise OSError(f"the write failed (is the disk full?): {' '.join(str(e).split())[:200]}") from None
+            raise OSError(f"the write failed (is the disk full?): {brief(e, 200, first_line=False)}") from None
         if keep_previous and path.is_file():
             # a kill between this rename and the next leaves the previous checkpoint, which resume falls back to
             os.replace(path, previous_path(path))
@@ -95,7 +95,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"refusing to load {path}: not plain data, or damaged"
                               f"{f' ({reason[1][:200]})' if reason else ''}") from None
     except Exception as e:  # damaged data raises many kinds (RuntimeError, EOFError, struct.error, KeyError...)
-        text = " ".join(f"{type(e).__name__}: {e}".split(". This is")[0].split())[:200]
+        text = brief(f"{type(e).__name__}: {e}".split(". This is")[0], 200, first_line=False)
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {text}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__

@@ -37,14 +37,14 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from .. import distributed
+from .. import distributed, peer_watch
 from .._io import atomic_path, check_writable_file, make_folder
 from ..calibration import calibrate
 from ..checkpoint import CheckpointError
 from ..config import SEARCH_SPACE
 from ..data import CalibrationBatches, CalibrationDraws, LabelledImages, TorchClassifier, batch_indices, evaluate
 from ..data.images import BadImageError
-from ..errors import AlphaNetError, InputError
+from ..errors import AlphaNetError, InputError, brief
 from ..preprocessing import EvalCrop, model_input
 from ..supernet import Supernet
 from .checkpointing import CHECKPOINT_NAME, PREVIOUS_NAME, load_checkpoint, load_latest, previous_path, save_checkpoint
@@ -292,7 +292,7 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise CheckpointError(f"{path} does not fit this supernet ({self.num_classes} classes): "
-                                  f"{' '.join(str(e).split())[:300]}") from None
+                                  f"{brief(e, first_line=False)}") from None
         self.schedule.load_state_dict(state["schedule"])
         if self.grad_scaler is not None and state.get("grad_scaler"):
             self.grad_scaler.load_state_dict(state["grad_scaler"])
@@ -342,20 +342,20 @@ class Trainer:
     def run(self) -> dict:
         """Train to ``config.epochs`` (or until a stop signal); returns a summary dict.
 
-        Faults end in one `AlphaNetError`: a lost or failed process as `distributed.LostRankError`
+        Faults end in one `AlphaNetError`: a lost or failed process as `peer_watch.LostRankError`
         naming it (each surviving process raises it within ``collective_timeout_s`` when a process
         hangs, within seconds when one dies), divergence, memory or data-loader failures as
         `TrainingError`. A stop signal is not a fault: the summary's ``stopped`` names it.
         """
         self.ctx = distributed.setup(self.config.device, self.config.collective_timeout_s)
-        distributed.watch_peers()
+        peer_watch.watch_peers()
         try:
             with _StopRequest() as stop:
                 try:
                     return self._run(stop)
                 except _Stopped:
                     stop.immediate = False
-                    distributed.report_failure(f"stopped by {stop.requested} before training started")
+                    peer_watch.report_failure(f"stopped by {stop.requested} before training started")
                     if hasattr(self, "log"):
                         self.log.write("stopped", signal=stop.requested, global_step=self.global_step,
                                        note="before training started: nothing new to save")
@@ -368,6 +368,7 @@ class Trainer:
         finally:
             if self.lock is not None:
                 self.lock.release()
+            peer_watch.stop_watching()
             distributed.teardown()
 
     def _run(self, stop: _StopRequest) -> dict:
@@ -389,7 +390,7 @@ class Trainer:
                        consumed=self.consumed, global_step=self.global_step, num_classes=self.num_classes,
                        labels=self.data.labels, classes=self.data.classes[:20],
                        amp=str(self.amp_dtype) if self.amp_dtype else None, config=self.config.to_dict())
-        distributed.set_progress(self.global_step)
+        peer_watch.set_progress(self.global_step)
         self.tick = time.perf_counter()
         stop.immediate = False
         stopped = self._loop(stop)
@@ -411,6 +412,8 @@ class Trainer:
     def _failure(self, error: BaseException) -> AlphaNetError | None:
         """The one clear error to end with instead of ``error`` (None: re-raise ``error`` as it is)."""
         where = f" at step {self.global_step + 1} (epoch {self.epoch + 1})"
+        if isinstance(error, distributed.DistributedError) and error.__cause__ is not None:
+            error = error.__cause__  # a failed collective: explained below, naming the lost process
         saved = self.saved_step
         resume = (f"; rerun the same command to resume from the last checkpoint ({self.checkpoint_path}, "
                   f"step {saved})" if saved is not None else "")
@@ -418,14 +421,14 @@ class Trainer:
             error = TrainingError(f"out of memory{where} on {self.ctx.device}: lower data.batch_size "
                                   f"(or data.workers){resume}")
         elif isinstance(error, RuntimeError) and str(error).startswith("DataLoader worker"):
-            error = TrainingError(f"a data-loading process died{where} ({' '.join(str(error).split())[:200]}): "
+            error = TrainingError(f"a data-loading process died{where} ({brief(error, 200, first_line=False)}): "
                                   f"out of memory? lower data.workers{resume}")
         if isinstance(error, (AlphaNetError, OSError, KeyboardInterrupt)):
-            distributed.report_failure(" ".join(str(error).split()) or type(error).__name__)
+            peer_watch.report_failure(brief(error, None, first_line=False))
             return error if isinstance(error, TrainingError) else None
         if not distributed.is_distributed():
             return None
-        explained = distributed.explain_failure(error, where)
+        explained = peer_watch.explain_failure(error, where)
         if explained is not None:
             explained.args = (str(explained) + resume,)
         return explained
@@ -502,7 +505,7 @@ class Trainer:
                                        amp_dtype=self.amp_dtype, grad_scaler=self.grad_scaler)
                 self.global_step += 1
                 self.consumed += self.global_batch
-                distributed.set_progress(self.global_step)
+                peer_watch.set_progress(self.global_step)
                 row, stopping = self._reduce_step(result, lr, stop)
                 self.window.append(row)
                 if self.global_step % cfg.log_every == 0:

@@ -16,44 +16,56 @@ across the processes and the result is the same as in one process.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-from .. import cli
-from ..cli import Console, cli_main, progress
+from .. import distributed
+from .._io import check_writable_file, write_json
+from ..data import labelled_samples
 from ..errors import InputError, UsageError
+from ..flops import count_flops
+from ..search.budget import Budget
+from ..search.evaluate import SubnetEvaluator, heldout_subset, load_calibration_images, load_heldout_images
+from ..search.evolution import EvolutionSearch
+from ..search.history import fingerprint, history_rows, read_history, write_history
+from ..search.latency_runtimes import BACKENDS
+from ..search.latency_search import LatencySetup
+from ..search.parallel import evaluate_across_ranks
+from ..search.plot import plot_search, require_matplotlib
+from ..search.report import best_document, front_lines
+from ..search.sampling import flops_range
+from ..supernet import Supernet
+from . import flags, running
+from .running import Console, cli_main, progress
 
 PROG = "alphanet-search"
 EVAL_BATCH_SIZE = 128
 
 
-def _parser() -> cli.ArgumentParser:
-    from .latency_runtimes import BACKENDS
-
-    parser = cli.command_parser(
+def _parser() -> flags.ArgumentParser:
+    parser = flags.command_parser(
         PROG,
         "Evolutionary search for the most accurate subnet of a supernet under a budget: MFLOPs (the paper's count, "
         "analytic) and/or latency on this machine with a chosen runtime (from a table of per-layer timings measured "
         "here). Each candidate is extracted, BN-calibrated on training images and scored on held-out images; the "
         "Pareto front found is printed and the best written as JSON. Under torchrun the candidates of each "
         "generation are split across the processes, with the same result as one process.",
-        [cli.calibration_flags(required=True), cli.seed_flags("seed of the search, the calibration draws and "
+        [flags.calibration_flags(required=True), flags.seed_flags("seed of the search, the calibration draws and "
                                                               "the held-out subset"),
-         cli.workers_flags(4), cli.device_flags(), cli.threads_flags(),
-         cli.output_flags("where to write the best architecture (JSON)", required=True), cli.json_flags()])
-    parser.add_argument("--batch-size", type=cli.integer(1, 65536), default=None, metavar="N",
+         flags.workers_flags(4), flags.device_flags(), flags.threads_flags(),
+         flags.output_flags("where to write the best architecture (JSON)", required=True), flags.json_flags()])
+    parser.add_argument("--batch-size", type=flags.integer(1, 65536), default=None, metavar="N",
                         help=f"images per batch when scoring held-out images (default {EVAL_BATCH_SIZE}); with "
                              "--latency-ms also the batch size latency is measured at (default 1)")
     parser.add_argument("--supernet", metavar="PATH", required=True,
                         help="supernet checkpoint (official release, alphanet-train checkpoint, or .safetensors)")
-    parser.add_argument("--flops", type=cli.number(0, open_low=True), metavar="MFLOPS",
+    parser.add_argument("--flops", type=flags.number(0, open_low=True), metavar="MFLOPS",
                         help="budget: at most this many MFLOPs (give --flops, --latency-ms or both)")
-    parser.add_argument("--flops-min", type=cli.number(0), metavar="MFLOPS",
+    parser.add_argument("--flops-min", type=flags.number(0), metavar="MFLOPS",
                         help="search only subnets with at least this many MFLOPs (default: no floor)")
-    parser.add_argument("--latency-ms", type=cli.number(0, open_low=True), metavar="MS",
+    parser.add_argument("--latency-ms", type=flags.number(0, open_low=True), metavar="MS",
                         help="budget: at most this many milliseconds per batch on this machine with --backend, "
                              "--threads and --batch-size (predicted from a latency table; the best is measured)")
     parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
@@ -63,26 +75,26 @@ def _parser() -> cli.ArgumentParser:
                         help="latency table to use (built there when missing); default: the cache file for this "
                              "machine, runtime and version, threads and batch size, under $ALPHANET_ZOO_CACHE or "
                              "~/.cache/alphanet_zoo/latency")
-    parser.add_argument("--measure-top", type=cli.integer(1, 1000), default=5, metavar="N",
+    parser.add_argument("--measure-top", type=flags.integer(1, 1000), default=5, metavar="N",
                         help="with --latency-ms: measure candidates end to end, most accurate first, up to N of them, "
                              "and report the first that meets the budget (after a miss, those the misses show "
                              "would miss too are skipped; when none is left, the fastest predicted are tried)")
     parser.add_argument("--data", required=True, metavar="DIR",
                         help="held-out labelled images scored for accuracy (ImageNet layout for a 1000-class "
                              "supernet; otherwise class folders of the training classes)")
-    parser.add_argument("--population", type=cli.integer(2, 100_000), default=64, metavar="N",
+    parser.add_argument("--population", type=flags.integer(2, 100_000), default=64, metavar="N",
                         help="candidates per generation")
-    parser.add_argument("--generations", type=cli.integer(0, 100_000), default=20, metavar="N",
+    parser.add_argument("--generations", type=flags.integer(0, 100_000), default=20, metavar="N",
                         help="generations after the initial population")
-    parser.add_argument("--parent-ratio", type=cli.number(0, 1, open_low=True), default=0.25, metavar="R",
+    parser.add_argument("--parent-ratio", type=flags.number(0, 1, open_low=True), default=0.25, metavar="R",
                         help="share of the population kept as parents")
-    parser.add_argument("--mutation-ratio", type=cli.number(0, 1), default=0.5, metavar="R",
+    parser.add_argument("--mutation-ratio", type=flags.number(0, 1), default=0.5, metavar="R",
                         help="share of the children made by mutation (the rest by crossover)")
-    parser.add_argument("--mutate-prob", type=cli.number(0, 1), default=0.1, metavar="P",
+    parser.add_argument("--mutate-prob", type=flags.number(0, 1), default=0.1, metavar="P",
                         help="probability of redrawing each choice in a mutation")
-    parser.add_argument("--val-images", type=cli.integer(0), default=5000, metavar="N",
+    parser.add_argument("--val-images", type=flags.integer(0), default=5000, metavar="N",
                         help="held-out images scored per candidate (a seeded subset; 0: all)")
-    parser.add_argument("--crop-size", type=cli.integer(8, 4096), default=224, metavar="N",
+    parser.add_argument("--crop-size", type=flags.integer(8, 4096), default=224, metavar="N",
                         help="image crop side before the resize (224: the published preprocessing)")
     parser.add_argument("--no-resize", action="store_true",
                         help="feed the crops as they are instead of resizing to each subnet's resolution "
@@ -94,16 +106,13 @@ def _parser() -> cli.ArgumentParser:
                              "are not evaluated again, and the result is that of an uninterrupted run")
     parser.add_argument("--plot", metavar="PNG", help="plot top-1 against MFLOPs (and predicted latency) with the "
                                                       "Pareto front (needs matplotlib: the 'plot' extra)")
-    parser.add_argument("--dist-timeout", type=cli.number(10, 86400), default=1800, metavar="S",
+    parser.add_argument("--dist-timeout", type=flags.number(10, 86400), default=1800, metavar="S",
                         help="under torchrun: seconds a process waits for the others before the run stops with an "
                              "error (a process that dies is noticed at once)")
     return parser
 
 
 def _check(args: argparse.Namespace) -> None:
-    from .._io import check_writable_file
-    from .sampling import flops_range
-
     if args.flops is None and args.latency_ms is None:
         raise UsageError("give a budget: --flops MFLOPS, --latency-ms MS, or both")
     smallest, largest = flops_range()
@@ -131,8 +140,6 @@ def _check(args: argparse.Namespace) -> None:
         if path:
             check_writable_file(path, flag)
     if args.plot:
-        from .plot import require_matplotlib
-
         try:
             require_matplotlib()
         except ImportError as e:
@@ -143,38 +150,16 @@ def _check(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _check(args)
-    from .. import distributed
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        ctx = distributed.setup(args.device, timeout_s=args.dist_timeout)
-        device = ctx.device
-    else:
-        ctx, device = None, cli.parse_device(args.device)
-    try:
-        with distributed.stop_on_sigterm(PROG):
-            return _search(args, device)
-    finally:
-        if ctx is not None:
-            distributed.teardown()
+    with distributed.torchrun(args.device, args.dist_timeout, PROG) as ctx:
+        return _search(args, ctx.device)
 
 
 def _search(args: argparse.Namespace, device) -> int:
-    from .. import distributed
-    from ..data import labelled_samples
-    from ..flops import count_flops
-    from ..supernet import Supernet
-    from .budget import Budget
-    from .evaluate import SubnetEvaluator, heldout_subset, load_calibration_images, load_heldout_images
-    from .evolution import EvolutionSearch
-    from .history import fingerprint, history_rows, read_history, write_history
-    from .parallel import evaluate_across_ranks
-    from .report import best_document, print_front
-
     rank, world = distributed.rank_and_world()
     main_rank = rank == 0
-    console = Console(args.json) if main_rank else cli.SilentConsole(args.json)
+    console = Console(args.json) if main_rank else running.SilentConsole(args.json)
     quiet = {} if main_rank else {"disable": True}
-    cli.set_threads(args.threads)
+    running.set_threads(args.threads)
     batch_size = args.batch_size or EVAL_BATCH_SIZE
 
     console.status(f"loading supernet {args.supernet}" + (f" ({world} processes)" if world > 1 else ""))
@@ -186,7 +171,7 @@ def _search(args: argparse.Namespace, device) -> int:
     bad = sorted({s.target for s in heldout_samples if not 0 <= s.target < supernet.num_classes})
     if bad:
         raise InputError(f"{args.data}: class index {bad[0]} is outside the supernet's {supernet.num_classes} classes")
-    calibration_batches = cli.calibration_from_args(args, crop_size=args.crop_size)
+    calibration_batches = running.calibration_from_args(args, crop_size=args.crop_size)
     calibration = load_calibration_images(
         calibration_batches,
         lambda it: progress(it, total=args.calib_batches, desc="calibration images", unit="batch", **quiet))
@@ -207,8 +192,8 @@ def _search(args: argparse.Namespace, device) -> int:
     known = None
     if args.resume is not None:
         source = args.history if args.resume is True else args.resume
-        known = read_history(source, search_id, budget.latency) if main_rank else None
-        known = distributed.broadcast_object(known, what="sharing the history to resume")
+        known = distributed.broadcast_or_raise(lambda: read_history(source, search_id, budget.latency),
+                                               "reading the history to resume")
         console.status(f"resuming from {source}: {len(known)} candidates already evaluated")
 
     evaluator = SubnetEvaluator(supernet, calibration, heldout, device, resize=not args.no_resize)
@@ -233,36 +218,37 @@ def _search(args: argparse.Namespace, device) -> int:
     seconds = time.perf_counter() - start
     chosen, checked = result.best, None
     if latency is not None:
-        chosen, checked = latency.check_best(result, args.latency_ms, args.measure_top, main_rank, console)
+        chosen, checked = latency.check_best(result, args.latency_ms, args.measure_top, progress if main_rank else None)
 
     document = best_document(chosen, result, world_size=world, seed=args.seed, budget=budget,
                              heldout_images=int(heldout.images.shape[0]),
                              calibration=calibration_batches.describe(), latency=checked, search_id=search_id,
                              seconds=seconds, replayed=search.replayed)
     if main_rank:
-        from .._io import write_json
 
         write_json(args.out, document)
         if args.plot:
-            from .plot import plot_search
 
             plot_search(result.history, chosen, args.plot, checked["measured_ms"] if checked else None,
                         args.latency_ms)
     console.json({**document, "best": chosen.to_dict(), "pareto": [c.to_dict() for c in result.pareto]})
-    print_front(console, result, chosen, seconds)
+    for line in front_lines(result, chosen, seconds):
+        console.result(line)
     what = f"{chosen.mflops:.2f} MFLOPs"
     if checked:
         what += f", {checked['predicted_ms']:.2f} ms predicted, {checked['measured_ms']:.2f} ms measured"
     console.status(f"best: {what}, top-1 {chosen.top1:.2f} % on {heldout.images.shape[0]} held-out images "
                    f"-> {args.out}" + (f" (plot: {args.plot})" if args.plot else ""))
-    distributed.checked_barrier("finishing")
+    distributed.barrier("finishing")
     return 0
 
 
 def _latency(args: argparse.Namespace, num_classes: int, console: Console, quiet: dict):
-    from .latency_search import LatencySetup
-
-    return LatencySetup.create(args, num_classes, console, quiet)
+    setup = LatencySetup.create(args.backend, threads=args.threads, batch_size=args.batch_size or 1,
+                                table_path=args.latency_table, max_mflops=args.flops, num_classes=num_classes,
+                                progress=progress if not quiet else None)
+    console.status(setup.describe())
+    return setup
 
 
 if __name__ == "__main__":

@@ -22,9 +22,10 @@ import os
 import sys
 from typing import Sequence
 
-from .. import cli
-from ..cli import Console, cli_main, progress
-from .config import BUNDLED_CONFIGS, load_config
+from ..train.config import BUNDLED_CONFIGS, load_config
+from ..train.trainer import Trainer
+from . import flags, running
+from .running import Console, cli_main, progress
 
 EXIT_STOPPED = 143  # 128 + SIGTERM: stopped on request, checkpoint written
 EXIT_INTERRUPTED = 130  # 128 + SIGINT (Ctrl-C): the same, asked from a terminal
@@ -33,15 +34,15 @@ _FLAG_KEYS = {"out": "output_dir", "device": "device", "seed": "seed", "batch_si
               "workers": "data.workers"}
 
 
-def _parser() -> cli.ArgumentParser:
-    parser = cli.command_parser(
+def _parser() -> flags.ArgumentParser:
+    parser = flags.command_parser(
         "alphanet-train",
         "Train the AlphaNet supernet with the sandwich rule and the adaptive alpha-divergence. Run it directly "
         "(one process) or under torchrun (one process per GPU; gloo on CPU). Rerun the same command to resume "
         "from OUTPUT_DIR/checkpoint.pt. SIGTERM writes a checkpoint and exits 143.",
-        [cli.output_flags("output folder: checkpoints, log.jsonl, supernet.safetensors (the config's output_dir)"),
-         cli.device_flags(default=None), cli.seed_flags(default=None), cli.batch_flags(None),
-         cli.workers_flags(None), cli.threads_flags(), cli.json_flags()],
+        [flags.output_flags("output folder: checkpoints, log.jsonl, supernet.safetensors (the config's output_dir)"),
+         flags.device_flags(default=None), flags.seed_flags(default=None), flags.batch_flags(None),
+         flags.workers_flags(None), flags.threads_flags(), flags.json_flags()],
         epilog="The flags above override the config; so do dotted keys: data.train=/data/train "
                "optim.lr_per_256=0.2 epochs=10")
     parser.add_argument("--config", default="alphanet_imagenet",
@@ -70,9 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.result(yaml.safe_dump(config.to_dict(), sort_keys=False).rstrip())
         return 0
     config.check()
-    cli.set_threads(args.threads)
+    running.set_threads(args.threads)
 
-    from .trainer import Trainer
 
     main_process = int(os.environ.get("RANK", "0")) == 0
     result = Trainer(config, resume=not args.no_resume, progress=lambda **kw: progress(None, **kw)).run()

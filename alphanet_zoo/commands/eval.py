@@ -23,31 +23,53 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from alphanet_zoo import cli
-from alphanet_zoo.cli import EXIT_INTERRUPTED, Console, cli_main, progress
-from alphanet_zoo.config import ArchConfig
-from alphanet_zoo.data import (GROUND_TRUTH_FILE, EvalResult, Sample, TorchClassifier, evaluate, find_ground_truth,
-                               labelled_batches, labelled_samples)
-from alphanet_zoo.errors import AlphaNetError, InputError, UsageError
-from alphanet_zoo.imagenet import NUM_CLASSES
-from alphanet_zoo.preprocessing import EvalCrop, Preprocessing
-from alphanet_zoo.record import ModelRecord
-
-from .report import (format_table, model_result, plot_pareto, require_matplotlib, results_document, write_json,
-                     write_predictions)
+from .. import distributed
+from .._io import check_writable_file
+from ..calibration import calibrate
+from ..config import ArchConfig
+from ..data import (
+    GROUND_TRUTH_FILE,
+    EvalResult,
+    Sample,
+    TorchClassifier,
+    batch_indices,
+    evaluate,
+    find_ground_truth,
+    labelled_batches,
+    labelled_samples,
+)
+from ..errors import AlphaNetError, InputError, UsageError
+from ..eval.report import (
+    format_table,
+    model_result,
+    plot_pareto,
+    require_matplotlib,
+    results_document,
+    write_json,
+    write_predictions,
+)
+from ..export import open_model
+from ..flops import count_flops_fvcore
+from ..imagenet import NUM_CLASSES
+from ..model import AlphaNet
+from ..preprocessing import EvalCrop, Preprocessing
+from ..record import ModelRecord, Origin
+from ..weights import WeightsLoader, WeightsSpec
+from . import flags, running
+from .running import EXIT_INTERRUPTED, Console, cli_main, progress
 
 PROG = "alphanet-eval"
 
 
-def build_parser() -> cli.ArgumentParser:
-    p = cli.command_parser(
+def build_parser() -> flags.ArgumentParser:
+    p = flags.command_parser(
         PROG, "Evaluate AlphaNet models on ImageNet (top-1, top-5, FLOPs, throughput) with the official "
               "preprocessing, beside the paper's numbers.",
-        [cli.arch_flags(), cli.weights_flags(default=None), cli.calibration_flags(),
-         cli.seed_flags("calibration seed: the same seed gives the same BatchNorm statistics"),
-         cli.batch_flags(256), cli.workers_flags(min(8, os.cpu_count() or 1)), cli.device_flags(),
-         cli.threads_flags(),
-         cli.output_flags("write the results JSON here (atomically)"), cli.json_flags()])
+        [flags.arch_flags(), flags.weights_flags(default=None), flags.calibration_flags(),
+         flags.seed_flags("calibration seed: the same seed gives the same BatchNorm statistics"),
+         flags.batch_flags(256), flags.workers_flags(min(8, os.cpu_count() or 1)), flags.device_flags(),
+         flags.threads_flags(),
+         flags.output_flags("write the results JSON here (atomically)"), flags.json_flags()])
     p.add_argument("--output", dest="out", help=argparse.SUPPRESS)  # the old spelling of --out
     p.add_argument("--model", metavar="FILE",
                    help="evaluate an exported file (ONNX, OpenVINO .xml, .pt2, TorchScript) instead of PyTorch weights")
@@ -62,14 +84,14 @@ def build_parser() -> cli.ArgumentParser:
                         "ILSVRC2012_validation_ground_truth.txt (found beside it when omitted)")
     p.add_argument("--allow-tf32", action="store_true",
                    help="let CUDA convolutions and matmuls use TF32 (faster on Ampere and later, less exact)")
-    p.add_argument("--limit", type=cli.integer(1), metavar="N", help="evaluate only the first N images")
+    p.add_argument("--limit", type=flags.integer(1), metavar="N", help="evaluate only the first N images")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="skip unreadable or corrupt images (counted and reported) instead of stopping")
     p.add_argument("--save-predictions", metavar="FILE",
                    help="write one JSON line per image: model, path, target, top5 (class indices)")
     p.add_argument("--plot", metavar="PNG", help="plot top-1 against MFLOPs beside the paper's points "
                                                  "(needs matplotlib: the 'plot' extra)")
-    p.add_argument("--dist-timeout", type=cli.number(10, 86400), default=1800, metavar="S",
+    p.add_argument("--dist-timeout", type=flags.number(10, 86400), default=1800, metavar="S",
                    help="under torchrun: seconds a process waits for the others before the run stops with an error "
                         "(a process that dies is noticed at once)")
     return p
@@ -88,14 +110,12 @@ class Subject:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from alphanet_zoo._io import check_writable_file
-
     if args.model:
         if args.calib_data:
             raise UsageError("--calib-data re-calibrates a PyTorch model; it does not apply to --model")
         if args.weights:
             raise UsageError("give --model FILE or --weights SPEC, not both")
-        if args.arch and len(cli.parse_archs(args.arch)) != 1:
+        if args.arch and len(flags.parse_archs(args.arch)) != 1:
             raise UsageError("--model evaluates one file; give its --arch by name, or none")
     for option in ("out", "save_predictions", "plot"):
         path = getattr(args, option)
@@ -110,12 +130,10 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _pytorch_subjects(args: argparse.Namespace, device: torch.device, calibration) -> Iterator[Subject]:
     """Each ``--arch`` model (or the one the weights name), loaded and BN-calibrated when its turn comes."""
-    from alphanet_zoo.calibration import calibrate
-    from alphanet_zoo.weights import WeightsLoader, WeightsSpec
 
     spec = WeightsSpec.parse(args.weights or "pretrained")
     loader = WeightsLoader(spec, device)
-    for name, arch in (cli.parse_archs(args.arch) if args.arch else [(None, None)]):
+    for name, arch in (flags.parse_archs(args.arch) if args.arch else [(None, None)]):
         if arch is None and spec.kind in ("pretrained", "random"):
             raise UsageError(f"--arch is needed with --weights {spec}")
         model = loader.load(arch, name)
@@ -134,15 +152,14 @@ def _file_subject(args: argparse.Namespace, device: torch.device) -> Subject:
     """The ``--model`` file (ONNX, OpenVINO IR, TorchScript or pt2, run by `alphanet_zoo.export.open_model`):
     its record (metadata) gives the architecture and preprocessing; ``--arch`` must agree with it, or
     stands in for it when the file has none."""
-    from alphanet_zoo.export import open_model
 
-    classifier = open_model(args.model, threads=args.threads, device=device.type)
+    classifier = open_model(args.model, threads=args.threads, device=device)
     record = classifier.record()
-    name, arch = cli.single_arch(args.arch) if args.arch else (None, None)
+    name, arch = flags.single_arch(args.arch) if args.arch else (None, None)
     if record is not None and arch is not None and arch != record.arch:
         raise InputError(f"--arch {args.arch} is not the architecture stored in {args.model}")
     if record is None and arch is not None:
-        record = ModelRecord.create(arch, source=f"the file {Path(args.model).name} (no metadata)")
+        record = ModelRecord.create(arch, origin=Origin.FILE, source=f"the file {Path(args.model).name} (no metadata)")
     static = classifier.static_resolution()
     if record is not None:
         preprocessing = record.preprocessing
@@ -161,8 +178,6 @@ def _file_subject(args: argparse.Namespace, device: torch.device) -> Subject:
 @functools.lru_cache(maxsize=None)
 def _fvcore_total(arch: ArchConfig, num_classes: int) -> float | None:
     """fvcore's MFLOPs of ``arch`` (traced once per architecture: the count does not depend on weights)."""
-    from alphanet_zoo.flops import count_flops_fvcore
-    from alphanet_zoo.model import AlphaNet
 
     try:
         with warnings.catch_warnings():
@@ -196,7 +211,6 @@ class _Samples:
 
 def _quiet() -> dict[str, Any]:
     """Progress-bar arguments: bars on rank 0 only."""
-    from alphanet_zoo import distributed
 
     return {} if distributed.rank_and_world()[0] == 0 else {"disable": True}
 
@@ -204,8 +218,6 @@ def _quiet() -> dict[str, Any]:
 def _shard(count: int, batch_size: int) -> list[list[int]] | None:
     """This process's share of a distributed run: batch k of the fixed order goes to rank k mod world
     size (whole batches, so every image is computed in the batch it has in one process); None alone."""
-    from alphanet_zoo import distributed
-    from alphanet_zoo.data import batch_indices
 
     rank, world = distributed.rank_and_world()
     if world == 1:
@@ -216,7 +228,6 @@ def _shard(count: int, batch_size: int) -> list[list[int]] | None:
 def _gather(result: EvalResult, samples: Sequence[Sample], error: tuple[int, str] | None = None) -> EvalResult:
     """Every process's counts, bad images and predictions, merged in the images' order (a no-op alone).
     A process's ``error`` (exit code, message) is raised on every process, so all stop with it."""
-    from alphanet_zoo import distributed
 
     if not distributed.is_distributed():
         return result
@@ -239,7 +250,6 @@ def _run(subject: Subject, samples: Sequence[Sample], args: argparse.Namespace, 
     Under torchrun each process evaluates its share of whole batches (`_shard`) and the counts and
     predictions of all are gathered (`_gather`): the same numbers as one process, bit for bit.
     """
-    from alphanet_zoo import distributed
 
     p = subject.preprocessing
     share = _shard(len(samples), args.batch_size)
@@ -288,28 +298,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Under torchrun (``WORLD_SIZE`` > 1) each process evaluates a share of the images and rank 0
     writes what one process would; a process that dies stops the others at once (the connection
     closes), one that hangs after ``--dist-timeout`` seconds."""
-    from alphanet_zoo import distributed
 
     args = build_parser().parse_args(argv)
     _check_args(args)
-    cli.set_threads(args.threads)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        ctx = distributed.setup(args.device, timeout_s=args.dist_timeout)
-        device, world = ctx.device, ctx.world_size
-        console = Console(args.json) if ctx.is_main else cli.SilentConsole(args.json)
-    else:
-        ctx, device, world, console = None, cli.parse_device(args.device), 1, Console(args.json)
-    try:
-        with distributed.stop_on_sigterm(PROG):
-            return _evaluate(args, device, world, console)
-    finally:
-        if ctx is not None:
-            distributed.teardown()
+    running.set_threads(args.threads)
+    with distributed.torchrun(args.device, args.dist_timeout, PROG) as ctx:
+        console = Console(args.json) if ctx.is_main else running.SilentConsole(args.json)
+        return _evaluate(args, ctx.device, ctx.world_size, console)
 
 
 def _evaluate(args: argparse.Namespace, device: torch.device, world: int, console: Console) -> int:
-    from alphanet_zoo import distributed
-
     main_rank = distributed.rank_and_world()[0] == 0
     if device.type == "cuda":
         # cuDNN convolutions default to TF32 on Ampere+; the published numbers are full float32
@@ -317,7 +315,7 @@ def _evaluate(args: argparse.Namespace, device: torch.device, world: int, consol
     root = Path(args.data)
     if not root.is_dir():
         raise InputError(f"--data: {root} is not a folder")
-    calibration = cli.calibration_from_args(args)
+    calibration = running.calibration_from_args(args)
     images = _Samples(args)
     run: dict[str, Any] = {"data": str(root), "layout": None, "ground_truth": None, "limit": args.limit,
                            "device": str(device), "tf32": device.type == "cuda" and args.allow_tf32,
@@ -372,7 +370,7 @@ def _evaluate(args: argparse.Namespace, device: torch.device, world: int, consol
     if args.plot and main_rank:
         plot_pareto(results, args.plot)
         console.status(f"plot written to {args.plot}")
-    distributed.checked_barrier("finishing")
+    distributed.barrier("finishing")
     if interrupted:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -23,34 +23,33 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from alphanet_zoo import cli
-from alphanet_zoo.cli import Console, cli_main
-from alphanet_zoo.errors import UsageError
-
-from .agreement import DEFAULT_THRESHOLDS
-from .deploy import PRECISIONS, builder_for, check_precision, default_precision, export_model
-from .images import DEFAULT_CALIB_IMAGES, DEFAULT_VERIFY_IMAGES
-from .onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-from .openvino_export import require_openvino
-from .verify import DEFAULT_TOLERANCE
+from .._io import check_writable_file
+from ..errors import UsageError
+from ..export import BUILDERS
+from ..export.agreement import DEFAULT_THRESHOLDS
+from ..export.builders import builder_for, format_of_suffix
+from ..export.deploy import PRECISIONS, check_precision, default_precision, export_model
+from ..export.images import DEFAULT_CALIB_IMAGES, DEFAULT_VERIFY_IMAGES
+from ..export.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from ..export.verify import DEFAULT_TOLERANCE
+from ..weights import WeightsLoader
+from . import flags, running
+from .running import Console, cli_main
 
 PROG = "alphanet-export"
-SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "pt2": ".pt2", "torchscript": ".pt"}
-FORMAT_OF_SUFFIX = {".onnx": "onnx", ".xml": "openvino", ".pt2": "pt2", ".pt": "torchscript", ".ts": "torchscript",
-                    ".torchscript": "torchscript"}
 
 
-def build_parser() -> cli.ArgumentParser:
-    parser = cli.command_parser(
+def build_parser() -> flags.ArgumentParser:
+    parser = flags.command_parser(
         PROG, "Export an AlphaNet model to ONNX, OpenVINO IR, torch.export (pt2) or TorchScript, in fp32, bf16 or "
               "int8. Every file is checked and run against the PyTorch model before it is written under its name.",
-        [cli.arch_flags(required=True, many=False), cli.weights_flags(),
-         cli.output_flags("output file, or an existing folder (default: alphanet_<name>.onnx, .xml, .pt2 or .pt "
+        [flags.arch_flags(required=True, many=False), flags.weights_flags(),
+         flags.output_flags("output file, or an existing folder (default: alphanet_<name>.onnx, .xml, .pt2 or .pt "
                           "here)"),
-         cli.threads_flags(), cli.seed_flags("seed of the draw of --calib-data images"), cli.json_flags()])
-    parser.add_argument("--format", choices=sorted(SUFFIXES),
-                        help="output format: onnx, openvino (IR .xml + .bin), pt2 (torch.export) or torchscript "
-                             "(deprecated upstream) (default: from --out's suffix, else onnx)")
+         flags.threads_flags(), flags.seed_flags("seed of the draw of --calib-data images"), flags.json_flags()])
+    parser.add_argument("--format", choices=sorted(BUILDERS),
+                        help="output format: " + "; ".join(f"{fmt}: {b.description}" for fmt, b in BUILDERS.items())
+                             + " (default: from --out's suffix, else onnx)")
     parser.add_argument("--precision", choices=PRECISIONS,
                         help="fp32; bf16 (openvino); int8 (onnx, openvino; calibrated on --calib-data); auto: the "
                              "fastest precision that passes verification on this machine (default: auto for "
@@ -59,44 +58,47 @@ def build_parser() -> cli.ArgumentParser:
                         help="a folder of real images (any layout, searched recursively): int8 is calibrated on a "
                              "seeded draw of them and every reduced-precision file verified on others (default: "
                              "verify on the package's built-in test images; auto tries int8 only with this)")
-    parser.add_argument("--calib-images", type=cli.integer(1, 100_000), default=DEFAULT_CALIB_IMAGES, metavar="N",
+    parser.add_argument("--calib-images", type=flags.integer(1, 100_000), default=DEFAULT_CALIB_IMAGES, metavar="N",
                         help="images to calibrate int8 on")
-    parser.add_argument("--verify-images", type=cli.integer(1, 100_000), default=DEFAULT_VERIFY_IMAGES, metavar="N",
+    parser.add_argument("--verify-images", type=flags.integer(1, 100_000), default=DEFAULT_VERIFY_IMAGES, metavar="N",
                         help="--calib-data images to verify on (none of them among the calibration images)")
-    parser.add_argument("--min-cosine", type=cli.number(-1, 1), metavar="C",
+    parser.add_argument("--min-cosine", type=flags.number(-1, 1), metavar="C",
                         help="least logit cosine of any image against fp32 PyTorch (default: "
                              f"{DEFAULT_THRESHOLDS['bf16'].min_cosine:g} for bf16 and auto, "
                              f"{DEFAULT_THRESHOLDS['int8'].min_cosine:g} for int8)")
-    parser.add_argument("--min-top1", type=cli.number(0, 1), metavar="F",
+    parser.add_argument("--min-top1", type=flags.number(0, 1), metavar="F",
                         help="least fraction of images whose top-1 class agrees with fp32 PyTorch's (default: 0, "
                              "reported only)")
-    parser.add_argument("--min-top5", type=cli.number(0, 1), metavar="F",
+    parser.add_argument("--min-top5", type=flags.number(0, 1), metavar="F",
                         help="least mean overlap of the top-5 classes with fp32 PyTorch's, as a fraction (default: 0, "
                              "reported only)")
-    parser.add_argument("--opset", type=cli.integer(MIN_OPSET, MAX_OPSET), default=DEFAULT_OPSET, metavar="N",
+    parser.add_argument("--opset", type=flags.integer(MIN_OPSET, MAX_OPSET), default=DEFAULT_OPSET, metavar="N",
                         help="ONNX opset")
     parser.add_argument("--batch-axis", default="dynamic", metavar="dynamic|N",
                         help="ONNX batch axis: dynamic, or a fixed batch size N")
     parser.add_argument("--batch", dest="batch_axis", help=argparse.SUPPRESS)  # the old spelling
     parser.add_argument("--no-verify", action="store_true",
                         help="skip running the file against PyTorch (the write stays atomic)")
-    parser.add_argument("--tolerance", type=cli.number(0, 1, open_low=True), default=DEFAULT_TOLERANCE,
+    parser.add_argument("--tolerance", type=flags.number(0, 1, open_low=True), default=DEFAULT_TOLERANCE,
                         metavar="ATOL", help="largest allowed absolute difference of fp32 logits from PyTorch's")
     parser.add_argument("--license", metavar="ID", help="license of the weights to record (default: the weights' own)")
     return parser
 
 
 def _resolve_format(args: argparse.Namespace) -> str:
-    suffix_format = FORMAT_OF_SUFFIX.get(Path(args.out).suffix.lower()) if args.out else None
+    suffix_format = format_of_suffix(Path(args.out).suffix) if args.out else None
     if args.format and suffix_format and args.format != suffix_format:
         raise UsageError(f"--out {args.out} names a {suffix_format} file but --format is {args.format}")
     fmt = args.format or suffix_format or "onnx"
-    if fmt != "onnx" and (args.batch_axis != "dynamic" or args.opset != DEFAULT_OPSET):
-        raise UsageError("--opset and --batch-axis apply to ONNX exports only (the other formats take any batch)")
+    builder = builder_for(fmt)
+    given = [flag for flag, value, default in (("--opset", args.opset, DEFAULT_OPSET),
+                                               ("--batch-axis", args.batch_axis, "dynamic")) if value != default]
+    if given and not builder.options:
+        takers = " and ".join(b.description for b in BUILDERS.values() if b.options)
+        raise UsageError(f"--opset and --batch-axis apply to {takers} exports only (--format {fmt} takes any batch)")
     precision = args.precision or default_precision(fmt)
-    check_precision(builder_for(fmt), precision)
-    if fmt == "openvino":
-        require_openvino()  # before any slow work
+    check_precision(builder, precision)
+    builder.supported("fp32")  # a missing runtime fails now, before any slow work
     bars = [flag for flag, value in (("--min-cosine", args.min_cosine), ("--min-top1", args.min_top1),
                                      ("--min-top5", args.min_top5)) if value is not None]
     if bars and precision == "fp32":
@@ -125,49 +127,48 @@ def parse_batch_axis(value: str) -> int | str:
 
 
 def _output_path(out: str | None, name: str, fmt: str) -> Path:
-    """The file to write; fails now, before any slow work, if it cannot be written."""
-    from alphanet_zoo._io import check_writable_file
-
-    default_name = f"alphanet_{name}{SUFFIXES[fmt]}"
+    """The file to write; fails now, before any slow work, if it (or a file beside it) cannot be written."""
+    builder = builder_for(fmt)
+    default_name = f"alphanet_{name}{builder.suffixes[0]}"
     path = Path(out) if out else Path(default_name)
     if path.is_dir():
         path = path / default_name
-    if fmt == "openvino":
-        if path.suffix.lower() != ".xml":
-            raise UsageError(f"--out {out}: an OpenVINO IR is written as NAME.xml (and NAME.bin beside it)")
-        check_writable_file(path.with_suffix(".bin"))
+    targets = builder.targets(path)
+    if len(targets) > 1 and path.suffix.lower() not in builder.suffixes:
+        raise UsageError(f"--out {out}: {builder.description} is written as NAME{builder.suffixes[0]} (and "
+                         f"{', '.join('NAME' + t.suffix for t in targets[1:])} beside it)")
+    for extra in targets[1:]:
+        check_writable_file(extra)
     return check_writable_file(path)
 
 
 @cli_main(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
-    from alphanet_zoo.weights import WeightsLoader
-
     args = build_parser().parse_args(argv)
     console = Console(args.json)
-    name, arch = cli.single_arch(args.arch)
+    name, arch = flags.single_arch(args.arch)
     fmt = _resolve_format(args)
     batch = parse_batch_axis(args.batch_axis)
     out = _output_path(args.out, name, fmt)
-    cli.set_threads(args.threads)
+    running.set_threads(args.threads)
 
     model = WeightsLoader(args.weights).load(arch, name)
-    cli.warn_if_uncalibrated(model)
+    running.warn_if_uncalibrated(model)
     record = model.pretrained_cfg
     if args.license:
         record = dataclasses.replace(record, license=args.license)
         model.pretrained_cfg = record
     console.status(f"{name}: input {arch.resolution}x{arch.resolution}, {record.mflops:.2f} MFLOPs, "
                    f"{record.params:,} parameters, {record.num_classes} classes; weights: {record.source}; "
-                   f"license: {record.license}")
+                   f"license: {record.license or 'none'}")
     verify = not args.no_verify
     result = export_model(
         model, out, fmt, precision=args.precision, opset=args.opset, batch=batch, verify=verify,
         tolerance=args.tolerance, min_cosine=args.min_cosine, min_top1=args.min_top1, min_top5=args.min_top5,
         calib_data=args.calib_data, calib_images=args.calib_images, verify_images=args.verify_images, seed=args.seed,
         threads=args.threads, progress=console.status)
-    what = {"onnx": f"ONNX opset {args.opset}, batch {batch}", "openvino": "OpenVINO IR", "pt2": "torch.export",
-            "torchscript": "TorchScript, frozen"}[fmt]
+    builder = builder_for(fmt)
+    what = builder.description + (f" opset {args.opset}, batch {batch}" if builder.options else "")
     info = result.export_info or {}
     console.status(result.verification.summary() if result.verification else "not verified (--no-verify)")
     if info.get("choice"):

@@ -1,0 +1,115 @@
+"""``alphanet-bench``: every backend side by side (`alphanet_zoo.export.bench` does the measuring)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import asdict
+from typing import Sequence
+
+import torch
+
+from .._io import check_writable_file, write_json
+from ..errors import UsageError
+from ..export import bench as measuring
+from ..weights import WeightsLoader, WeightsSpec
+from . import flags
+from .running import Console, cli_main, progress
+
+log = logging.getLogger("alphanet_zoo")
+PROG = "alphanet-bench"
+
+
+def _parse_backends(value: str) -> list[str]:
+    if value.strip().lower() == "all":
+        backends = measuring.available_backends()
+    else:
+        backends = [v.strip() for v in value.split(",") if v.strip()]
+        unknown = [b for b in backends if b not in measuring.BACKENDS]
+        if unknown or not backends:
+            raise UsageError(f"unknown backend {unknown[0] if unknown else value!r}; valid backends: "
+                             f"{', '.join(measuring.BACKENDS)} (or all: every one available here but "
+                             f"{', '.join(measuring.OPT_IN)})")
+        missing = [b for b in backends if b not in measuring.available_backends() and b not in measuring.OPT_IN]
+        if missing:
+            raise UsageError(f"backend {missing[0]} is not available here "
+                             f"({'no CUDA device' if missing[0] == 'cuda' else 'OpenVINO is not installed'})")
+    if "eager" not in backends:
+        backends.insert(0, "eager")  # the reference every other backend is compared with
+    return list(dict.fromkeys(backends))
+
+
+def build_parser() -> flags.ArgumentParser:
+    parser = flags.command_parser(
+        PROG, "Latency (batch 1) and throughput (batch N) of AlphaNet models on every backend side by side: eager "
+              "PyTorch, TorchScript, torch.export, torch.compile, ONNX Runtime and OpenVINO at fp32, bf16 and int8, "
+              "CUDA; with the fp32/bf16/int8 GEMM ceilings, cold start and agreement with fp32.",
+        [flags.arch_flags(default="a0,a6"), flags.weights_flags(default="random"),
+         flags.batch_flags(16), flags.output_flags("also write the results as JSON to this file"), flags.json_flags()])
+    parser.add_argument("--batch", dest="batch_size", type=flags.integer(1, 65536), help=argparse.SUPPRESS)
+    parser.add_argument("--backend", default="all",
+                        help=f"comma-separated backends from {', '.join(measuring.BACKENDS)}, or 'all' (every one "
+                             f"available here except {', '.join(measuring.OPT_IN)})")
+    parser.add_argument("--threads", type=flags.integer(1, 1024), default=os.cpu_count() or 1, metavar="N",
+                        help="torch and runtime intra-op threads (default: all cores)")
+    parser.add_argument("--warmup", type=flags.integer(0, 10_000), default=3, metavar="N",
+                        help="untimed calls first, per backend")
+    parser.add_argument("--repeats", type=flags.integer(1, 100_000), default=10, metavar="N",
+                        help="timed calls per backend and batch size; the median is reported")
+    parser.add_argument("--no-gemm", action="store_true", help="skip measuring the matrix-product ceilings")
+    parser.add_argument("--no-agreement", action="store_true",
+                        help="skip comparing each backend's logits with fp32 on the built-in test images")
+    return parser
+
+
+@cli_main(PROG)
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(args.json)
+    models = flags.parse_archs(args.arch)
+    backends = _parse_backends(args.backend)
+    batch, threads, warmup, repeats = args.batch_size, args.threads, args.warmup, args.repeats
+    if args.out:
+        check_writable_file(args.out)
+    spec = WeightsSpec.parse(args.weights)
+    loader = WeightsLoader(spec)
+
+    ceilings = None if args.no_gemm else measuring.gemm_ceilings(threads)
+    rows: list[measuring.Row] = []
+    for name, arch in progress(models, desc="benchmark", unit="model"):
+        torch.manual_seed(0)
+        model = loader.load(arch, name)
+        rows += measuring.benchmark_model(name, model, backends, batch=batch, threads=threads, warmup=warmup,
+                                          repeats=repeats,
+                                ceiling=ceilings, agreement=not args.no_agreement)
+
+    after = None if args.no_gemm else measuring.gemm_gflops(threads)
+    console.status(f"{PROG}: {threads} thread(s), {warmup} warm-up calls, median (min..max) of {repeats} calls in "
+                   f"interleaved rounds; weights {spec}"
+                   + (" (timings do not depend on them)" if spec.kind == "random" else ""))
+    if ceilings:
+        console.status("matrix product {0}x{0} at {1} thread(s): fp32 {2:.1f}, bf16 {3:.1f} GFLOP/s, int8 {4:.1f} "
+                       "GOP/s (the 'ceiling' column: each row's GFLOP/s, 2 x MFLOPs x images/s, against the ceiling "
+                       "of its precision)".format(measuring.GEMM_SIZE, threads, ceilings["fp32"], ceilings["bf16"],
+                                                  ceilings["int8"]))
+        if abs(after - ceilings["fp32"]) > 0.1 * ceilings["fp32"]:
+            log.warning("the fp32 matrix product ran at %.1f GFLOP/s after the benchmark, %.1f before: other load on "
+                        "the machine changed meanwhile, so these timings are noisy", after, ceilings["fp32"])
+    console.result(measuring.format_table(rows))
+    gemm = {"size": measuring.GEMM_SIZE, "gflops_per_s": ceilings["fp32"] if ceilings else None,
+            "gflops_per_s_after": after,
+            "ceilings": ceilings}
+    report = {"environment": measuring.environment(threads), "gemm": gemm,
+              "settings": {"batch_size": batch, "warmup": warmup, "repeats": repeats, "backends": backends,
+                           "weights": str(spec), "block": measuring.BLOCK, "settle_s": measuring.SETTLE_S},
+              "rows": [asdict(r) for r in rows]}
+    console.json(report)
+    if args.out:
+        write_json(args.out, report)
+        console.status(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
