@@ -11,10 +11,12 @@ it lacks for model weights:
   client's back-off; a transfer that stalls (less than `MIN_PROGRESS_BYTES` in `STALL_TIMEOUT_S`)
   is abandoned;
 - every failure is one `WeightsUnavailableError` or `WeightsIntegrityError` saying what happened
-  and what to do.
+  and what to do; the client's own retry messages go to our logger at INFO and its progress bars
+  stay off (`hub_quiet`), so nothing else reaches stderr.
 
 The client's settings come from the environment at each call (``HF_HOME``/``HF_HUB_CACHE``,
-``HF_ENDPOINT``, ``HF_HUB_OFFLINE``); the client's module globals are never written.
+``HF_ENDPOINT``, ``HF_HUB_OFFLINE``); the client's settings are never written (its logger and
+progress-bar switch change only while a transfer runs, and are restored after it).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from typing import Any, Callable
 
 from ._version import __version__
 from .errors import AlphaNetError, InputError
+from .hub_quiet import quiet_client
 
 log = logging.getLogger("alphanet_zoo")
 
@@ -244,12 +247,18 @@ def download(repo_id: str, revision: str, filename: str, name: str | None = None
     where, label = f"{repo_id}@{revision}", name or repo_id
     local_only, unreachable = settings.offline, None
     if not local_only:
-        unreachable = _probe(repo_id, revision, filename, settings.endpoint)
+        with quiet_client():
+            unreachable = _probe(repo_id, revision, filename, settings.endpoint)
         local_only = unreachable is not None  # serve the cache now instead of retrying for a minute
-    transfer = _Transfer(lambda: hf_hub_download(
-        repo_id, filename, revision=revision, library_name="alphanet_zoo", library_version=__version__,
-        endpoint=settings.endpoint, cache_dir=settings.cache_dir, local_files_only=local_only,
-        etag_timeout=PROBE_TIMEOUT_S))
+
+    def fetch() -> str:
+        with quiet_client():  # in the transfer's thread: an abandoned transfer stays quiet until it ends
+            return hf_hub_download(
+                repo_id, filename, revision=revision, library_name="alphanet_zoo", library_version=__version__,
+                endpoint=settings.endpoint, cache_dir=settings.cache_dir, local_files_only=local_only,
+                etag_timeout=PROBE_TIMEOUT_S)
+
+    transfer = _Transfer(fetch)
     blobs = settings.blobs_folder(repo_id)
     _wait(transfer, blobs, f"{filename} of {label} ({where})")
     e = transfer.error
@@ -304,9 +313,10 @@ def push_folder(folder: Path, repo_id: str, *, commit_message: str, private: boo
     parse_hub_id(repo_id)
     api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT"), token=token)
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
-                                 revision=revision, create_pr=create_pr)
+        with quiet_client():
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
+                                     revision=revision, create_pr=create_pr)
     except Exception as e:  # the client's HTTP, auth and transport errors, of several libraries
         raise WeightsUnavailableError(f"pushing to the Hub repository {repo_id} failed: {_describe(e)}") from None
     return str(getattr(info, "commit_url", info))

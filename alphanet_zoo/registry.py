@@ -5,6 +5,7 @@ One `ModelInfo` per model. `get_arch` and `resolve_arch` turn a name, alias, dic
 """
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -130,9 +131,15 @@ def model_info(name: str) -> ModelInfo:
     try:
         return MODELS[_ALIASES[_normalise(name)]]
     except KeyError:
-        aliases = sorted(set(_ALIASES) - set(MODELS))
-        raise InputError(f"unknown AlphaNet model {name!r}; valid names: {', '.join(MODELS)} "
-                         f"(aliases: {', '.join(aliases)})") from None
+        raise InputError(unknown_model_message(name)) from None
+
+
+def unknown_model_message(name: str) -> str:
+    """``unknown model 'a9'; known: a0, ... (aliases: ...)``, with ``did you mean ...?`` for a near miss."""
+    aliases = sorted(set(_ALIASES) - set(MODELS))
+    message = f"unknown model {name!r}; known: {', '.join(MODELS)} (aliases: {', '.join(aliases)})"
+    close = difflib.get_close_matches(_normalise(name), list(_ALIASES), n=1)
+    return message + (f"; did you mean {close[0]!r}?" if close else "")
 
 
 def get_arch(name: str) -> ArchConfig:

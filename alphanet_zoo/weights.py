@@ -3,6 +3,8 @@
     load("a5")                               # the architecture, randomly initialised
     load("a5", pretrained=True)              # the registry's pinned Hub weights
     load("hf-hub:org/repo@rev")              # any Hub repo written by save_pretrained
+    load("hf-hub:org/repo", pretrained=True) # the same (timm's spelling)
+    load("hf-hub:org/repo", pretrained=False)  # its architecture, randomly initialised
     load("a5", weights="weights/")           # a save_pretrained folder, or a folder of them (weights/a5/)
     load("a5", weights="a5.safetensors")     # bare subnet weights
     load("a5", weights="supernet.pth.tar")   # a supernet checkpoint: the subnet is extracted
@@ -27,7 +29,8 @@ from ._io import read_json
 from .checkpoint import build_with_state, num_classes_in, read_state_dict
 from .config import ArchConfig
 from .errors import InputError
-from .hub import HUB_PREFIX, NoPretrainedWeightsError, download, drop_from_cache, parse_hub_id, verify_download
+from .hub import (HUB_PREFIX, NoPretrainedWeightsError, WeightsUnavailableError, download, drop_from_cache,
+                  parse_hub_id, verify_download)
 from .model import AlphaNet
 from .pretrained import CONFIG_NAME, WEIGHTS_NAME
 from .record import ModelRecord, Origin
@@ -200,7 +203,11 @@ def _from_folder_files(config_path: Path, weights_path: Path, what: str, arch: A
 
 
 def _is_path_argument(value: Any) -> bool:
-    """Whether ``load``'s first argument names weights on disk rather than an architecture."""
+    """Whether ``load``'s first argument names weights on disk rather than an architecture.
+
+    A string that is neither a published model nor an existing path is a path when it looks like
+    one (a folder separator, a leading ``.`` or ``~``, a file suffix), else an unknown model name.
+    """
     if isinstance(value, os.PathLike):
         return True
     if not isinstance(value, str):
@@ -208,20 +215,43 @@ def _is_path_argument(value: Any) -> bool:
     try:
         model_info(value)
     except InputError:
-        return True
+        if Path(value).exists() or _looks_like_path(value):
+            return True
+        raise
     if Path(value).exists() and os.sep not in value and not value.startswith("."):
         raise InputError(f"{value!r} names both a published model and the path ./{value}: write './{value}' to "
                          f"load the folder, or pass alphanet_zoo.get_arch({value!r}) for the published model")
     return False
 
 
-def load(name_or_id: str | ArchConfig | Mapping | os.PathLike, pretrained: bool = False, *,
+def _looks_like_path(text: str) -> bool:
+    separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    return any(s in text for s in separators) or text.startswith((".", "~")) or bool(Path(text).suffix)
+
+
+def _hub_architecture(spec: WeightsSpec) -> ModelRecord:
+    """The record in the ``config.json`` of Hub repo ``spec`` (for its architecture without its weights)."""
+    revision = spec.revision or "main"
+    try:
+        config_path = download(spec.repo_id, revision, CONFIG_NAME)
+    except WeightsUnavailableError as e:
+        raise WeightsUnavailableError(
+            f"pretrained=False with {spec} builds the architecture of its {CONFIG_NAME} with random weights, and "
+            f"that file could not be had: {e}. Pass the architecture instead (a model name or ArchConfig)") from None
+    verify_download(config_path)
+    what = f"Hub repository {spec.repo_id}@{revision}/{CONFIG_NAME}"
+    return ModelRecord.from_dict(read_json(config_path, what), what)
+
+
+def load(name_or_id: str | ArchConfig | Mapping | os.PathLike, pretrained: bool | None = None, *,
          weights: "str | os.PathLike | WeightsSpec | None" = None, revision: str | None = None,
          num_classes: int | None = None, map_location: str | torch.device = "cpu") -> AlphaNet:
     """An AlphaNet model in eval mode: by registry name or alias, ``hf-hub:`` id, `ArchConfig`, or path.
 
     ``pretrained=True`` is ``weights="pretrained"``: the registry's Hub weights at its pinned revision
     (or ``revision``), sha256-checked. ``weights`` takes any spec of the grammar (`WeightsSpec`).
+    An ``hf-hub:`` id loads the repo's weights (``pretrained=True`` says so again, as in timm);
+    ``pretrained=False`` with it builds the repo's architecture with random weights.
     ``num_classes=None`` keeps the head the weights have; an int gives a fresh classifier only when
     it differs. Raises `WeightsUnavailableError` when Hub weights cannot be had,
     `WeightsIntegrityError` when a download is corrupt, `InputError` for bad names, paths or files.
@@ -231,13 +261,20 @@ def load(name_or_id: str | ArchConfig | Mapping | os.PathLike, pretrained: bool 
     spec = WeightsSpec.parse(weights) if weights is not None else WeightsSpec(PRETRAINED if pretrained else RANDOM)
     arch = name = None
     if isinstance(name_or_id, str) and name_or_id.startswith(HUB_PREFIX):
-        if weights is not None or pretrained:
-            raise InputError(f"{name_or_id} names Hub weights; do not pass weights= or pretrained= with it")
-        spec = WeightsSpec.parse(name_or_id)
+        if weights is not None:
+            raise InputError(f"{name_or_id} names Hub weights; do not pass weights= with it")
+        spec, revision = WeightsSpec.parse(name_or_id).with_revision(revision), None
+        if pretrained is False:
+            record = _hub_architecture(spec)
+            arch, spec = record.arch, WeightsSpec(RANDOM)
+            num_classes = record.num_classes if num_classes is None else num_classes
     elif _is_path_argument(name_or_id):
+        path = Path(name_or_id)
+        if not path.exists():
+            raise InputError(f"weights not found: {path}")
         if weights is not None or pretrained:
             raise InputError(f"{name_or_id} names weights on disk; do not pass weights= or pretrained= with it")
-        spec = WeightsSpec(PATH, path=Path(name_or_id))
+        spec = WeightsSpec(PATH, path=path)
     else:
         arch = resolve_arch(name_or_id).validate()
         name = name_of(arch)

@@ -4,7 +4,9 @@ Serves ``/{org}/{repo}/resolve/{revision}/{filename}`` (HEAD and GET, with ``Ran
 that ``save_pretrained`` wrote, with the headers the client reads: ``X-Repo-Commit``, ``ETag``,
 ``X-Linked-Etag`` and ``X-Linked-Size`` for LFS files (``*.safetensors``: sha256), the git blob
 sha1 as ``ETag`` for small files, and ``X-Error-Code`` on 404s. Files can be served corrupted
-(truncated, or the same size with flipped bytes) while advertising the true etag and size.
+(truncated, or the same size with flipped bytes) while advertising the true etag and size, or with
+a fault: a 500, a redirect loop, a body that stalls, trickles, or drops (the connection closes
+halfway through the file, after a Content-Length promising all of it).
 
 For uploads it answers the few API calls ``HfApi.create_repo`` and ``upload_folder`` make
 (repo creation, README YAML validation, preupload, commit), taking every file inline ("regular"
@@ -37,7 +39,7 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[str, Repo] = {}
         self.corrupt: dict[tuple[str, str], str] = {}  # (repo, filename) -> "truncate" | "flip"
-        self.faults: dict[tuple[str, str], str] = {}  # (repo, filename) -> "stall" | "trickle" | ...
+        self.faults: dict[tuple[str, str], str] = {}  # (repo, filename) -> "stall" | "trickle" | "drop" | ...
         self.released = threading.Event()  # ends every stall and trickle at once
         self.requests: list[tuple[str, str]] = []  # (method, path)
         hub = self
@@ -139,7 +141,11 @@ class FakeHub:
         if not body:
             return None
         try:
-            if fault == "stall":
+            if fault == "drop":  # the connection closes halfway through the file, on every request
+                handler.wfile.write(payload[:max(size // 2 - start, 0)])
+                handler.wfile.flush()
+                handler.close_connection = True
+            elif fault == "stall":
                 handler.wfile.write(payload[:1024])
                 handler.wfile.flush()
                 self.released.wait(120)

@@ -172,7 +172,7 @@ def test_predict_with_random_weights_and_a_fine_tuned_folder(supernet, tmp_path,
 @pytest.mark.parametrize("argv, message, code", [
     (["nope.png", "--arch", "a0", "--random"], "unrecognized arguments: --random", 2),
     (["missing.png", "--arch", "a0", "--weights", "random"], "cannot read image missing.png: file not found", 2),
-    ([str(PHOTO), "--arch", "a9"], "unknown AlphaNet model 'a9'", 2),
+    ([str(PHOTO), "--arch", "a9"], "unknown model 'a9'; known: a0, a1", 2),
     ([str(PHOTO), "--arch", "a0", "--weights", "absent_folder"], "weights not found: absent_folder", 2),
     ([str(PHOTO), "--weights", "random"], "--arch is needed with --weights random", 2),
 ])

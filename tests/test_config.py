@@ -108,8 +108,8 @@ def test_registry_names_and_aliases(reference):
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(ValueError, match=r"unknown AlphaNet model 'a7'; valid names: a0, a1, a2, a3, a4, a5, "
-                                         r"a5_base, a6"):
+    with pytest.raises(ValueError, match=r"^unknown model 'a7'; known: a0, a1, a2, a3, a4, a5, a5_base, a6 "
+                                         r"\(aliases: a5_1, a5_small\)$"):
         get_arch("a7")
 
 

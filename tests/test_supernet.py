@@ -145,7 +145,7 @@ def test_supernet_rejects_archs_outside_the_space_and_bad_names(supernet):
     bad["kernel_size"][0] = 7
     with pytest.raises(ValueError, match="kernel_size of stage mb1 is 7"):
         supernet.extract(bad)
-    with pytest.raises(ValueError, match="unknown AlphaNet model"):
+    with pytest.raises(ValueError, match="unknown model 'a9'"):
         supernet(torch.zeros(1, 3, 64, 64), "a9")
 
 

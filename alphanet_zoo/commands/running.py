@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..data import calibration_batches
 from ..errors import EXIT_RUNTIME_FAILURE, AlphaNetError, UsageError, brief
+from ..hub_quiet import CLIENT_LOGGER
 from .flags import CALIB_BATCH_SIZE, CALIB_BATCHES
 
 EXIT_INTERRUPTED = 130
@@ -46,11 +47,16 @@ def _said(text) -> str:
 
 
 class _Handler(logging.Handler):
-    def __init__(self, prog: str) -> None:
+    """The package's log records as ``prog: message`` lines on stderr; the Hub client's chatter (its
+    retries, passed on to `CLIENT_LOGGER`) only with ``ALPHANET_DEBUG``: the error that follows says it all."""
+
+    def __init__(self, prog: str, debug: bool = False) -> None:
         super().__init__(logging.INFO)
-        self.prog = prog
+        self.prog, self.debug = prog, debug
 
     def emit(self, record: logging.LogRecord) -> None:
+        if not self.debug and record.name.startswith(CLIENT_LOGGER) and record.levelno < logging.WARNING:
+            return
         try:
             level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
             print(f"{self.prog}: {level}{_said(record.getMessage())}", file=sys.stderr)
@@ -64,12 +70,12 @@ def cli_main(prog: str) -> Callable[[Callable[[Sequence[str] | None], int | None
     def wrap(main: Callable[[Sequence[str] | None], int | None]) -> Callable[..., int]:
         @functools.wraps(main)
         def run(argv: Sequence[str] | None = None) -> int:
-            handler = _Handler(prog)
+            debug = bool(os.environ.get("ALPHANET_DEBUG"))
+            handler = _Handler(prog, debug)
             logger = logging.getLogger("alphanet_zoo")
             logger.addHandler(handler)
             level = logger.level
             logger.setLevel(logging.INFO)
-            debug = bool(os.environ.get("ALPHANET_DEBUG"))
             try:
                 return int(main(argv) or 0)
             except KeyboardInterrupt:
