@@ -3,8 +3,8 @@
     load("a5")                               # the architecture, randomly initialised
     load("a5", pretrained=True)              # the registry's pinned Hub weights
     load("hf-hub:org/repo@rev")              # any Hub repo written by save_pretrained
-    load("hf-hub:org/repo", pretrained=True) # the same (timm's spelling)
-    load("hf-hub:org/repo", pretrained=False)  # its architecture, randomly initialised
+    load("hf-hub:org/repo", pretrained=True)   # the same (timm's spelling)
+    load("hf-hub:org/repo", pretrained=False)  # its architecture (config.json), randomly initialised
     load("a5", weights="weights/")           # a save_pretrained folder, or a folder of them (weights/a5/)
     load("a5", weights="a5.safetensors")     # bare subnet weights
     load("a5", weights="supernet.pth.tar")   # a supernet checkpoint: the subnet is extracted
