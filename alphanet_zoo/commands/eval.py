@@ -69,7 +69,7 @@ def build_parser() -> flags.ArgumentParser:
          flags.seed_flags("calibration seed: the same seed gives the same BatchNorm statistics"),
          flags.batch_flags(256), flags.workers_flags(min(8, os.cpu_count() or 1)), flags.device_flags(),
          flags.threads_flags(),
-         flags.output_flags("write the results JSON here (atomically)"), flags.json_flags()])
+         flags.output_flags("write the results JSON here (atomically)"), flags.dist_flags(), flags.json_flags()])
     p.add_argument("--output", dest="out", help=argparse.SUPPRESS)  # the old spelling of --out
     p.add_argument("--model", metavar="FILE",
                    help="evaluate an exported file (ONNX, OpenVINO .xml, .pt2, TorchScript) instead of PyTorch weights")
@@ -91,9 +91,6 @@ def build_parser() -> flags.ArgumentParser:
                    help="write one JSON line per image: model, path, target, top5 (class indices)")
     p.add_argument("--plot", metavar="PNG", help="plot top-1 against MFLOPs beside the paper's points "
                                                  "(needs matplotlib: the 'plot' extra)")
-    p.add_argument("--dist-timeout", type=flags.number(10, 86400), default=1800, metavar="S",
-                   help="under torchrun: seconds a process waits for the others before the run stops with an error "
-                        "(a process that dies is noticed at once)")
     return p
 
 

@@ -220,6 +220,15 @@ def output_flags(help_text: str, *, required: bool = False, default: str | None 
     return p
 
 
+def dist_flags() -> argparse.ArgumentParser:
+    """``--dist-timeout``: how long a process of a ``torchrun`` run waits for the others."""
+    p = _parent()
+    p.add_argument("--dist-timeout", type=number(10, 86400), default=1800, metavar="S",
+                   help="under torchrun: seconds a process waits for the others before the run stops with an error "
+                        "(a process that dies is noticed at once)")
+    return p
+
+
 def json_flags() -> argparse.ArgumentParser:
     p = _parent()
     p.add_argument("--json", action="store_true",

@@ -55,7 +55,8 @@ def _parser() -> flags.ArgumentParser:
         [flags.calibration_flags(required=True), flags.seed_flags("seed of the search, the calibration draws and "
                                                               "the held-out subset"),
          flags.workers_flags(4), flags.device_flags(), flags.threads_flags(),
-         flags.output_flags("where to write the best architecture (JSON)", required=True), flags.json_flags()])
+         flags.output_flags("where to write the best architecture (JSON)", required=True), flags.dist_flags(),
+         flags.json_flags()])
     parser.add_argument("--batch-size", type=flags.integer(1, 65536), default=None, metavar="N",
                         help=f"images per batch when scoring held-out images (default {EVAL_BATCH_SIZE}); with "
                              "--latency-ms also the batch size latency is measured at (default 1)")
@@ -106,9 +107,6 @@ def _parser() -> flags.ArgumentParser:
                              "are not evaluated again, and the result is that of an uninterrupted run")
     parser.add_argument("--plot", metavar="PNG", help="plot top-1 against MFLOPs (and predicted latency) with the "
                                                       "Pareto front (needs matplotlib: the 'plot' extra)")
-    parser.add_argument("--dist-timeout", type=flags.number(10, 86400), default=1800, metavar="S",
-                        help="under torchrun: seconds a process waits for the others before the run stops with an "
-                             "error (a process that dies is noticed at once)")
     return parser
 
 
