@@ -4,15 +4,21 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import torch
+import torch.fx
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import SEARCH_SPACE, ArchConfig
 from .errors import InputError
+from .feature_info import TAP_STAGES, feature_dicts, take_indices
 from .layers import ConvBNAct, MBBlock
 from .layout import NetLayout, subnet_layout
 from .pretrained import PretrainedMixin
 from .record import ModelRecord, Origin
 from .registry import resolve_arch
+
+#: The classifier's global pooling: "avg" (pool and flatten) or "" (no pooling; needs num_classes=0).
+GLOBAL_POOLS = ("avg", "")
 
 # Drop-connect (stochastic depth) runs in the last two stages only, its rate growing with the
 # block's index in the supernet: rate * index / number of supernet blocks.
@@ -32,8 +38,34 @@ def drop_connect_rates(depths: Sequence[int], rate: float) -> list[list[float]]:
 
 
 def _check_num_classes(num_classes: int) -> None:
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+        raise InputError(f"num_classes must be a positive integer (or 0: no classifier), got {num_classes!r}")
+
+
+def _check_global_pool(global_pool: str, num_classes: int) -> None:
+    if global_pool not in GLOBAL_POOLS:
+        raise InputError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
+    if global_pool == "" and num_classes:
+        raise InputError("an unpooled head (global_pool='') has no classifier: give num_classes=0")
+
+
+# A leaf for torch.fx: symbolic tracing records the call instead of branching on a traced shape.
+@torch.fx.wrap
+def check_image_batch(x: torch.Tensor) -> torch.Tensor:
+    """``x`` when it is a batch of RGB images (N, 3, H, W); ValueError otherwise."""
+    if not torch.jit.is_tracing() and (x.dim() != 4 or x.shape[1] != 3):
+        raise ValueError(f"AlphaNet expects a batch of RGB images shaped (N, 3, H, W), "
+                         f"got a tensor of shape {list(x.shape)}")
+    return x
+
+
+def _classifier(in_features: int, num_classes: int, like: torch.Tensor) -> nn.Module:
+    """A fresh classifier on the device and dtype of ``like`` (Identity for no classes)."""
+    if not num_classes:
+        return nn.Identity()
+    linear = nn.Linear(in_features, num_classes, device=like.device, dtype=like.dtype)
+    _init_linear(linear)
+    return linear
 
 
 def _init_linear(linear: nn.Linear) -> None:
@@ -62,12 +94,13 @@ class NetworkModules(nn.Module):
         self.feature_mix = nn.Conv2d(layout.head_mid, layout.head_out, 1, bias=False)
         self.mix_act = nn.SiLU()
         self.dropout = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(layout.head_out, layout.num_classes)
-        self.num_features = layout.head_out
+        self.classifier = nn.Linear(layout.head_out, layout.num_classes) if layout.num_classes else nn.Identity()
+        self.num_features = layout.head_mid  # channels of forward_features (timm's meaning)
+        self.head_hidden_size = layout.head_out  # the pre-logits embedding
 
     def reset_parameters(self) -> None:
         """Fresh initialisation for training from scratch (He fan-out convs, BN 1/0, zero biases)."""
-        if self.classifier.weight.is_meta:
+        if self.feature_mix.weight.is_meta:
             return  # a skeleton, built only for its shapes or to be loaded with assign=True
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -86,15 +119,24 @@ class AlphaNet(NetworkModules, PretrainedMixin):
     The forward is pure: it runs on the input as given (resize to ``arch.resolution`` belongs
     to the transform) and returns logits of shape (N, num_classes), also for N = 1.
     Every parameter runs; there are no dead shortcut weights. ``pretrained_cfg`` is the model's
-    `ModelRecord` (what the weights are and where they came from); it always fits the model.
+    `ModelRecord` (what the weights are and where they came from); it always fits the model, and
+    ``default_cfg`` says it as timm's dict.
+
+    timm's model interface: ``num_classes=0`` has no classifier (the forward returns the
+    ``head_hidden_size`` embedding), ``global_pool=""`` keeps the head unpooled; ``num_features``
+    is the width of `forward_features`; ``feature_info`` lists the feature taps
+    (`alphanet_zoo.feature_info`); `forward_intermediates`, `prune_intermediate_layers`,
+    `set_grad_checkpointing`, `get_classifier` and `reset_classifier` behave as timm's.
     """
 
-    __jit_unused_properties__ = ["pretrained_cfg"]  # TorchScript compiles the forward, not the record
+    # TorchScript compiles the forward, not the record
+    __jit_unused_properties__ = ["pretrained_cfg", "default_cfg"]
 
     def __init__(self, arch: ArchConfig | str | Mapping, num_classes: int = 1000, *,
-                 drop_rate: float = 0.0, drop_connect_rate: float = 0.0) -> None:
+                 drop_rate: float = 0.0, drop_connect_rate: float = 0.0, global_pool: str = "avg") -> None:
         arch = resolve_arch(arch).validate()
         _check_num_classes(num_classes)
+        _check_global_pool(global_pool, num_classes)
         for name, rate in (("drop_rate", drop_rate), ("drop_connect_rate", drop_connect_rate)):
             if not 0.0 <= rate < 1.0:
                 raise InputError(f"{name} must be in [0, 1), got {rate}")
@@ -102,6 +144,11 @@ class AlphaNet(NetworkModules, PretrainedMixin):
                          drop_connect_rates(arch.depth, drop_connect_rate))
         self.arch = arch
         self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.flatten = global_pool != ""
+        self.pool = nn.AdaptiveAvgPool2d(1) if self.flatten else nn.Identity()
+        self.feature_info = feature_dicts(subnet_layout(arch))
+        self.grad_checkpointing = False
         self._record = ModelRecord.create(arch, num_classes, origin=Origin.RANDOM)
         self.reset_parameters()
 
@@ -119,30 +166,100 @@ class AlphaNet(NetworkModules, PretrainedMixin):
                              f"{record.arch.to_dict()}, not this model")
         self._record = record
 
-    def reset_classifier(self, num_classes: int, labels: Sequence[str] | None = None) -> None:
-        """Replace the classifier by a freshly initialised one for ``num_classes`` (fine-tuning)."""
+    @property
+    def default_cfg(self) -> dict:
+        """The record in timm's ``pretrained_cfg`` vocabulary (input_size, crop_pct, mean, std, ...)."""
+        return self._record.timm_cfg()
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None, *,
+                         labels: Sequence[str] | None = None) -> None:
+        """Replace the classifier by a freshly initialised one for ``num_classes`` (fine-tuning).
+
+        ``num_classes=0`` removes it; ``global_pool`` ("avg" or "") changes the pooling as timm's does.
+        """
         _check_num_classes(num_classes)
-        old = self.classifier
-        self.classifier = nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
-        _init_linear(self.classifier)
+        pool = self.global_pool if global_pool is None else global_pool
+        _check_global_pool(pool, num_classes)
+        self.global_pool, self.flatten = pool, pool != ""
+        self.pool = nn.AdaptiveAvgPool2d(1) if self.flatten else nn.Identity()
+        self.classifier = _classifier(self.head_hidden_size, num_classes, self.stem.conv.weight)
         self.num_classes = num_classes
         self._record = self._record.with_head(num_classes, labels)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each MB stage's activations in the backward pass instead of keeping them."""
+        self.grad_checkpointing = enable
+
+    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(stage, x, use_reentrant=False)
+        return stage(x)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem, MB stages and the final 1x1 expansion: (N, 3, H, W) -> (N, 6 * width[7], H/32, W/32)."""
-        if not torch.jit.is_tracing() and (x.dim() != 4 or x.shape[1] != 3):
-            raise ValueError(f"AlphaNet expects a batch of RGB images shaped (N, 3, H, W), "
-                             f"got a tensor of shape {list(x.shape)}")
-        x = self.stem(x)
+        x = self.stem(check_image_batch(x))
         for stage in self.stages:
-            x = stage(x)
+            if not torch.jit.is_scripting() and self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(stage, x, use_reentrant=False)  # not in TorchScript, which skips this branch
+            else:
+                x = stage(x)
         return self.final_expand(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global pool, feature mix and classifier; ``pre_logits`` returns the (N, width[8]) embedding."""
-        x = self.mix_act(self.feature_mix(self.pool(x))).flatten(1)
+        x = self.mix_act(self.feature_mix(self.pool(x)))
+        if self.flatten:
+            x = x.flatten(1)
         x = self.dropout(x)
         return x if pre_logits else self.classifier(x)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None,
+                              norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False
+                              ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The feature maps at the taps ``indices`` (timm's convention: None all, n the last n, or a list)
+        and the `forward_features` output: ``(final, [maps])``, or only ``[maps]``.
+
+        ``stop_early`` (with ``intermediates_only``) runs no stage past the last tap; ``norm`` changes
+        nothing (AlphaNet has no final norm layer); ``output_fmt`` is "NCHW" only.
+        """
+        if output_fmt != "NCHW":
+            raise InputError(f"AlphaNet's feature maps are NCHW, not {output_fmt!r}")
+        if stop_early and not intermediates_only:
+            raise InputError("stop_early needs intermediates_only=True (the final features need every stage)")
+        taken, last = take_indices(len(TAP_STAGES), indices)
+        tap_stages = [TAP_STAGES[i] for i in taken]
+        run = TAP_STAGES[last] if stop_early else len(self.stages)
+        x = self.stem(check_image_batch(x))
+        intermediates = []
+        for s, stage in enumerate(self.stages[:run], start=1):
+            x = self._run_stage(stage, x)
+            if s in tap_stages:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return self.final_expand(x), intermediates
+
+    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the stages past the last tap in ``indices`` (and with ``prune_head`` the head); the taps kept.
+
+        Past a pruned stage `forward_features` returns the last kept stage's output.
+        """
+        taken, last = take_indices(len(TAP_STAGES), indices)
+        keep = TAP_STAGES[last]
+        if keep < len(self.stages):
+            self.stages = self.stages[:keep]
+            self.final_expand = nn.Identity()
+        if prune_head:
+            self.final_expand = nn.Identity()
+            self.feature_mix, self.mix_act = nn.Identity(), nn.Identity()
+            self.head_hidden_size = self.num_features = self.feature_info[last]["num_chs"]
+            self.reset_classifier(0, "")
+        return taken
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

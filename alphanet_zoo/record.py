@@ -26,7 +26,7 @@ from .errors import InputError, InputTypeError
 from .flops import count_flops, count_params
 from .imagenet import NUM_CLASSES, class_names
 from .preprocessing import Preprocessing
-from .registry import MODELS, PAPER, WEIGHTS_LICENSE, name_of
+from .registry import MODELS, PAPER, PAPER_URL, WEIGHTS_LICENSE, name_of
 from .schema import check, from_dict, read_fields, shown
 
 RECORD_FORMAT = "alphanet_zoo.model/3"
@@ -118,7 +118,7 @@ class ModelRecord:
 
     name: str | None
     arch: ArchConfig = field(metadata={"key": "architecture"})
-    num_classes: int = field(metadata={"range": (1, 1_000_000)})
+    num_classes: int = field(metadata={"range": (0, 1_000_000)})  # 0: no classifier (an embedding)
     labels: tuple[str, ...] | None  # class names by output index (None: unknown)
     label_set: str | None  # "imagenet-1k": outputs are the canonical ImageNet-1k classes
     preprocessing: Preprocessing
@@ -191,6 +191,35 @@ class ModelRecord:
             object.__setattr__(self, "origin", check(Origin, self.origin, "origin"))
         if self.labels is not None and len(self.labels) != self.num_classes:
             raise InputError(f"labels has {len(self.labels)} entries for {self.num_classes} classes")
+
+    # ---- timm's vocabulary -----------------------------------------------------------------------
+    def timm_cfg(self) -> dict[str, Any]:
+        """The record as timm's ``pretrained_cfg`` dict: input size, crop, normalisation, layer names.
+
+        timm's transform resizes to ``input_size / crop_pct`` and crops ``input_size``: the region
+        and scale our preprocessing (crop 224 of 256, then resize) gives.
+        """
+        pre, side = self.preprocessing, self.arch.resolution
+        for _ in range(5):  # five stride-2 layers, each giving ceil(side / 2)
+            side = -(-side // 2)
+        info = MODELS.get(self.name) if self.name else None
+        return {
+            "architecture": f"alphanet_{self.name}" if info else None,
+            "hf_hub_id": info.weights.hub_repo if info else None,
+            "url": "", "num_classes": self.num_classes,
+            "input_size": (3, pre.resolution, pre.resolution), "pool_size": (side, side),
+            "fixed_input_size": False, "crop_pct": pre.crop_size / pre.resize_size, "crop_mode": "center",
+            "interpolation": pre.interpolation, "mean": tuple(pre.mean), "std": tuple(pre.std),
+            "first_conv": "stem.conv", "classifier": "classifier", "license": self.license,
+            "paper_ids": "arXiv:2102.07954", "origin_url": PAPER_URL,
+        }
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """timm's ``pretrained_cfg.get``: `timm_cfg`'s ``key`` (timm.data.resolve_data_config reads it)."""
+        return self.timm_cfg().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.timm_cfg()[key]
 
     # ---- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -29,6 +29,8 @@ from ._io import read_json
 from .checkpoint import build_with_state, num_classes_in, read_state_dict
 from .config import ArchConfig
 from .errors import InputError
+from .feature_info import DEFAULT_OUT_INDICES
+from .features import AlphaNetFeatures
 from .hub import (HUB_PREFIX, NoPretrainedWeightsError, WeightsUnavailableError, download, drop_from_cache,
                   parse_hub_id, verify_download)
 from .model import AlphaNet
@@ -245,7 +247,8 @@ def _hub_architecture(spec: WeightsSpec) -> ModelRecord:
 
 def load(name_or_id: str | ArchConfig | Mapping | os.PathLike, pretrained: bool | None = None, *,
          weights: "str | os.PathLike | WeightsSpec | None" = None, revision: str | None = None,
-         num_classes: int | None = None, map_location: str | torch.device = "cpu") -> AlphaNet:
+         num_classes: int | None = None, map_location: str | torch.device = "cpu", features_only: bool = False,
+         out_indices: tuple[int, ...] = DEFAULT_OUT_INDICES) -> AlphaNet | AlphaNetFeatures:
     """An AlphaNet model in eval mode: by registry name or alias, ``hf-hub:`` id, `ArchConfig`, or path.
 
     ``pretrained=True`` is ``weights="pretrained"``: the registry's Hub weights at its pinned revision
@@ -255,6 +258,8 @@ def load(name_or_id: str | ArchConfig | Mapping | os.PathLike, pretrained: bool 
     ``num_classes=None`` keeps the head the weights have; an int gives a fresh classifier only when
     it differs. Raises `WeightsUnavailableError` when Hub weights cannot be had,
     `WeightsIntegrityError` when a download is corrupt, `InputError` for bad names, paths or files.
+    ``features_only=True`` returns the model's `AlphaNetFeatures` at the taps ``out_indices``
+    (default: the maps at strides 4, 8, 16, 32; see `alphanet_zoo.feature_info`).
     """
     if pretrained and weights is not None:
         raise InputError("give either pretrained=True or weights=..., not both")
@@ -278,4 +283,5 @@ def load(name_or_id: str | ArchConfig | Mapping | os.PathLike, pretrained: bool 
     else:
         arch = resolve_arch(name_or_id).validate()
         name = name_of(arch)
-    return WeightsLoader(spec.with_revision(revision), map_location).load(arch, name, num_classes)
+    model = WeightsLoader(spec.with_revision(revision), map_location).load(arch, name, num_classes)
+    return AlphaNetFeatures(model, out_indices) if features_only else model
