@@ -6,6 +6,10 @@
     >>> a5 = supernet.extract("a5")                   # its weights, sliced from the supernet
     >>> alphanet_zoo.count_flops("a5")                # 491.48 MFLOPs, the paper's convention
     >>> model = alphanet_zoo.load("a5", weights="weights/a5")   # a folder alphanet-extract wrote
+    >>> features = alphanet_zoo.load("a0", features_only=True)   # feature maps at strides 4, 8, 16, 32
+
+With timm installed, importing the package registers the published models with timm
+(``timm.create_model("alphanet_a0")``; `alphanet_zoo.timm_models`).
 """
 import logging
 
@@ -16,6 +20,8 @@ from .calibration import calibrate_bn  # noqa: E402
 from .checkpoint import CheckpointError  # noqa: E402
 from .config import SEARCH_SPACE, ArchConfig, SearchSpace, StageSpace  # noqa: E402
 from .errors import AlphaNetError, InputError, OutputError  # noqa: E402
+from .feature_info import FeatureInfo  # noqa: E402
+from .features import AlphaNetFeatures  # noqa: E402
 from .flops import count_flops, count_flops_fvcore, count_params  # noqa: E402
 from .hub import WeightsIntegrityError, WeightsUnavailableError  # noqa: E402
 from .model import AlphaNet  # noqa: E402
@@ -26,10 +32,17 @@ from .registry import MODELS, ModelInfo, WeightsInfo, get_arch, list_models, mod
 from .supernet import Supernet  # noqa: E402
 from .weights import WeightsSpec, load  # noqa: E402
 
+try:
+    import timm as _timm  # optional: when installed, the published models are registered with it
+except ImportError:
+    _timm = None
+if _timm is not None:
+    from . import timm_models  # noqa: E402, F401
+
 __all__ = [
-    "AlphaNet", "AlphaNetError", "ArchConfig", "Calibration", "CheckpointError", "InputError", "MODELS",
-    "Measurement", "ModelInfo", "ModelRecord", "OutputError", "Preprocessing", "SEARCH_SPACE", "SearchSpace",
-    "StageSpace", "Supernet", "WeightsInfo", "WeightsIntegrityError", "WeightsSpec", "WeightsUnavailableError",
-    "calibrate_bn", "count_flops", "count_flops_fvcore", "count_params", "get_arch", "list_models", "load",
-    "model_info", "predict", "resolve_arch", "transforms",
+    "AlphaNet", "AlphaNetError", "AlphaNetFeatures", "ArchConfig", "Calibration", "CheckpointError", "FeatureInfo",
+    "InputError", "MODELS", "Measurement", "ModelInfo", "ModelRecord", "OutputError", "Preprocessing", "SEARCH_SPACE",
+    "SearchSpace", "StageSpace", "Supernet", "WeightsInfo", "WeightsIntegrityError", "WeightsSpec",
+    "WeightsUnavailableError", "calibrate_bn", "count_flops", "count_flops_fvcore", "count_params", "get_arch",
+    "list_models", "load", "model_info", "predict", "resolve_arch", "transforms",
 ]

@@ -48,10 +48,10 @@ from alphanet_zoo.errors import InputError
 from .agreement import Thresholds, check_agreement, measure_agreement, thresholds_for
 from .builders import BUILDERS, Builder, Candidate, ExportJob, builder_for, formats_offering
 from .images import DEFAULT_CALIB_IMAGES, DEFAULT_VERIFY_IMAGES, ImageSets, image_sets
-from .metadata import EXPORT_INFO_FORMAT, export_metadata
+from .metadata import EXPORT_INFO_FORMAT, export_metadata, output_names
 from .timing import cpu_name, flat, time_in_turns
-from .verify import (DEFAULT_TOLERANCE, ExportResult, ExportVerificationError, Verification, file_logits,
-                     reference_logits, reported_as_not_written)
+from .verify import (DEFAULT_TOLERANCE, ExportResult, ExportVerificationError, Verification, check_diff, compare,
+                     file_logits, random_inputs, reference_logits, reported_as_not_written)
 
 log = logging.getLogger("alphanet_zoo")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
@@ -181,8 +181,13 @@ def _measure(job: ExportJob, builder: Builder, candidate: Candidate, reference: 
         checks, candidate.precision, candidate.agreement.to_dict(), thresholds.to_dict())
 
 
-def _final_check(job: ExportJob, builder: Builder, chosen: Candidate, files: list[Path]) -> None:
-    """The written file must compute what the verified candidate computed."""
+def _final_check(job: ExportJob, builder: Builder, chosen: Candidate, files: list[Path], maps: bool = False) -> None:
+    """The written file must compute what the verified candidate computed (a features model: the model)."""
+    if maps:
+        with builder.open(job, chosen, files) as runner:
+            diff = compare(runner.run_outputs, job.model, random_inputs(job.model.arch.resolution, (1,)), job.label)
+        check_diff(diff, job.tolerance, "ONNX Runtime", job.label)
+        return
     runner = builder.open(job, chosen, files)
     try:
         logits = file_logits(runner, job.images.verification[:FINAL_CHECK_IMAGES])
@@ -232,9 +237,16 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str, *, precisi
     built-in test images verify); ``threads`` the runtime threads the timing of ``auto`` uses
     (None: the runtime's default). ``progress`` receives one line per step. ``opset`` and ``batch`` are
     the ONNX-based formats' (the ONNX builder checks them); ``builder_options`` the format's own.
+
+    An `AlphaNetFeatures` (feature maps, no logits) exports to fp32 ONNX, one output per map
+    (`metadata.output_names`), verified map by map against PyTorch on random inputs; there are no
+    logits to compare on real images.
     """
     builder = builder_for(fmt)
     requested = precision or default_precision(fmt)
+    maps = len(output_names(model)) > 1
+    if maps and (builder.format != "onnx" or requested != "fp32"):
+        raise InputError(f"a feature-map model exports to fp32 ONNX only, not {requested} {builder.format}")
     check_precision(builder, requested)
     if requested != "auto" and builder.supported(requested):
         raise InputError(f"--precision {requested}: {builder.supported(requested)}")
@@ -245,7 +257,7 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str, *, precisi
     say = progress or (lambda text: log.info("%s", text))
     meta = metadata if metadata is not None else export_metadata(model)
     images = None
-    if verify or requested == "int8":
+    if (verify or requested == "int8") and not maps:
         images = image_sets(model.pretrained_cfg.preprocessing, calib_data, calib_images=calib_images,
                             verify_images=verify_images, seed=seed)
         if requested == "int8" and not images.real:
@@ -258,7 +270,7 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str, *, precisi
         job = ExportJob(model, path, builder.format, meta, Path(staging_dir), opset, batch, tolerance, verify,
                         threads, images, dict(builder_options or {}))
         builder.check(job)
-        reference = reference_logits(model, images.verification) if verify else None
+        reference = reference_logits(model, images.verification) if verify and not maps else None
         if requested == "auto":
             wanted, skipped = _auto_candidates(builder, images)
         else:
@@ -273,7 +285,7 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str, *, precisi
                     raise
                 candidates.append(Candidate(p, [], failure=str(e)))
                 continue
-            if verify:
+            if verify and not maps:
                 _measure(job, builder, candidate, reference, bars, strict=requested != "auto")
                 if candidate.agreement is not None:
                     say(f"{p}: {candidate.agreement.summary()}"
@@ -300,7 +312,7 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str, *, precisi
         final_folder.mkdir()
         files = builder.write(job, chosen, export_info, final_folder)
         if verify:
-            _final_check(job, builder, chosen, files)
+            _final_check(job, builder, chosen, files, maps)
         _install(files, builder.targets(path))
     return ExportResult(path, builder.format, meta, chosen.verification, chosen.precision, export_info)
 

@@ -38,6 +38,7 @@ from torch import nn
 
 from alphanet_zoo._io import MAX_JSON_BYTES, parse_json
 from alphanet_zoo.errors import InputError
+from alphanet_zoo.features import AlphaNetFeatures
 from alphanet_zoo.record import ModelRecord
 
 CONFIG_KEY = "config"
@@ -55,6 +56,13 @@ MAX_XML_BYTES = 64 << 20  # an IR's .xml holds the graph only (weights are in th
 def export_metadata(model: nn.Module) -> dict[str, Any]:
     """The metadata of an exported `AlphaNet`: its record, as ``config.json`` holds it."""
     return model.pretrained_cfg.to_dict()
+
+
+def output_names(model: nn.Module) -> list[str]:
+    """The graph outputs of an export: ``logits``, or one ``stride{s}`` per map of an `AlphaNetFeatures`."""
+    if isinstance(model, AlphaNetFeatures):
+        return [f"stride{r}" for r in model.feature_info.reduction()]
+    return [OUTPUT_NAME]
 
 
 def to_string_props(metadata: dict[str, Any], export_info: dict[str, Any] | None = None) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """ONNX export of an `AlphaNet`: an inference graph with BatchNorm folded, a dynamic batch axis,
 input ``input`` (N, 3, R, R), output ``logits``, and the model's metadata in ``metadata_props``.
+An `AlphaNetFeatures` has one output per feature map instead: ``stride4``, ``stride8``, ...
 
 Exporter choice: torch's TorchScript-based exporter (``dynamo=False``). It needs no extra
 dependency, folds BatchNorm into the convolutions for an eval model and gives a plain graph of
@@ -21,7 +22,7 @@ from torch import nn
 from alphanet_zoo.errors import InputError
 
 from .builders import Builder, Candidate, ExportJob, register
-from .metadata import INPUT_NAME, OUTPUT_NAME, export_metadata, to_string_props
+from .metadata import INPUT_NAME, export_metadata, output_names, to_string_props
 from .quantize import ONNXRUNTIME_OPS, quantize_onnx
 from .runtime import OnnxRuntimeModel
 from .verify import TRACE_BATCH_SIZE, Verification, check_onnx_graph, eval_mode, verify_onnx
@@ -73,20 +74,26 @@ def onnx_model(model: nn.Module, *, opset: int = DEFAULT_OPSET, batch: int | str
     param = next(model.parameters())
     dummy = torch.zeros(TRACE_BATCH_SIZE if batch == "dynamic" else batch, 3, resolution, resolution,
                         dtype=param.dtype, device=param.device)
-    axes = {INPUT_NAME: {0: BATCH_AXIS}, OUTPUT_NAME: {0: BATCH_AXIS}} if batch == "dynamic" else None
+    outputs = output_names(model)
+    axes = {name: {0: BATCH_AXIS} for name in (INPUT_NAME, *outputs)} if batch == "dynamic" else None
     buffer = io.BytesIO()
     with eval_mode(model), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)  # the legacy exporter, chosen on purpose
         torch.onnx.export(model, (dummy,), buffer, dynamo=False, export_params=True, opset_version=opset,
                           do_constant_folding=True, training=torch.onnx.TrainingMode.EVAL,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes)
+                          input_names=[INPUT_NAME], output_names=outputs, dynamic_axes=axes)
     proto = onnx.load_from_string(buffer.getvalue())
     _strip_identities(proto.graph)
     meta = metadata if metadata is not None else export_metadata(model)
     onnx.helper.set_model_props(proto, to_string_props(meta, export_info))
+    if len(outputs) > 1:
+        channels = model.feature_info.channels()
+        said = "feature maps " + ", ".join(f"'{n}' (N, {c}, ...)" for n, c in zip(outputs, channels))
+    else:
+        said = f"output '{outputs[0]}' (N, {model.num_classes})"
     proto.doc_string = (f"AlphaNet {meta.get('name') or 'custom'}: input '{INPUT_NAME}' float32 (N, 3, {resolution}, "
-                        f"{resolution}), preprocessed as the metadata 'config' says; output '{OUTPUT_NAME}' "
-                        f"(N, {model.num_classes}). License of the weights: {meta.get('license')}.")
+                        f"{resolution}), preprocessed as the metadata 'config' says; {said}. License of the "
+                        f"weights: {meta.get('license')}.")
     return proto
 
 
@@ -117,7 +124,7 @@ class OnnxBuilder(Builder):
             path = job.staging / f"{key}.onnx"
             recipe = quantize_onnx(fp32.files[0], path, job.images.calibration, job.images.calibration_source,
                                    op_types)
-            checks = check_onnx_graph(path, job.label) if job.verify else ()
+            checks = check_onnx_graph(path, job.label, output_names(job.model)) if job.verify else ()
             job.cache[key] = Candidate("int8", [path], details={"quantization": recipe},
                                        verification=Verification("onnx", _ort_version(), (), 0.0, None, checks,
                                                                  "int8"))

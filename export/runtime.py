@@ -274,6 +274,7 @@ class OnnxRuntimeModel(ExportedModel):
         if len(inputs) != 1 or len(outputs) < 1:
             raise ModelOpenError(f"{path} has {len(inputs)} inputs; expected one image batch")
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        self.output_names = [o.name for o in outputs]
         self._shape = list(inputs[0].shape)
         if images and (len(self._shape) != 4 or self._shape[1] not in (3, "3")):
             raise ModelOpenError(f"{path}: input {self.input_name!r} has shape {self._shape}; expected (N, 3, H, W)")
@@ -290,6 +291,13 @@ class OnnxRuntimeModel(ExportedModel):
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+    def run_outputs(self, x: np.ndarray | torch.Tensor) -> list[np.ndarray]:
+        """Every output of the graph (a features model's maps), in the graph's order, for one batch."""
+        if isinstance(x, torch.Tensor):
+            x = x.detach().to("cpu", torch.float32).numpy()
+        self._check_input(x)
+        return self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(x, dtype=self._dtype)})
 
     def _run_numpy(self, x: np.ndarray) -> np.ndarray:
         self._check_input(x)

@@ -24,7 +24,7 @@ from torch import nn
 
 from alphanet_zoo.errors import AlphaNetError, brief
 
-from .metadata import INPUT_NAME, OUTPUT_NAME
+from .metadata import INPUT_NAME, OUTPUT_NAME, output_names
 from .runtime import (ModelOpenError, OnnxRuntimeModel, OpenVinoModel, Pt2Model, TorchScriptModel,
                       load_exported_program, load_torchscript)
 
@@ -135,25 +135,35 @@ def random_inputs(resolution: int, batch_sizes: Sequence[int], seed: int = 0) ->
     return [torch.randn(n, 3, resolution, resolution, generator=generator) for n in batch_sizes]
 
 
-def compare(run: Callable[[torch.Tensor], np.ndarray | torch.Tensor], model: nn.Module,
-            inputs: Sequence[torch.Tensor], what: str) -> float:
-    """Largest absolute difference between ``run(x)`` and ``model(x)`` over ``inputs``."""
+def compare(run: Callable[[torch.Tensor], Any], model: nn.Module, inputs: Sequence[torch.Tensor], what: str) -> float:
+    """Largest absolute difference between ``run(x)`` and ``model(x)`` over ``inputs``.
+
+    A model with several outputs (the feature maps of an `AlphaNetFeatures`) is compared output by
+    output; ``run`` then returns them in the same order.
+    """
     worst = 0.0
     with eval_mode(model), torch.inference_mode():
         for x in inputs:
-            expected = model(x).float()
-            got = torch.as_tensor(np.asarray(run(x)))
-            if got.shape != expected.shape:
-                raise ExportVerificationError(f"{what} gave logits of shape {list(got.shape)} for a batch of "
-                                              f"{x.shape[0]}, PyTorch {list(expected.shape)}")
-            diff = (got.float() - expected).abs().max().item()
-            if not np.isfinite(diff):
-                raise ExportVerificationError(f"{what} gave non-finite logits")
-            worst = max(worst, diff)
+            expected = model(x)
+            several = isinstance(expected, (list, tuple))
+            expected = list(expected) if several else [expected]
+            got = list(run(x)) if several else [run(x)]
+            if len(got) != len(expected):
+                raise ExportVerificationError(f"{what} gave {len(got)} outputs, PyTorch {len(expected)}")
+            for g, e in zip(got, expected):
+                g, e = torch.as_tensor(np.asarray(g)), e.float()
+                if g.shape != e.shape:
+                    raise ExportVerificationError(f"{what} gave {'an output' if several else 'logits'} of shape "
+                                                  f"{list(g.shape)} for a batch of {x.shape[0]}, PyTorch "
+                                                  f"{list(e.shape)}")
+                diff = (g.float() - e).abs().max().item()
+                if not np.isfinite(diff):
+                    raise ExportVerificationError(f"{what} gave non-finite {'outputs' if several else 'logits'}")
+                worst = max(worst, diff)
     return worst
 
 
-def _check_diff(diff: float, tolerance: float, what: str, label: str) -> None:
+def check_diff(diff: float, tolerance: float, what: str, label: str) -> None:
     if diff > tolerance:
         raise ExportVerificationError(f"{what} output of {label} differs from PyTorch by {diff:.3g} "
                                       f"(max abs; tolerance {tolerance:.0e})")
@@ -171,13 +181,14 @@ def _run_against(run: Callable[[torch.Tensor], np.ndarray | torch.Tensor], model
         raise
     except Exception as e:
         raise ExportVerificationError(f"{failure}: {brief(e)}") from None
-    _check_diff(diff, tolerance, what, label)
+    check_diff(diff, tolerance, what, label)
     return diff
 
 
 
 
-def check_onnx_graph(path: str | os.PathLike, label: str | None = None) -> tuple[str, ...]:
+def check_onnx_graph(path: str | os.PathLike, label: str | None = None,
+                     expected_outputs: Sequence[str] = (OUTPUT_NAME,)) -> tuple[str, ...]:
     """``onnx.checker`` full check plus the graph's interface and op set; returns what passed."""
     import onnx
 
@@ -189,9 +200,9 @@ def check_onnx_graph(path: str | os.PathLike, label: str | None = None) -> tuple
         raise ExportVerificationError(f"onnx.checker rejected {label}: {brief(e)}") from None
     graph = onnx.load(str(path)).graph
     inputs, outputs = [i.name for i in graph.input], [o.name for o in graph.output]
-    if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
+    if inputs != [INPUT_NAME] or outputs != list(expected_outputs):
         raise ExportVerificationError(f"{label} has inputs {inputs} and outputs {outputs}; "
-                                      f"expected [{INPUT_NAME!r}] and [{OUTPUT_NAME!r}]")
+                                      f"expected [{INPUT_NAME!r}] and {list(expected_outputs)}")
     forbidden = sorted({n.op_type for n in graph.node} & FORBIDDEN_ONNX_OPS)
     if forbidden:
         raise ExportVerificationError(f"{label} holds {', '.join(forbidden)} nodes: an inference graph "
@@ -209,14 +220,15 @@ def verify_onnx(path: str | os.PathLike, model: nn.Module, *, batch_sizes: Seque
 
     path = Path(path)
     label = label or path.name
-    checks = check_onnx_graph(path, label)
+    checks = check_onnx_graph(path, label, output_names(model))
     what = f"onnxruntime {ort.__version__}"
     try:
         runner = OnnxRuntimeModel(path, None, None, None, "cpu")  # ONNX Runtime's default threads
     except ModelOpenError as e:
         raise ExportVerificationError(f"ONNX Runtime cannot load {label}: {e}") from None
     with runner:
-        diff = _run_against(runner, model, what=what, label=label, failure=f"ONNX Runtime failed to run {label}",
+        run = runner.run_outputs if len(runner.output_names) > 1 else runner
+        diff = _run_against(run, model, what=what, label=label, failure=f"ONNX Runtime failed to run {label}",
                             batch_sizes=batch_sizes, seed=seed, tolerance=tolerance)
     return Verification("onnx", what, tuple(batch_sizes), diff, tolerance, checks)
 
