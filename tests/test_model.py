@@ -56,7 +56,7 @@ def test_constructor_validates():
     with pytest.raises(ValueError, match="depth of stage mb2 is 9"):
         AlphaNet({**get_arch("a0").to_dict(), "depth": [1, 9, 3, 3, 3, 3, 1]})
     with pytest.raises(ValueError, match="num_classes"):
-        AlphaNet("a0", num_classes=0)
+        AlphaNet("a0", num_classes=-1)  # 0 is valid: no classifier (timm)
     with pytest.raises(ValueError, match="drop_rate"):
         AlphaNet("a0", drop_rate=1.5)
 
