@@ -7,8 +7,8 @@
 It holds the model's own ``stem`` and the ``stages`` up to the last tap, under the same names,
 so its state dict is a slice of the model's (and of the supernet's).
 """
-from __future__ import annotations
-
+# Annotations stay objects (no `from __future__ import annotations`): torch.fx copies forward's into the
+# traced code, which TorchScript must then read.
 from typing import Sequence
 
 import torch

@@ -1,6 +1,6 @@
 """`AlphaNet`: a standalone AlphaNet subnet made of plain ``torch.nn`` layers."""
-from __future__ import annotations
-
+# Annotations stay objects (no `from __future__ import annotations`): torch.fx copies forward's into the
+# traced code, which TorchScript must then read.
 from typing import Mapping, Sequence
 
 import torch

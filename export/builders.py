@@ -87,6 +87,8 @@ class Builder:
     default_precision = "fp32"  # what an export asks for when it names no precision
     #: Why a precision is not offered, said when one is asked for (by precision).
     precision_hints: dict[str, str] = {}
+    #: Whether it exports a features model (`AlphaNetFeatures`: one output per feature map) at fp32.
+    feature_maps = False
 
     def targets(self, path: Path) -> list[Path]:
         """The files the export writes (an IR: ``.xml`` and ``.bin``)."""

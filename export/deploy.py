@@ -245,8 +245,10 @@ def export_model(model: nn.Module, path: str | os.PathLike, fmt: str, *, precisi
     builder = builder_for(fmt)
     requested = precision or default_precision(fmt)
     maps = len(output_names(model)) > 1
-    if maps and (builder.format != "onnx" or requested != "fp32"):
-        raise InputError(f"a feature-map model exports to fp32 ONNX only, not {requested} {builder.format}")
+    if maps and (not builder.feature_maps or requested != "fp32"):
+        offering = [name for name, b in BUILDERS.items() if b.feature_maps]
+        raise InputError(f"a feature-map model exports at fp32 to {', '.join(offering)} only, not {requested} "
+                         f"{builder.format}")
     check_precision(builder, requested)
     if requested != "auto" and builder.supported(requested):
         raise InputError(f"--precision {requested}: {builder.supported(requested)}")

@@ -107,6 +107,7 @@ class OnnxBuilder(Builder):
     options = ("opset", "batch")
     precisions = ("fp32", "int8")
     precision_hints = {"bf16": "ONNX Runtime's CPU provider has no bf16 kernels; --format openvino runs bf16"}
+    feature_maps = True
 
     def check(self, job: ExportJob) -> None:
         """The opset (default `DEFAULT_OPSET`) and the batch axis."""

@@ -151,5 +151,5 @@ def test_onnx_export_of_the_features_model_has_one_output_per_map(tmp_path):
     assert result.verification.max_abs_diff <= 1e-4
     graph = onnx.load(str(tmp_path / "features.onnx")).graph
     assert [o.name for o in graph.output] == ["stride8", "stride32"]
-    with pytest.raises(InputError, match="fp32 ONNX only"):
+    with pytest.raises(InputError, match="exports at fp32 to onnx only"):
         to_onnx(features, tmp_path / "int8.onnx", precision="int8")
