@@ -205,7 +205,8 @@ class ModelRecord:
         info = MODELS.get(self.name) if self.name else None
         return {
             "architecture": f"alphanet_{self.name}" if info else None,
-            "hf_hub_id": info.weights.hub_repo if info else None,
+            # timm lists a model with a Hub id as having weights: named once the registry pins published ones
+            "hf_hub_id": info.weights.hub_repo if info and info.weights.revision else None,
             "url": "", "num_classes": self.num_classes,
             "input_size": (3, pre.resolution, pre.resolution), "pool_size": (side, side),
             "fixed_input_size": False, "crop_pct": pre.crop_size / pre.resize_size, "crop_mode": "center",

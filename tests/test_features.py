@@ -6,6 +6,7 @@ import torch
 from torchvision.models.feature_extraction import create_feature_extractor
 
 import alphanet_zoo
+from alphanet_zoo import registry
 from alphanet_zoo import AlphaNet, AlphaNetFeatures, InputError
 from alphanet_zoo.feature_info import TAP_STAGES, take_indices
 
@@ -132,12 +133,14 @@ def test_grad_checkpointing_gives_the_same_output_and_gradients(x):
     assert all(p.grad is not None for p in model.parameters())
 
 
-def test_record_reads_as_timm_pretrained_cfg(a0):
+def test_record_reads_as_timm_pretrained_cfg(a0, monkeypatch):
     cfg = a0.default_cfg
+    assert cfg["hf_hub_id"] is None  # not published yet: no weights for timm to fetch
     assert cfg["input_size"] == (3, 192, 192) and cfg["pool_size"] == (6, 6)
     assert cfg["crop_pct"] == 0.875 and cfg["interpolation"] == "bicubic"
     assert cfg["first_conv"] == "stem.conv" and cfg["classifier"] == "classifier"
-    assert cfg["hf_hub_id"] == alphanet_zoo.model_info("a0").weights.hub_repo
+    monkeypatch.setitem(registry._PUBLISHED_WEIGHTS, "a0", {"revision": "0" * 40, "sha256": "1" * 64})
+    assert a0.pretrained_cfg.timm_cfg()["hf_hub_id"] == alphanet_zoo.model_info("a0").weights.hub_repo
     assert a0.pretrained_cfg.get("mean") == cfg["mean"] and a0.pretrained_cfg["std"] == cfg["std"]
 
 
