@@ -7,10 +7,12 @@
     >>> alphanet_zoo.count_flops("a5")                # 491.48 MFLOPs, the paper's convention
     >>> model = alphanet_zoo.load("a5", weights="weights/a5")   # a folder alphanet-extract wrote
     >>> features = alphanet_zoo.load("a0", features_only=True)   # feature maps at strides 4, 8, 16, 32
+    >>> alphanet_zoo.finetune("random", "data", "runs/mine", arch="a0")   # class folders data/train, data/val
 
 With timm installed, importing the package registers the published models with timm
 (``timm.create_model("alphanet_a0")``; `alphanet_zoo.timm_models`).
 """
+import importlib
 import logging
 
 logging.getLogger("alphanet_zoo").addHandler(logging.NullHandler())
@@ -44,5 +46,14 @@ __all__ = [
     "InputError", "MODELS", "Measurement", "ModelInfo", "ModelRecord", "OutputError", "Preprocessing", "SEARCH_SPACE",
     "SearchSpace", "StageSpace", "Supernet", "WeightsInfo", "WeightsIntegrityError", "WeightsSpec",
     "WeightsUnavailableError", "calibrate_bn", "count_flops", "count_flops_fvcore", "count_params", "get_arch",
-    "list_models", "load", "model_info", "predict", "resolve_arch", "transforms",
+    "list_models", "load", "model_info", "predict", "resolve_arch", "transforms", "finetune",
 ]
+
+#: Names served from the upper layers on first use, so that ``import alphanet_zoo`` loads no training code.
+_LAZY_EXPORTS = {"finetune": "alphanet_zoo.train.finetune"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_EXPORTS:
+        return getattr(importlib.import_module(_LAZY_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

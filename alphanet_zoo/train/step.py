@@ -1,8 +1,10 @@
-"""One step of supernet training with the sandwich rule, and the optimizer it expects.
+"""One step of supernet training with the sandwich rule, one step of fine-tuning, and the optimizer they expect.
 
 `sandwich_step` trains the largest subnet on the labels and distils every other sampled subnet
 from its detached logits with the adaptive alpha-divergence; gradients of all subnets are
 summed (and averaged over processes), clipped by value, and applied in one optimizer step.
+`finetune_step` trains one standalone model on the labels, optionally distilled from a teacher's
+logits; both end in `apply_gradients`.
 """
 from __future__ import annotations
 
@@ -140,6 +142,19 @@ def sandwich_step(supernet: nn.Module, images: torch.Tensor, targets: torch.Tens
         losses.append(loss.detach())
         divergences.append(kd.divergence(logits.detach(), teacher))
 
+    update = apply_gradients(optimizer, grad_clip_value, grad_scaler)
+    values = torch.stack([v.float() for v in (*losses, *divergences, update["grad_norm"],
+                                              update["grad_norm_clipped"])]).tolist()
+    n = len(losses)
+    return {"losses": values[:n], "divergences": values[n:n + len(divergences)],
+            "grad_norm": values[-2], "grad_norm_clipped": values[-1], "skipped": update["skipped"]}
+
+
+def apply_gradients(optimizer: torch.optim.Optimizer, grad_clip_value: float | None = 1.0,
+                    grad_scaler: "torch.amp.GradScaler | None" = None) -> dict:
+    """The end of every training step: average the gradients over processes, unscale them (float16),
+    clip them by value and step. Returns ``{"grad_norm": before clipping, "grad_norm_clipped": after
+    (float32 scalar tensors), "skipped": True if the grad scaler skipped the step}``."""
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     all_reduce_gradients(params)
     if grad_scaler is not None:
@@ -159,7 +174,40 @@ def sandwich_step(supernet: nn.Module, images: torch.Tensor, targets: torch.Tens
     else:
         optimizer.step()
         skipped = False
-    values = torch.stack([v.float() for v in (*losses, *divergences, grad_norm, grad_norm_clipped)]).tolist()
+    return {"grad_norm": grad_norm, "grad_norm_clipped": grad_norm_clipped, "skipped": bool(skipped)}
+
+
+def finetune_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, optimizer: torch.optim.Optimizer,
+                  *, teacher_logits: torch.Tensor | None = None, distill: nn.Module | None = None,
+                  label_smoothing: float = 0.1, grad_clip_value: float | None = 1.0,
+                  amp_dtype: torch.dtype | None = None, grad_scaler: "torch.amp.GradScaler | None" = None) -> dict:
+    """One fine-tuning step of a standalone model (an `AlphaNet`) on a batch, in the mode it is in.
+
+    The loss is label-smoothed cross entropy on ``targets``, plus ``distill(logits, teacher_logits)``
+    when a teacher's logits are given (`AdaptiveAlphaDivergence`, or `SoftTargetCrossEntropy` for KL).
+    The update is `apply_gradients`'s. Returns the shape of `sandwich_step`'s result: ``losses``
+    ``[cross entropy, distillation]`` (or ``[cross entropy]``), ``divergences`` (the alpha-divergence
+    or KL surrogate's value, when distilling), ``grad_norm``, ``grad_norm_clipped``, ``skipped``.
+    """
+    if images.shape[0] != targets.shape[0]:
+        raise InputError(f"{images.shape[0]} images but {targets.shape[0]} targets")
+    if (teacher_logits is None) != (distill is None):
+        raise InputError("finetune_step: give both teacher_logits and distill, or neither")
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        logits = model(images)
+    loss = LabelSmoothingCrossEntropy(label_smoothing)(logits, targets)
+    losses, divergences = [loss.detach()], []
+    if distill is not None:
+        kd = distill(logits, teacher_logits)
+        loss = loss + kd
+        losses.append(kd.detach())
+        divergence = getattr(distill, "divergence", None)
+        divergences.append(divergence(logits.detach(), teacher_logits) if divergence else kd.detach())
+    (grad_scaler.scale(loss) if grad_scaler is not None else loss).backward()
+    update = apply_gradients(optimizer, grad_clip_value, grad_scaler)
+    values = torch.stack([v.float() for v in (*losses, *divergences, update["grad_norm"],
+                                              update["grad_norm_clipped"])]).tolist()
     n = len(losses)
-    return {"losses": values[:n], "divergences": values[n:n + len(divergences)],
-            "grad_norm": values[-2], "grad_norm_clipped": values[-1], "skipped": bool(skipped)}
+    return {"losses": values[:n], "divergences": values[n:n + len(divergences)], "grad_norm": values[-2],
+            "grad_norm_clipped": values[-1], "skipped": update["skipped"]}

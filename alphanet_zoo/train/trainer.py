@@ -189,9 +189,15 @@ class _OutputLock:
 class Trainer:
     """Trains a `Supernet` with the sandwich rule as ``config`` says.
 
+    Subclasses train another network on the same machinery (`alphanet_zoo.train.finetune.FineTuner`):
+    they override `_make_model`, `_step`, `_fresh_start`, `validate` and `_save_final`.
+
     ``progress(total=..., desc=..., unit=...)`` makes a progress bar (tqdm-like: ``update``,
     ``set_postfix``, ``close``) for the main process; the trainer itself prints nothing.
     """
+
+    what = "supernet"  # the network trained, in messages
+    output_files: tuple[str, ...] = (FINAL_WEIGHTS_NAME,)  # written at the end, besides checkpoints and log
 
     def __init__(self, config: TrainConfig, *, resume: bool = True,
                  progress: Callable[..., Any] | None = None) -> None:
@@ -211,7 +217,7 @@ class Trainer:
         if not self.ctx.is_main:
             return
         make_folder(self.out_dir, "output_dir")
-        for name in (CHECKPOINT_NAME, PREVIOUS_NAME, FINAL_WEIGHTS_NAME, LOG_NAME):
+        for name in (CHECKPOINT_NAME, PREVIOUS_NAME, LOG_NAME, *self.output_files):
             check_writable_file(self.out_dir / name)
         if not self.resume:
             existing = [p for p in (self.checkpoint_path, previous_path(self.checkpoint_path)) if p.is_file()]
@@ -220,7 +226,7 @@ class Trainer:
         self.lock = _OutputLock(self.out_dir)
         self.lock.acquire()
         # holding the lock, no other run writes here: every temporary file is a killed writer's
-        for name in (CHECKPOINT_NAME, PREVIOUS_NAME, FINAL_WEIGHTS_NAME, LOG_NAME):
+        for name in (CHECKPOINT_NAME, PREVIOUS_NAME, LOG_NAME, *self.output_files):
             for stale in self.out_dir.glob(f".{name}.*.tmp"):
                 with contextlib.suppress(OSError):
                     stale.unlink()
@@ -240,15 +246,13 @@ class Trainer:
     def _build_model(self) -> None:
         cfg, ctx = self.config, self.ctx
         torch.manual_seed(cfg.seed)
-        self.supernet = Supernet(self.num_classes)
-        if cfg.init:
-            self._load_init(cfg.init)
-        self.supernet.to(ctx.device)
+        self.model = self._make_model()
+        self.model.to(ctx.device)
         # every process starts from the same weights, whatever its RNG did
-        distributed.broadcast_tensors(self.supernet.state_dict().values())
+        distributed.broadcast_tensors(self.model.state_dict().values())
         o = cfg.optim
         self.base_lr = scaled_lr(o.lr_per_256, self.global_batch)
-        self.optimizer = build_optimizer(self.supernet, self.base_lr, o.momentum, o.nesterov, o.weight_decay)
+        self.optimizer = build_optimizer(self.model, self.base_lr, o.momentum, o.nesterov, o.weight_decay)
         self.schedule = WarmupCosineSchedule(self.optimizer, self.base_lr, cfg.epochs, o.warmup_epochs, o.min_lr,
                                              o.warmup_start_lr)
         self.amp_dtype, self.grad_scaler = None, None
@@ -259,16 +263,28 @@ class Trainer:
                 self.grad_scaler = torch.amp.GradScaler("cuda")
         self.epoch, self.consumed, self.global_step = 0, 0, 0
         self.window: list[list[float]] = []  # per-step results since the last log record
+        self.window_layout = (0, 0)  # (losses, divergences) per row of the window
         self.validation_pending = False
         self.last_validation: dict = {}
 
-    def _load_init(self, path: str) -> None:
+    def _make_model(self) -> torch.nn.Module:
+        """The network to train, on the CPU (the supernet; `init` loaded when set)."""
+        supernet = Supernet(self.num_classes)
+        if self.config.init:
+            self._load_init(supernet, self.config.init)
+        return supernet
+
+    def _fresh_start(self) -> None:
+        """Called once when no checkpoint was found, before the first step (a subclass prepares here)."""
+
+    @staticmethod
+    def _load_init(supernet: Supernet, path: str) -> None:
         """Start from a supernet checkpoint; a classifier for another number of classes is left fresh."""
         source = Supernet.from_checkpoint(path).state_dict()
-        target = self.supernet.state_dict()
+        target = supernet.state_dict()
         if source["classifier.weight"].shape != target["classifier.weight"].shape:
             source = {k: v for k, v in source.items() if not k.startswith("classifier.")}
-        self.supernet.load_state_dict(source, strict=False)
+        supernet.load_state_dict(source, strict=False)
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def _find_checkpoint(self) -> tuple[dict, Path, str | None] | None:
@@ -288,16 +304,17 @@ class Trainer:
 
     def _restore(self, state: dict, path: Path) -> None:
         try:
-            self.supernet.load_state_dict(state["model"], strict=True)
+            self.model.load_state_dict(state["model"], strict=True)
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{path} does not fit this supernet ({self.num_classes} classes): "
+            raise CheckpointError(f"{path} does not fit this {self.what} ({self.num_classes} classes): "
                                   f"{brief(e, first_line=False)}") from None
         self.schedule.load_state_dict(state["schedule"])
         if self.grad_scaler is not None and state.get("grad_scaler"):
             self.grad_scaler.load_state_dict(state["grad_scaler"])
         self.epoch, self.consumed, self.global_step = state["epoch"], state["consumed"], state["global_step"]
         self.window = [list(map(float, row)) for row in state.get("log_window") or []]
+        self.window_layout = tuple(state.get("log_window_layout") or self._default_layout())
         self.validation_pending = bool(state.get("validation_pending"))
         self.last_validation = state.get("validation") or {}
         self.saved_step = self.global_step
@@ -314,12 +331,13 @@ class Trainer:
 
     def _state(self, log_offset: int) -> dict:
         return {
-            "model": {k: v.detach().to("cpu", copy=True) for k, v in self.supernet.state_dict().items()},
+            "model": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "epoch": self.epoch, "consumed": self.consumed, "global_step": self.global_step,
-            "log_window": [list(row) for row in self.window], "validation_pending": self.validation_pending,
+            "log_window": [list(row) for row in self.window], "log_window_layout": list(self.window_layout),
+            "validation_pending": self.validation_pending,
             "log_offset": log_offset,
             "world_size": self.ctx.world_size, "batch_size": self.config.data.batch_size,
             "num_classes": self.num_classes, "classes": list(self.data.classes), "labels": self.data.labels,
@@ -382,9 +400,11 @@ class Trainer:
             if self.ctx.is_main and "log_offset" in state:  # first: what follows is logged after the cut
                 discarded = self.log.cut(int(state["log_offset"]), self.out_dir / DISCARDED_LOG_NAME)
             self._restore(state, path)
+        else:
+            self._fresh_start()
         self.log.write("start", resumed=found is not None, resumed_from=str(found[1]) if found else None,
                        fallback=fallback, discarded_log_bytes=discarded,
-                       state_sha256=state_dict_sha256(self.supernet.state_dict()),
+                       state_sha256=state_dict_sha256(self.model.state_dict()),
                        world_size=self.ctx.world_size, device=str(self.ctx.device), global_batch=self.global_batch,
                        base_lr=self.base_lr, steps_per_epoch=self.steps_per_epoch, epoch=self.epoch,
                        consumed=self.consumed, global_step=self.global_step, num_classes=self.num_classes,
@@ -398,9 +418,13 @@ class Trainer:
             if self.window:
                 self._log_window()
             if self.ctx.is_main:
-                self.supernet.save(self.out_dir / FINAL_WEIGHTS_NAME)
+                self._save_final()
             self.log.write("done", epoch=self.epoch, global_step=self.global_step, validation=self.last_validation)
         return self._summary(stopped, resumed=found is not None)
+
+    def _save_final(self) -> None:
+        """Write the trained weights (main process): the supernet as ``supernet.safetensors``."""
+        self.model.save(self.out_dir / FINAL_WEIGHTS_NAME)
 
     def _summary(self, stopped: str | None, resumed: bool) -> dict:
         return {"stopped": stopped, "epoch": self.epoch, "global_step": self.global_step, "resumed": resumed,
@@ -484,7 +508,6 @@ class Trainer:
         if self.progress is not None and ctx.is_main:
             bar = self.progress(total=len(loader), initial=0, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                                 unit="step")
-        s = cfg.sandwich
         every = cfg.checkpoint_every_steps
         try:
             for images, targets, indices, errors in loader:
@@ -494,15 +517,7 @@ class Trainer:
                 # the rate at the end of this step's share of the epoch (the first step is not at lr 0)
                 lr = self.schedule.set_progress(self.epoch + (self.consumed + self.global_batch)
                                                 / self.sampler.samples_per_epoch)
-                archs = sample_sandwich(random.Random(f"{cfg.seed}:archs:{self.global_step}"), s.num_archs,
-                                        SEARCH_SPACE)
-                torch.manual_seed(step_seed(cfg.seed, self.global_step, ctx.rank))
-                result = sandwich_step(self.supernet, images, targets, archs, self.optimizer,
-                                       label_smoothing=s.label_smoothing, alpha_min=s.alpha_min,
-                                       alpha_max=s.alpha_max, iw_clip=s.iw_clip,
-                                       grad_clip_value=cfg.optim.grad_clip_value, dropout=s.dropout,
-                                       drop_connect=s.drop_connect, resize=cfg.data.multi_resolution,
-                                       amp_dtype=self.amp_dtype, grad_scaler=self.grad_scaler)
+                result = self._step(images, targets)
                 self.global_step += 1
                 self.consumed += self.global_batch
                 peer_watch.set_progress(self.global_step)
@@ -524,6 +539,23 @@ class Trainer:
                 bar.close()
         return False
 
+    def _step(self, images: torch.Tensor, targets: torch.Tensor) -> dict:
+        """One training step (`sandwich_step`'s result): the subnets of the step and the dropout draws
+        are functions of the seed and the step, so a resumed run repeats them."""
+        cfg, s = self.config, self.config.sandwich
+        archs = sample_sandwich(random.Random(f"{cfg.seed}:archs:{self.global_step}"), s.num_archs, SEARCH_SPACE)
+        torch.manual_seed(step_seed(cfg.seed, self.global_step, self.ctx.rank))
+        return sandwich_step(self.model, images, targets, archs, self.optimizer,
+                             label_smoothing=s.label_smoothing, alpha_min=s.alpha_min,
+                             alpha_max=s.alpha_max, iw_clip=s.iw_clip,
+                             grad_clip_value=cfg.optim.grad_clip_value, dropout=s.dropout,
+                             drop_connect=s.drop_connect, resize=cfg.data.multi_resolution,
+                             amp_dtype=self.amp_dtype, grad_scaler=self.grad_scaler)
+
+    def _default_layout(self) -> tuple[int, int]:
+        """(losses, divergences) of a step's result: one loss per subnet, a divergence per student."""
+        return self.config.sandwich.num_archs, self.config.sandwich.num_archs - 1
+
     def _any_stop(self, stop: _StopRequest) -> bool:
         """Whether any process was asked to stop (one tiny all-reduce, so all stop at the same point)."""
         flag = torch.tensor([1.0 if stop.requested else 0.0], device=self.ctx.device)
@@ -537,6 +569,7 @@ class Trainer:
         flat = torch.tensor([*values, 1.0 if stop.requested else 0.0], dtype=torch.float64, device=self.ctx.device)
         distributed.all_reduce(flat)
         row = (flat[:-1] / self.ctx.world_size).tolist()
+        self.window_layout = (len(result["losses"]), len(result["divergences"]))
         # the losses and the update applied (an infinite gradient clipped by value is a finite update)
         applied = [*row[:len(result["losses"])], row[-2]]
         if not all(math.isfinite(v) for v in applied) and row[-1] == 0:
@@ -551,12 +584,12 @@ class Trainer:
 
     def _log_window(self) -> dict:
         """Log the mean of the steps since the last record (each step's results already averaged over processes)."""
-        n_arch = self.config.sandwich.num_archs
+        n_loss, n_div = self.window_layout if self.window else self._default_layout()
         values = torch.tensor([row[:-1] for row in self.window], dtype=torch.float64).mean(0).tolist()
         elapsed = time.perf_counter() - self.tick
         record = {"epoch": self.epoch, "global_step": self.global_step, "steps": len(self.window),
                   "epoch_progress": round(self.consumed / self.sampler.samples_per_epoch, 6),
-                  "lr": self.window[-1][-1], "losses": values[:n_arch], "divergences": values[n_arch:2 * n_arch - 1],
+                  "lr": self.window[-1][-1], "losses": values[:n_loss], "divergences": values[n_loss:n_loss + n_div],
                   "grad_norm": values[-3], "grad_norm_clipped": values[-2],
                   "skipped_steps": int(round(values[-1] * len(self.window))),
                   "images_per_s": round(self.global_batch * len(self.window) / max(elapsed, 1e-9), 2)}
@@ -592,7 +625,7 @@ class Trainer:
         results = {}
         for name, arch in {"smallest": SEARCH_SPACE.smallest(), "largest": SEARCH_SPACE.largest()}.items():
             resolution = arch.resolution if cfg.data.multi_resolution else None
-            model = self.supernet.extract(arch).to(ctx.device)
+            model = self.model.extract(arch).to(ctx.device)
             mine = calib_batches[ctx.rank::ctx.world_size]
             crops = self._checked(self._calibration_crops(draws, mine), -(-len(calib_batches) // ctx.world_size),
                                   stop)
