@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from .. import distributed
+from .._version import __version__
 from ..calibration import calibrate
 from ..config import ArchConfig
 from ..data import LabelledImages, TorchClassifier, batch_indices, evaluate
@@ -234,10 +235,12 @@ class FineTuner(Trainer):
         if metrics and metrics["images"]:
             top5 = metrics["top5"] if self.num_classes > 5 else None
             measured.append(Measurement(top1=round(metrics["top1"], 4), top5=None if top5 is None else
-                                        round(top5, 4), images=metrics["images"], data=s.val, calibrated=True))
+                                        round(top5, 4), images=metrics["images"], data=s.val, calibrated=True,
+                                        library_version=__version__))
         teacher = f", distilled ({s.distill}) from {s.teacher}" if s.teacher else ""
+        start = f"{s.weights} weights" + (f" ({base.name})" if base.name else "")
         record = ModelRecord.create(self.model.arch, self.num_classes, name=base.name, origin=Origin.FINETUNED,
-                                    source=f"{s.weights} fine-tuned with alphanet_zoo on {s.data}{teacher}",
+                                    source=f"{start} fine-tuned with alphanet_zoo on {s.data}{teacher}",
                                     labels=self.data.classes, measured=measured,
                                     calibration=self.calibration)
         license = None if base.origin is Origin.RANDOM else base.license

@@ -1,0 +1,145 @@
+"""alphanet-finetune and alphanet_zoo.finetune: a model folder from any weights on class folders, resumed
+exactly, distilled without NaNs, and taken by load, predict and alphanet-predict."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from _train_helpers import make_image_folder, read_log
+from safetensors.torch import load_file
+
+import alphanet_zoo
+from alphanet_zoo import SEARCH_SPACE, AlphaNet, InputError
+from alphanet_zoo.commands.finetune import main as finetune_main
+from alphanet_zoo.commands.predict import main as predict_main
+from alphanet_zoo.losses import AdaptiveAlphaDivergence, SoftTargetCrossEntropy
+from alphanet_zoo.train.finetune import auto_resolution, finetune
+from alphanet_zoo.train.step import build_optimizer, finetune_step
+
+CLASSES = ["blue", "red"]
+#: the smallest subnet with narrow early stages: a step at 32 x 32 takes milliseconds
+TINY = dataclasses.replace(SEARCH_SPACE.smallest(), width=(16, 16, 24, 32, 64, 112, 192, 216, 1792))
+QUICK = dict(arch=TINY, epochs=2, batch_size=8, lr=0.05, resolution=32, workers=0,
+             overrides=["checkpoint_every_steps=2", "validation.calib_batches=2", "validation.calib_batch_size=8"])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("colours")
+    make_image_folder(root / "train", CLASSES, 12, size=32, seed=0)
+    make_image_folder(root / "val", CLASSES, 4, size=32, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tuned(data, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("runs") / "whole"
+    return out, finetune("random", data, out, **QUICK)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("loss", [AdaptiveAlphaDivergence(), SoftTargetCrossEntropy()], ids=["alpha", "kl"])
+def test_distillation_is_finite_on_near_one_hot_low_precision_teachers(dtype, loss):
+    teacher = torch.tensor([[30.0, -30, -30, -30], [-30, 30, -30, -30], [-30, -30, -30, 30]], dtype=dtype)
+    for student in (teacher.clone(), teacher.flip(1), torch.zeros_like(teacher), teacher * 100):
+        student = student.clone().requires_grad_(True)
+        value = loss(student, teacher)
+        value.backward()
+        assert torch.isfinite(value) and torch.isfinite(student.grad).all() and student.grad.dtype == dtype
+
+
+def test_a_bf16_finetune_step_distilled_from_a_one_hot_teacher_is_finite():
+    torch.manual_seed(0)
+    model = AlphaNet(TINY, num_classes=4).train()
+    optimizer = build_optimizer(model, 0.1)
+    images, targets = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    teacher = (torch.nn.functional.one_hot(targets, 4) * 60 - 30).to(torch.bfloat16)
+    for distill in (AdaptiveAlphaDivergence(), SoftTargetCrossEntropy()):
+        out = finetune_step(model, images, targets, optimizer, teacher_logits=teacher, distill=distill,
+                            amp_dtype=torch.bfloat16)
+        assert all(map(torch.isfinite, map(torch.tensor, [*out["losses"], *out["divergences"], out["grad_norm"]])))
+        assert len(out["losses"]) == 2 and len(out["divergences"]) == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_an_interrupted_and_resumed_run_ends_bit_for_bit_as_the_uninterrupted_one(data, tuned, tmp_path, capsys):
+    whole, summary = tuned
+    assert summary["stopped"] is None and summary["global_step"] == 6 and summary["folder"] == str(whole)
+    out = tmp_path / "resumed"
+    args = ["--weights", "random", "--arch", str(_arch_file(tmp_path)), "--data", str(data), "--out", str(out),
+            "--epochs", "2", "--batch-size", "8", "--lr", "0.05", "--resolution", "32", "--workers", "0",
+            "--json", *QUICK["overrides"]]
+    assert finetune_main([*args, "--max-steps", "3"]) == 0
+    stopped = json.loads(capsys.readouterr().out)
+    assert stopped["stopped"] == "max_steps" and stopped["global_step"] == 3 and stopped["folder"] is None
+    assert not (out / "model.safetensors").exists()
+    assert finetune_main(args) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["resumed"] and done["global_step"] == 6 and done["top1"] == summary["top1"]
+    a, b = load_file(whole / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    starts = [r for r in read_log(out / "log.jsonl") if r["event"] == "start"]
+    assert [r["global_step"] for r in starts] == [0, 3]
+
+
+def test_the_folder_is_a_finetuned_model_that_load_predict_and_alphanet_predict_take(data, tuned, capsys):
+    folder, summary = tuned
+    model = alphanet_zoo.load(folder)
+    record = model.pretrained_cfg
+    assert record.origin == "finetuned" and record.labels == tuple(CLASSES) and model.num_classes == 2
+    assert record.preprocessing.resolution == 32 and record.license is None
+    assert str(data / "train") in record.source
+    (measured,) = record.measured
+    assert measured.top1 == pytest.approx(summary["top1"]) and measured.images == 8
+    assert measured.data == str(data / "val")
+    red = sorted((data / "val" / "red").iterdir())[0]
+    top = alphanet_zoo.predict(model, [str(red)], topk=2)[0]
+    assert {r["name"] for r in top} == set(CLASSES)
+    assert predict_main(["--weights", str(folder), str(red), "--topk", "1"]) == 0
+    printed = capsys.readouterr()
+    assert any(f"%  {name}" in printed.out for name in CLASSES), printed
+
+
+def test_frozen_features_keep_their_weights_and_a_teacher_is_distilled(data, tuned, tmp_path):
+    teacher, _ = tuned
+    out = tmp_path / "frozen"
+    summary = finetune("random", data, out, freeze="features", teacher=teacher, distill="kl", max_steps=None,
+                       **{**QUICK, "epochs": 1})
+    trained = load_file(out / "model.safetensors")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        base = AlphaNet(TINY).state_dict()
+    assert torch.equal(trained["stem.conv.weight"], base["stem.conv.weight"])
+    assert not torch.equal(trained["feature_mix.weight"], base["feature_mix.weight"])
+    records = [r for r in read_log(out / "log.jsonl") if r["event"] == "train"]
+    assert all(len(r["losses"]) == 2 and len(r["divergences"]) == 1 for r in records)
+    assert "distilled (kl)" in alphanet_zoo.load(out).pretrained_cfg.source and summary["top1"] is not None
+
+
+def test_bad_input_is_one_clear_error(data, tmp_path, capsys):
+    base = ["--weights", "random", "--arch", "a0", "--out", str(tmp_path / "o")]
+    assert finetune_main([*base, "--data", str(data / "train")]) == 2
+    assert "no train/ and val/ folders" in capsys.readouterr().err
+    assert finetune_main([*base, "--data", str(data), "--distill", "alpha"]) == 2
+    assert "--distill alpha needs --teacher" in capsys.readouterr().err
+    assert finetune_main(["--weights", "random", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    assert "needs an architecture" in capsys.readouterr().err
+    with pytest.raises(InputError, match="the teacher has 1000 classes"):  # an ImageNet head for two colours
+        finetune("random", data, tmp_path / "t", teacher="random", teacher_arch=TINY, **QUICK)
+
+
+def test_auto_resolution_does_not_upsample_small_images(data):
+    from alphanet_zoo.data import class_folder_samples
+
+    samples, _ = class_folder_samples(data / "train")
+    assert auto_resolution(192, samples) == 32
+    assert auto_resolution(24, samples) == 24
+
+
+def _arch_file(folder: Path) -> Path:
+    path = folder / "tiny.json"
+    path.write_text(json.dumps(TINY.to_dict()))
+    return path
