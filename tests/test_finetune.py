@@ -143,3 +143,29 @@ def _arch_file(folder: Path) -> Path:
     path = folder / "tiny.json"
     path.write_text(json.dumps(TINY.to_dict()))
     return path
+
+
+@pytest.mark.slow  # about a minute of CPU: three fine-tunings of real architectures with the default settings
+def test_the_documented_flow_reaches_90_percent_by_alphanet_predict(tmp_path, capsys):
+    data = tmp_path / "colours"
+    make_image_folder(data / "train", CLASSES, 40, size=64, seed=0)
+    make_image_folder(data / "val", CLASSES, 10, size=64, seed=1)
+    images = sorted(str(p) for p in (data / "val").glob("*/*.png"))
+
+    def tune(out: Path, *extra: str) -> None:
+        assert finetune_main(["--weights", "random", "--data", str(data), "--out", str(out), *extra]) == 0
+        capsys.readouterr()
+
+    def accuracy(folder: Path) -> float:
+        assert predict_main(["--weights", str(folder), "--json", "--topk", "1", *images]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        return sum(r["top"][0]["name"] == Path(r["path"]).parent.name for r in rows) / len(rows)
+
+    tune(tmp_path / "a1", "--arch", "a1")
+    assert accuracy(tmp_path / "a1") >= 0.9
+    for distill in ("alpha", "none"):
+        teacher = ["--teacher", str(tmp_path / "a1")] if distill == "alpha" else []
+        tune(tmp_path / distill, "--arch", "a0", "--distill", distill, *teacher)
+        assert accuracy(tmp_path / distill) >= 0.9
+        record = alphanet_zoo.load(tmp_path / distill).pretrained_cfg
+        assert record.origin == "finetuned" and record.measured[0].top1 >= 90

@@ -179,12 +179,14 @@ def apply_gradients(optimizer: torch.optim.Optimizer, grad_clip_value: float | N
 
 def finetune_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, optimizer: torch.optim.Optimizer,
                   *, teacher_logits: torch.Tensor | None = None, distill: nn.Module | None = None,
-                  label_smoothing: float = 0.1, grad_clip_value: float | None = 1.0,
+                  distill_weight: float = 0.5, label_smoothing: float = 0.1, grad_clip_value: float | None = 1.0,
                   amp_dtype: torch.dtype | None = None, grad_scaler: "torch.amp.GradScaler | None" = None) -> dict:
     """One fine-tuning step of a standalone model (an `AlphaNet`) on a batch, in the mode it is in.
 
-    The loss is label-smoothed cross entropy on ``targets``, plus ``distill(logits, teacher_logits)``
-    when a teacher's logits are given (`AdaptiveAlphaDivergence`, or `SoftTargetCrossEntropy` for KL).
+    The loss is label-smoothed cross entropy on ``targets``; when a teacher's logits are given, it is
+    ``(1 - distill_weight) * cross entropy + distill_weight * distill(logits, teacher_logits)``
+    (`AdaptiveAlphaDivergence`, or `SoftTargetCrossEntropy` for KL): the gradient keeps the scale of
+    the cross entropy's, so the same learning rate suits both.
     The update is `apply_gradients`'s. Returns the shape of `sandwich_step`'s result: ``losses``
     ``[cross entropy, distillation]`` (or ``[cross entropy]``), ``divergences`` (the alpha-divergence
     or KL surrogate's value, when distilling), ``grad_norm``, ``grad_norm_clipped``, ``skipped``.
@@ -199,8 +201,10 @@ def finetune_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
     loss = LabelSmoothingCrossEntropy(label_smoothing)(logits, targets)
     losses, divergences = [loss.detach()], []
     if distill is not None:
+        if not 0.0 <= distill_weight <= 1.0:
+            raise InputError(f"distill_weight must be in [0, 1], got {distill_weight}")
         kd = distill(logits, teacher_logits)
-        loss = loss + kd
+        loss = (1.0 - distill_weight) * loss + distill_weight * kd
         losses.append(kd.detach())
         divergence = getattr(distill, "divergence", None)
         divergences.append(divergence(logits.detach(), teacher_logits) if divergence else kd.detach())
