@@ -169,3 +169,14 @@ def test_the_documented_flow_reaches_90_percent_by_alphanet_predict(tmp_path, ca
         assert accuracy(tmp_path / distill) >= 0.9
         record = alphanet_zoo.load(tmp_path / distill).pretrained_cfg
         assert record.origin == "finetuned" and record.measured[0].top1 >= 90
+
+
+def test_import_alphanet_zoo_loads_no_training_code_until_finetune_is_used():
+    import subprocess
+    import sys
+
+    code = ("import sys, alphanet_zoo; before = 'alphanet_zoo.train.trainer' in sys.modules; "
+            "f = alphanet_zoo.finetune; print(before, 'alphanet_zoo.train.trainer' in sys.modules, f.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "alphanet_zoo.train.finetune"]
+    assert "finetune" in alphanet_zoo.__all__

@@ -88,7 +88,7 @@ class TrainConfig:
     seed: int = 0
     init: str | None = None  # supernet checkpoint to start from (fine-tuning); None: random init
     device: str = "auto"  # auto: cuda:<LOCAL_RANK> when available, else cpu
-    amp: bool = True  # mixed precision, on GPU only
+    amp: bool = True  # mixed precision: on GPU, and bfloat16 on CPUs with native bfloat16 (AVX512-BF16, AMX)
     amp_dtype: str = "bfloat16"  # or float16 (with loss scaling); bfloat16 falls back to it where unsupported
     log_every: int = 20  # steps between JSON-lines log records
     checkpoint_every_steps: int = 500  # also checkpoint every this many steps (0: at epoch ends only)

@@ -51,6 +51,7 @@ from .checkpointing import CHECKPOINT_NAME, PREVIOUS_NAME, load_checkpoint, load
 from .config import TrainConfig
 from .data import (CLASS_FOLDERS, SeededDataset, ShardedSampler, TrainTransform, check_batch, eval_preprocessing,
                    training_data)
+from .precision import cpu_has_native_bf16
 from .schedule import WarmupCosineSchedule, scaled_lr
 from .step import build_optimizer, sample_sandwich, sandwich_step
 
@@ -261,6 +262,8 @@ class Trainer:
             self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
             if not bf16:
                 self.grad_scaler = torch.amp.GradScaler("cuda")
+        elif cfg.amp and cfg.amp_dtype == "bfloat16" and ctx.device.type == "cpu" and cpu_has_native_bf16():
+            self.amp_dtype = torch.bfloat16  # AVX512-BF16 or AMX: native bfloat16 (elsewhere it is emulated, slower)
         self.epoch, self.consumed, self.global_step = 0, 0, 0
         self.window: list[list[float]] = []  # per-step results since the last log record
         self.window_layout = (0, 0)  # (losses, divergences) per row of the window
