@@ -21,7 +21,7 @@ from alphanet_zoo.commands import extract_main, models_main, predict_main
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO / "tests" / "parity" / "photo.png"
 COMMANDS = {f"alphanet-{name}": f"alphanet_zoo.commands.{name}:main"
-            for name in ("models", "extract", "predict", "export", "bench", "eval", "train", "search")}
+            for name in ("models", "extract", "predict", "export", "bench", "eval", "train", "search", "finetune")}
 
 
 def command(name):
@@ -114,9 +114,9 @@ def test_shared_flags_are_defined_once_and_mean_the_same_everywhere():
     for flag, uses in seen.items():
         kinds = {(getattr(t, "__name__", t), m, n) for _, t, m, n in uses}
         assert len(kinds) == 1, f"{flag} differs between commands: {uses}"
-    assert {name for name, *_ in seen["--json"]} == set(COMMANDS)  # --json is a switch on all eight
+    assert {name for name, *_ in seen["--json"]} == set(COMMANDS)  # --json is a switch on all nine
     assert {name for name, *_ in seen["--weights"]} == {"alphanet-predict", "alphanet-export", "alphanet-bench",
-                                                        "alphanet-eval"}
+                                                        "alphanet-eval", "alphanet-finetune"}
     assert {name for name, *_ in seen["--out"]} == set(COMMANDS)
 
 
