@@ -122,6 +122,8 @@ class FineTuner(Trainer):
         if self.settings.freeze == "features":
             for module in _feature_modules(model):
                 module.requires_grad_(False)
+        if self.ctx.device.type == "cpu":  # oneDNN's layout: 1.37x faster steps (bench_train_precision.py)
+            model.to(memory_format=torch.channels_last)
         if self.teacher is not None:
             labels = self.teacher.pretrained_cfg.labels
             if self.teacher.num_classes != len(classes) or (labels is not None and list(labels) != classes):
@@ -161,6 +163,8 @@ class FineTuner(Trainer):
     def _step(self, images: torch.Tensor, targets: torch.Tensor) -> dict:
         cfg, s = self.config, self.config.sandwich
         self._train_mode()
+        if self.ctx.device.type == "cpu":
+            images = images.contiguous(memory_format=torch.channels_last)
         torch.manual_seed(step_seed(cfg.seed, self.global_step, self.ctx.rank))
         teacher_logits, distill = None, None
         if self.teacher is not None:
