@@ -118,7 +118,7 @@ class FineTuner(Trainer):
     def _make_model(self) -> torch.nn.Module:
         model, classes = self.base, self.data.classes
         if model.pretrained_cfg.labels is None or list(model.pretrained_cfg.labels) != classes:
-            model.reset_classifier(len(classes), classes)  # seeded: the trainer seeded torch just before
+            model.reset_classifier(len(classes), labels=classes)  # seeded: the trainer seeded torch just before
         if self.settings.freeze == "features":
             for module in _feature_modules(model):
                 module.requires_grad_(False)
