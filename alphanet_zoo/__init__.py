@@ -10,7 +10,8 @@
     >>> alphanet_zoo.finetune("random", "data", "runs/mine", arch="a0")   # class folders data/train, data/val
 
 With timm installed, importing the package registers the published models with timm
-(``timm.create_model("alphanet_a0")``; `alphanet_zoo.timm_models`).
+(``timm.create_model("alphanet_a0")``; `alphanet_zoo.timm_models`), when timm is first imported
+(`alphanet_zoo.timm_hook`), so a process that never uses timm does not load it.
 """
 import importlib
 import logging
@@ -34,12 +35,9 @@ from .registry import MODELS, ModelInfo, WeightsInfo, get_arch, list_models, mod
 from .supernet import Supernet  # noqa: E402
 from .weights import WeightsSpec, load  # noqa: E402
 
-try:
-    import timm as _timm  # optional: when installed, the published models are registered with it
-except ImportError:
-    _timm = None
-if _timm is not None:
-    from . import timm_models  # noqa: E402, F401
+from .timm_hook import register_when_timm_loads  # noqa: E402
+
+register_when_timm_loads()  # with timm installed, the published models are registered with it
 
 __all__ = [
     "AlphaNet", "AlphaNetError", "AlphaNetFeatures", "ArchConfig", "Calibration", "CheckpointError", "FeatureInfo",

@@ -91,3 +91,15 @@ def test_num_classes_and_reset_classifier():
         assert headless(x).shape[1] == 1792 and headless.forward_features(x).shape[1] == headless.num_features
     with pytest.raises(InputError, match="in_chans"):
         timm.create_model("alphanet_a0", in_chans=1)
+
+
+def test_importing_the_package_does_not_load_timm_yet_registers_when_timm_loads():
+    import subprocess
+    import sys
+
+    code = ("import sys, alphanet_zoo; assert 'timm' not in sys.modules; import timm; "
+            "m = timm.create_model('alphanet_a0', num_classes=10); "
+            "assert type(m).__name__ == 'AlphaNet' and m.num_classes == 10; "
+            "assert set(timm.list_models('alphanet_*')) >= {'alphanet_a0', 'alphanet_a5_base', 'alphanet_a6'}")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
