@@ -30,11 +30,10 @@ from typing import Any, Callable, Sequence
 import torch
 from PIL import Image
 
-from .. import distributed
 from .._version import __version__
 from ..calibration import calibrate
 from ..config import ArchConfig
-from ..data import LabelledImages, TorchClassifier, batch_indices, evaluate
+from ..data import LabelledImages, batch_indices
 from ..data.batches import CalibrationBatches
 from ..errors import InputError
 from ..losses import AdaptiveAlphaDivergence, SoftTargetCrossEntropy
@@ -221,15 +220,7 @@ class FineTuner(Trainer):
         # a few hundred steps leave running statistics behind the weights: re-estimate them first (the
         # official recipe for subnets); the saved model keeps them, and its record says so
         self._calibrate(stop)
-        result = evaluate(TorchClassifier(self.model, ctx.device),
-                          self._checked(loader, -(-len(batches) // ctx.world_size), stop),
-                          resolution=None, device=ctx.device, paths=lambda i: val[i].path)
-        counts = torch.tensor([result.correct1, result.correct5, result.images], dtype=torch.float64,
-                              device=ctx.device)
-        distributed.all_reduce(counts)
-        n = max(counts[2].item(), 1.0)
-        return {"model": {"top1": 100.0 * counts[0].item() / n, "top5": 100.0 * counts[1].item() / n,
-                          "images": int(counts[2].item())}}
+        return {"model": self._score(self.model, loader, len(batches), stop, None, val)}
 
     def record(self) -> ModelRecord:
         """The fine-tuned model's record: origin finetuned, the data, the classes, the measured top-1."""

@@ -641,16 +641,22 @@ class Trainer:
             mine = val_batches[ctx.rank::ctx.world_size]
             loader = self._loader(LabelledImages(val, crop, (3, cfg.data.crop_size, cfg.data.crop_size)),
                                   batch_sampler=mine)
-            result = evaluate(TorchClassifier(model, ctx.device),
-                              self._checked(loader, -(-len(val_batches) // ctx.world_size), stop),
-                              resolution=resolution, device=ctx.device, paths=lambda i: val[i].path)
-            counts = torch.tensor([result.correct1, result.correct5, result.images], dtype=torch.float64,
-                                  device=ctx.device)
-            distributed.all_reduce(counts)
-            n = max(counts[2].item(), 1.0)
-            results[name] = {"top1": 100.0 * counts[0].item() / n, "top5": 100.0 * counts[1].item() / n,
-                             "images": int(counts[2].item())}
+            results[name] = self._score(model, loader, len(val_batches), stop, resolution, val)
         return results
+
+    def _score(self, model, loader, num_batches: int, stop, resolution, samples) -> dict:
+        """Top-1/top-5 of ``model`` on this process's share of the validation batches, summed over
+        every process: ``{"top1", "top5", "images"}``."""
+        ctx = self.ctx
+        result = evaluate(TorchClassifier(model, ctx.device),
+                          self._checked(loader, -(-num_batches // ctx.world_size), stop),
+                          resolution=resolution, device=ctx.device, paths=lambda i: samples[i].path)
+        counts = torch.tensor([result.correct1, result.correct5, result.images], dtype=torch.float64,
+                              device=ctx.device)
+        distributed.all_reduce(counts)
+        n = max(counts[2].item(), 1.0)
+        return {"top1": 100.0 * counts[0].item() / n, "top5": 100.0 * counts[1].item() / n,
+                "images": int(counts[2].item())}
 
     def _calibration_crops(self, draws: CalibrationDraws, batches: list[list[int]]) -> Iterator[torch.Tensor]:
         if not batches:
