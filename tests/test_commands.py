@@ -215,6 +215,7 @@ def test_torch_hub_entry_points(official_checkpoint, supernet):
     assert hubconf.alphanet_a5().arch == alphanet_zoo.get_arch("a5")
 
 
+@pytest.mark.slow
 def test_extract_calibrates_with_the_given_seed(official_checkpoint, supernet, tmp_path):
     from safetensors.torch import load_file
 

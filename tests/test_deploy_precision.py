@@ -250,6 +250,7 @@ def run_cli(argv, capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.slow
 def test_a_failed_ir_leaves_neither_file_and_keeps_an_earlier_pair(tmp_path, capsys, monkeypatch, arch_file):
     (tmp_path / "m.xml").write_text("earlier xml")
     (tmp_path / "m.bin").write_bytes(b"earlier bin")
@@ -262,6 +263,7 @@ def test_a_failed_ir_leaves_neither_file_and_keeps_an_earlier_pair(tmp_path, cap
     assert (tmp_path / "m.xml").read_text() == "earlier xml" and (tmp_path / "m.bin").read_bytes() == b"earlier bin"
 
 
+@pytest.mark.slow
 def test_an_interrupted_ir_export_leaves_nothing(tmp_path, capsys, monkeypatch, arch_file):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -198,6 +198,7 @@ def test_loader_matches_official_pipeline_on_every_image_mode(labelled, model):
 
 # -- the synset-folder layout ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_synset_layout_exact_accuracy_json_and_predictions(tmp_path, labelled, official_checkpoint, capsys):
     items, top1, top5, _ = labelled
     data = synset_layout(tmp_path / "val", items)
@@ -279,6 +280,7 @@ def test_empty_dataset_is_an_error(tmp_path, official_checkpoint, capsys, layout
     assert code == 2 and "no images found" in err
 
 
+@pytest.mark.slow
 def test_corrupt_image_stops_the_run_unless_skipped(tmp_path, labelled, official_checkpoint, capsys):
     items, *_ = labelled
     data = synset_layout(tmp_path / "val", items[:6])
@@ -497,6 +499,7 @@ def test_weights_option_matches_supernet_option(tmp_path, pytorch_run, supernet,
     assert (res["top1"], res["top5"], res["images"]) == (torch_res["top1"], torch_res["top5"], torch_res["images"])
 
 
+@pytest.mark.slow
 def test_calibrated_evaluation_equals_the_library_path(tmp_path, labelled, supernet, official_checkpoint, capsys):
     items, *_ = labelled
     train = synset_layout(tmp_path / "train", items)

@@ -51,6 +51,7 @@ def test_distillation_is_finite_on_near_one_hot_low_precision_teachers(dtype, lo
         assert torch.isfinite(value) and torch.isfinite(student.grad).all() and student.grad.dtype == dtype
 
 
+@pytest.mark.slow
 def test_a_bf16_finetune_step_distilled_from_a_one_hot_teacher_is_finite():
     torch.manual_seed(0)
     model = AlphaNet(TINY, num_classes=4).train()
@@ -65,6 +66,7 @@ def test_a_bf16_finetune_step_distilled_from_a_one_hot_teacher_is_finite():
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_an_interrupted_and_resumed_run_ends_bit_for_bit_as_the_uninterrupted_one(data, tuned, tmp_path, capsys):
     whole, summary = tuned
     assert summary["stopped"] is None and summary["global_step"] == 6 and summary["folder"] == str(whole)
@@ -103,6 +105,7 @@ def test_the_folder_is_a_finetuned_model_that_load_predict_and_alphanet_predict_
     assert any(f"%  {name}" in printed.out for name in CLASSES), printed
 
 
+@pytest.mark.slow
 def test_frozen_features_keep_their_weights_and_a_teacher_is_distilled(data, tuned, tmp_path):
     teacher, _ = tuned
     out = tmp_path / "frozen"

@@ -224,6 +224,7 @@ def test_unpublished_weights_say_how_to_get_them(hub):
         load(alphanet_zoo.SEARCH_SPACE.sample(3), pretrained=True)
 
 
+@pytest.mark.slow
 def test_round_trips_folder_file_and_supernet(a0, a0_folder, official_checkpoint, tmp_path, monkeypatch):
     assert sorted(p.name for p in a0_folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     assert same(logits(load("a0", weights=a0_folder)), logits(a0))
@@ -254,6 +255,7 @@ def test_a_name_that_is_also_a_folder_is_ambiguous(a0, a0_folder, monkeypatch):
         load("a0", weights="random")
 
 
+@pytest.mark.slow
 def test_a_fine_tuned_head_travels_through_every_loader(a0, tmp_path):
     ten = alphanet_zoo.AlphaNet("a0", num_classes=10).eval()
     ten.load_state_dict({k: v for k, v in a0.state_dict().items() if not k.startswith("classifier.")}, strict=False)

@@ -125,6 +125,7 @@ class FakeRuntime(Runtime):
         return self._busy(sum(20e-6 * 0.5 + 2e-6 * lay.out_channels * lay.side / 100 for lay in arch_layers(arch)))
 
 
+@pytest.mark.slow
 def test_a_table_is_built_once_cached_per_key_and_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("ALPHANET_ZOO_CACHE", str(tmp_path / "cache"))
     runtime = FakeRuntime(threads=1, batch_size=1)

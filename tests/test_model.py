@@ -84,6 +84,7 @@ def test_drop_connect_only_in_the_last_two_stages():
         assert torch.equal(model(x), model(x))  # off in eval mode
 
 
+@pytest.mark.slow
 def test_trace_and_script_agree_with_eager(a0):
     x = torch.randn(3, 3, 192, 192)
     with warnings.catch_warnings():

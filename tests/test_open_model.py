@@ -221,6 +221,7 @@ print(len(made))
 
 # ---- the commands ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_predict_command_runs_every_format(exported, tiny_model, capsys):
     from alphanet_zoo.commands import predict_main
 
@@ -250,6 +251,7 @@ def test_predict_command_model_errors(exported, tiny_model, tmp_path, capsys):
     assert "carries no metadata" in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_eval_command_runs_every_format_like_pytorch(exported, tiny_model, tmp_path, capsys):
     from alphanet_zoo.commands import eval as eval_cli
     from alphanet_zoo.export.images import builtin_image_paths

@@ -14,6 +14,9 @@ from alphanet_zoo import SEARCH_SPACE, Supernet, count_flops
 from alphanet_zoo.checkpoint import read_state_dict
 from alphanet_zoo.preprocessing import resize_to_resolution
 
+# The reference parity tests run in the quick loop; these salted checkpoints (seconds each) in CI.
+pytestmark = pytest.mark.slow
+
 TOL = 1e-4
 
 

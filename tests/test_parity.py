@@ -60,7 +60,7 @@ def test_resized_input_logits(ref_supernet, reference, key):
     assert_logits(logits_of(model, x), sub["logits"])
 
 
-@pytest.mark.parametrize("key", ["a0", "a5"])
+@pytest.mark.parametrize("key", ["a0", pytest.param("a5", marks=pytest.mark.slow)])
 def test_bn_calibrated_logits(ref_supernet, reference, key):
     sub = reference["subnets"][key]
     calib = sub["bn_calibration"]

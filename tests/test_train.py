@@ -125,6 +125,7 @@ def test_sandwich_step_clips_by_value_and_applies_dropout():
     assert step(1, rate=0.5)["losses"][0] != step(2, rate=0.5)["losses"][0]
 
 
+@pytest.mark.slow
 def test_sandwich_step_mixed_precision_with_loss_scaler():
     torch.manual_seed(0)
     supernet = Supernet(num_classes=10)
