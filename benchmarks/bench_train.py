@@ -25,6 +25,7 @@ import torch
 
 from alphanet_zoo import Supernet, count_flops
 from alphanet_zoo.train import build_optimizer, sample_sandwich, sandwich_step
+from alphanet_zoo.train.precision import use_training_layout
 
 #: variant -> (autocast dtype or None, channels-last)
 VARIANTS = {"fp32": (None, False), "fp32+channels_last": (None, True),
@@ -44,14 +45,12 @@ class Runner:
         self.amp_dtype, self.channels_last = VARIANTS[name]
         self.supernet = copy.deepcopy(base).to(device)
         if self.channels_last:
-            self.supernet = self.supernet.to(memory_format=torch.channels_last)
+            use_training_layout(self.supernet, device)  # as the trainer: channels-last but the stem
         self.optimizer = build_optimizer(self.supernet, lr=0.1)
         self.steps: list[float] = []
         self.updates: list[float] = []
 
     def step(self, images, targets, archs, device: torch.device, record: bool) -> None:
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         _sync(device)
         start = time.perf_counter()
         sandwich_step(self.supernet, images, targets, archs, self.optimizer, amp_dtype=self.amp_dtype)

@@ -24,6 +24,7 @@ from alphanet_zoo.train import (WarmupCosineSchedule, build_optimizer, load_conf
                                 sandwich_step, scaled_lr)
 from alphanet_zoo.train.autoaugment import POLICY_V0, AutoAugment
 from alphanet_zoo.train.checkpointing import load_checkpoint, load_latest, save_checkpoint
+from alphanet_zoo.train.precision import use_training_layout
 from alphanet_zoo.train.data import SeededDataset, ShardedSampler, TrainTransform, training_data
 
 
@@ -78,9 +79,16 @@ def test_sample_sandwich():
 
 # ---- the sandwich step: parity with reference_salt0.json["sandwich_step"] -----------------------------
 
-def test_sandwich_step_matches_reference(reference, official_checkpoint_factory):
+@pytest.mark.parametrize("layout", ["contiguous", pytest.param("training", marks=pytest.mark.slow)])
+def test_sandwich_step_matches_reference(reference, official_checkpoint_factory, layout):
+    """As given, and in the layout the trainer gives the supernet (channels-last on a CPU)."""
     ref = reference["sandwich_step"]
     supernet = Supernet.from_checkpoint(official_checkpoint_factory(reference["salt"]))
+    if layout == "training":
+        use_training_layout(supernet, "cpu")
+        convs = {n: p for n, p in supernet.named_parameters() if p.dim() == 4}
+        assert all(p.is_contiguous(memory_format=torch.channels_last) == (not n.startswith("stem."))
+                   for n, p in convs.items() if p.shape[2:] != (1, 1))
     before = {k: v.detach().clone() for k, v in supernet.named_parameters()}
     sgd = ref["sgd"]
     optimizer = build_optimizer(supernet, sgd["lr"], sgd["momentum"], sgd["nesterov"], sgd["weight_decay"])
@@ -98,9 +106,11 @@ def test_sandwich_step_matches_reference(reference, official_checkpoint_factory)
     for key, expected in ref["param_updates"].items():
         update = updates[names[key]]
         np.testing.assert_allclose(torch.linalg.vector_norm(update).item(), expected["update_l2"], rtol=1e-4)
-        # a sum of millions of cancelling updates: held to 1e-5 of the update's norm
+        # a sum of millions of cancelling updates: held to 1e-5 of the update's norm as given; in
+        # channels-last, whose kernels sum in another order, the stem's (648 weights, each a sum over
+        # every pixel) is 1.6e-4 of its norm off with one thread, so 5e-4 there
         assert abs(update.sum().item() - expected["update_sum"]) <= 1e-4 * abs(expected["update_sum"]) \
-            + 1e-5 * expected["update_l2"], key
+            + (1e-5 if layout == "contiguous" else 5e-4) * expected["update_l2"], key
     assert len(out["divergences"]) == 3 and all(d > 0 for d in out["divergences"]) and not out["skipped"]
 
 

@@ -45,7 +45,7 @@ from ..registry import resolve_arch
 from ..weights import RANDOM, WeightsLoader, WeightsSpec
 from .config import TrainConfig, apply_overrides
 from .data import eval_preprocessing, training_data
-from .precision import autocast_dtype
+from .precision import autocast_dtype, use_training_layout
 from .step import finetune_step
 from .trainer import Trainer, _StopRequest, step_seed
 
@@ -121,15 +121,13 @@ class FineTuner(Trainer):
         if self.settings.freeze == "features":
             for module in _feature_modules(model):
                 module.requires_grad_(False)
-        if self.ctx.device.type == "cpu":  # oneDNN's layout: 1.37x faster steps (bench_train_precision.py)
-            model.to(memory_format=torch.channels_last)
         if self.teacher is not None:
             labels = self.teacher.pretrained_cfg.labels
             if self.teacher.num_classes != len(classes) or (labels is not None and list(labels) != classes):
                 raise InputError(f"the teacher has {self.teacher.num_classes} classes "
                                  f"({', '.join(list(labels or [])[:5])}), not the dataset's {len(classes)} "
                                  f"({', '.join(classes[:5])}): fine-tune the teacher on the same folders first")
-            self.teacher.to(self.ctx.device).eval().requires_grad_(False)
+            use_training_layout(self.teacher.to(self.ctx.device), self.ctx.device).eval().requires_grad_(False)
         return model
 
     def _train_mode(self) -> None:
@@ -162,8 +160,6 @@ class FineTuner(Trainer):
     def _step(self, images: torch.Tensor, targets: torch.Tensor) -> dict:
         cfg, s = self.config, self.config.sandwich
         self._train_mode()
-        if self.ctx.device.type == "cpu":
-            images = images.contiguous(memory_format=torch.channels_last)
         torch.manual_seed(step_seed(cfg.seed, self.global_step, self.ctx.rank))
         teacher_logits, distill = None, None
         if self.teacher is not None:

@@ -51,7 +51,7 @@ from .checkpointing import CHECKPOINT_NAME, PREVIOUS_NAME, load_checkpoint, load
 from .config import TrainConfig
 from .data import (CLASS_FOLDERS, SeededDataset, ShardedSampler, TrainTransform, check_batch, eval_preprocessing,
                    training_data)
-from .precision import cpu_has_native_bf16
+from .precision import cpu_has_native_bf16, use_training_layout
 from .schedule import WarmupCosineSchedule, scaled_lr
 from .step import build_optimizer, sample_sandwich, sandwich_step
 
@@ -247,8 +247,7 @@ class Trainer:
     def _build_model(self) -> None:
         cfg, ctx = self.config, self.ctx
         torch.manual_seed(cfg.seed)
-        self.model = self._make_model()
-        self.model.to(ctx.device)
+        self.model = use_training_layout(self._make_model().to(ctx.device), ctx.device)
         # every process starts from the same weights, whatever its RNG did
         distributed.broadcast_tensors(self.model.state_dict().values())
         o = cfg.optim
