@@ -15,6 +15,7 @@ upload mode), and records the commit like a published folder.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -22,6 +23,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import unquote
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".tar", ".onnx")
@@ -211,3 +213,15 @@ class FakeHub:
         handler.end_headers()
         if handler.command != "HEAD":
             handler.wfile.write(message)
+
+
+@contextlib.contextmanager
+def serving(monkeypatch, hf_home: Path) -> Iterator[FakeHub]:
+    """A started `FakeHub` with the Hub client pointed at it (``HF_ENDPOINT``), online, and a fresh
+    cache under ``hf_home``; a test adds its repos to the server it gets."""
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with FakeHub() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield server

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import det
-from fake_hub import FakeHub
+from fake_hub import FakeHub, serving
 
 import alphanet_zoo
 from alphanet_zoo import (AlphaNet, Calibration, CheckpointError, InputError, Measurement, WeightsIntegrityError,
@@ -41,13 +41,9 @@ def a0_folder(a0, tmp_path_factory):
 @pytest.fixture
 def hub(a0_folder, tmp_path, monkeypatch):
     """A loopback Hub serving a0 under its registry repo; a fresh, empty cache for each test."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    with FakeHub() as server:
+    with serving(monkeypatch, tmp_path / "hf_home") as server:
         server.commit_a0 = server.add_folder(REPO_A0, a0_folder)
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
         yield server
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_hub import FakeHub
+from fake_hub import serving
 from huggingface_hub.utils import are_progress_bars_disabled
 from huggingface_hub.utils import tqdm as client_bar
 
@@ -75,13 +75,9 @@ def tiny_folder(tmp_path_factory):
 @pytest.fixture
 def dropping_hub(tiny_folder, tmp_path, monkeypatch):
     """A loopback Hub whose connection closes halfway through the weights, on every try."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    with FakeHub() as server:
+    with serving(monkeypatch, tmp_path / "hf_home") as server:
         server.add_folder(REPO_ID, tiny_folder)
         server.faults[(REPO_ID, "model.safetensors")] = "drop"
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
         yield server
 
 

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 import torch
-from fake_hub import FakeHub
+from fake_hub import serving
 
 import alphanet_zoo
 from alphanet_zoo import AlphaNet, InputError, WeightsUnavailableError, load
@@ -24,12 +24,8 @@ def tiny(tmp_path_factory):
 @pytest.fixture
 def hub(tiny, tmp_path, monkeypatch):
     """A loopback Hub serving the tiny model as REPO_ID; a fresh, empty cache for each test."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    with FakeHub() as server:
+    with serving(monkeypatch, tmp_path / "hf_home") as server:
         server.commit = server.add_folder(REPO_ID, tiny[1])
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
         yield server
 
 
