@@ -27,7 +27,8 @@ from ..data import labelled_samples
 from ..errors import InputError, UsageError
 from ..flops import count_flops
 from ..search.budget import Budget
-from ..search.evaluate import SubnetEvaluator, heldout_subset, load_calibration_images, load_heldout_images
+from ..search.evaluate import (SubnetEvaluator, heldout_subset, keep_freed_memory, load_calibration_images,
+                               load_heldout_images)
 from ..search.evolution import EvolutionSearch
 from ..search.front import Bins, FrontSearch
 from ..search.history import fingerprint, front_history_rows, history_rows, read_history, write_history
@@ -123,6 +124,10 @@ def _parser() -> flags.ArgumentParser:
                         help="with --predictor: a candidate is evaluated when its predicted top-1 plus K times the "
                              "predictor's leave-one-out error beats its bin's best (larger: safer, more "
                              "evaluations)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="run candidates in channels-last memory format (faster on CPUs), after checking on "
+                             "the smallest subnet that every held-out prediction stays as in the default format "
+                             "(otherwise the default is kept)")
     parser.add_argument("--plot", metavar="PNG", help="plot top-1 against MFLOPs (and predicted latency) with the "
                                                       "Pareto front (needs matplotlib: the 'plot' extra)")
     return parser
@@ -195,6 +200,8 @@ def _search(args: argparse.Namespace, device) -> int:
     console = Console(args.json) if main_rank else running.SilentConsole(args.json)
     quiet = {} if main_rank else {"disable": True}
     running.set_threads(args.threads)
+    if device.type == "cpu":
+        keep_freed_memory()  # half of a candidate's time went to mapping and unmapping activations
     batch_size = args.batch_size or EVAL_BATCH_SIZE
 
     console.status(f"loading supernet {args.supernet}" + (f" ({world} processes)" if world > 1 else ""))
@@ -245,6 +252,12 @@ def _search(args: argparse.Namespace, device) -> int:
         console.status(f"resuming from {source}: {len(known)} candidates already evaluated")
 
     evaluator = SubnetEvaluator(supernet, calibration, heldout, device, resize=not args.no_resize)
+    if args.channels_last:
+        reference = supernet.space.smallest()
+        evaluator.channels_last = distributed.broadcast_or_raise(lambda: evaluator.same_predictions(reference),
+                                                                 "checking channels-last")
+        console.status("channels-last: " + ("same predictions as the default format, used" if evaluator.channels_last
+                                            else "predictions differ from the default format, not used"))
     if args.bins is not None:
         return _front(args, evaluator, latency, prior, known, search_id, console, quiet,
                       world=world, main_rank=main_rank, calibration=calibration_batches.describe())
@@ -324,6 +337,7 @@ def _front(args: argparse.Namespace, evaluator: SubnetEvaluator, latency, prior,
                               seconds=seconds, population=args.population, generations=args.generations,
                               latency=None if latency is None else {"backend": args.backend, "table": latency.path,
                                                                     "table_id": latency.table_id})
+    document["channels_last"] = evaluator.channels_last
     if main_rank:
         write_json(args.out, document)
         if args.plot:
