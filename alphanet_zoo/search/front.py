@@ -34,7 +34,7 @@ from ..errors import InputError
 from ..flops import count_flops
 from .evolution import Candidate, Evaluation
 from .predictor import MIN_ROWS, AccuracyPredictor, kendall_tau
-from .sampling import crossover, mutate, sample_where
+from .sampling import crossover, descend_into, mutate, sample_where
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ class FrontSearch:
     def _draw_in_bin(self, i: int) -> ArchConfig:
         low, high = self.bins.bounds(i)
         try:
-            return sample_where(_gap(low, high, self.cost), self.rng, self.space, f"{low:g}..{high:g} {self.bins.unit}")
+            return descend_into(_gap(low, high, self.cost), self.rng, self.space, f"{low:g}..{high:g} {self.bins.unit}")
         except InputError:  # an empty bin: any subnet of the range
             return self._draw_anywhere()
 

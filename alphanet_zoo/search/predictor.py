@@ -28,6 +28,7 @@ two (another held-out subset, another checkpoint) is learned as an offset rather
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -52,6 +53,11 @@ def encode(arch: ArchConfig, space: SearchSpace = SEARCH_SPACE) -> list[float]:
     """The architecture as numbers: each multi-option choice's position in its options, in [0, 1]
     (resolution, width per stage, then depth, kernel and expand ratio per MB stage), then MFLOPs/1000
     and its square."""
+    return list(_encoded(arch, space))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _encoded(arch: ArchConfig, space: SearchSpace) -> tuple[float, ...]:
     values = []
     for (field, index), options in genes(space):
         value = getattr(arch, field) if index is None else getattr(arch, field)[index]
@@ -60,7 +66,7 @@ def encode(arch: ArchConfig, space: SearchSpace = SEARCH_SPACE) -> list[float]:
                                                                       key=lambda i: abs(ordered[i] - value))
         values.append(position / (len(ordered) - 1))
     f = count_flops(arch) / 1000.0
-    return values + [f, f * f]
+    return tuple(values + [f, f * f])
 
 
 @contextmanager
