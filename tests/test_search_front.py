@@ -118,6 +118,20 @@ def test_a_front_search_is_seeded_resumable_and_takes_an_earlier_history():
     assert len(seeded.history) < len(_search("auto", seed=2).run().history)
 
 
+def test_a_front_over_another_cost():
+    def ms(arch):  # a stand-in latency: the bins are over whatever cost the search is given
+        return count_flops(arch) / 50 + arch.resolution / 100
+
+    bins = Bins.parse("6:10:1", "ms")
+    result = FrontSearch(bins, evaluate_many, cost=ms, latency=ms, population=12, generations=2, seed=0,
+                         predictor="auto").run()
+    assert result.front and all(6 <= c.latency_ms <= 10 for c in result.history)
+    for i, c in enumerate(result.best):
+        if c is not None:
+            low, high = bins.bounds(i)
+            assert low <= ms(c.arch) <= high
+
+
 SYNSETS = ["n01440764", "n01443537"]
 
 
@@ -184,24 +198,30 @@ def test_front_resume_gives_the_uninterrupted_front(search_data, official_checkp
     a, b = json.loads((whole / "f.json").read_text()), json.loads((tmp_path / "f.json").read_text())
     assert a["bins"] == b["bins"] and b["totals"]["replayed"] == len(kept)
     assert [(r["arch"], r["top1"]) for r in lines(part)] == [(r["arch"], r["top1"]) for r in rows]
+    # an earlier run's history as the predictor's data: no warm-up, its evaluations pooled into every fit
+    seeded = tmp_path / "seeded"
+    seeded.mkdir()
+    assert main(_front_args(official_checkpoint, train, heldout, seeded / "f.json", seeded / "h.jsonl",
+                            predictor=str(whole / "h.jsonl"), generations=3)) == 0
+    c = json.loads((seeded / "f.json").read_text())
+    assert c["predictor"]["mode"] == str(whole / "h.jsonl") and c["predictor"]["rows"] > len(lines(seeded / "h.jsonl"))
 
 
 @pytest.mark.slow
 def test_one_and_two_processes_give_the_same_front(search_data, official_checkpoint, tmp_path):
     train, heldout = search_data
     docs = {}
-    for predictor in ("auto", "none"):
-        for n in (1, 2):
-            folder = tmp_path / f"{predictor}{n}"
-            folder.mkdir()
-            done = torchrun("alphanet-search", _front_args(official_checkpoint, train, heldout, folder / "f.json",
-                                                           folder / "h.jsonl", predictor=predictor, population=8,
-                                                           generations=2, crop_size=224), n, folder)
-            assert done.returncode == 0, done.stderr[-3000:]
-            docs[predictor, n] = json.loads((folder / "f.json").read_text())
-    for predictor in ("auto", "none"):
-        one, two = docs[predictor, 1], docs[predictor, 2]
-        assert one["bins"] == two["bins"] and one["totals"] == two["totals"]
-        assert one["predictor"] == two["predictor"] and one["predicted_only"] == two["predicted_only"]
-        assert (one["world_size"], two["world_size"]) == (1, 2)
-    assert docs["auto", 1]["totals"]["real_evaluations"] < docs["none", 1]["totals"]["real_evaluations"]
+    for predictor, n in (("auto", 1), ("auto", 2), ("none", 2)):
+        folder = tmp_path / f"{predictor}{n}"
+        folder.mkdir()
+        done = torchrun("alphanet-search", _front_args(official_checkpoint, train, heldout, folder / "f.json",
+                                                       folder / "h.jsonl", predictor=predictor, population=8), n,
+                        folder)
+        assert done.returncode == 0, done.stderr[-3000:]
+        docs[predictor, n] = json.loads((folder / "f.json").read_text())
+    one, two = docs["auto", 1], docs["auto", 2]
+    assert one["bins"] == two["bins"] and one["totals"] == two["totals"]
+    assert one["predictor"] == two["predictor"] and one["predicted_only"] == two["predicted_only"]
+    assert (one["world_size"], two["world_size"]) == (1, 2)
+    none = docs["none", 2]
+    assert one["totals"]["real_evaluations"] < none["totals"]["real_evaluations"]  # the predictor spared some
