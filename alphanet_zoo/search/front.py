@@ -127,7 +127,8 @@ class FrontSearch:
                  generations: int = 20, mutation_ratio: float = 0.5, mutate_prob: float = 0.1, seed: int = 0,
                  space: SearchSpace = SEARCH_SPACE, predictor: str | None = None,
                  prior: Sequence[tuple[ArchConfig, float]] = (), warmup: int | None = None, margin: float = 1.0,
-                 known: Mapping[ArchConfig, Candidate] | None = None) -> None:
+                 known: Mapping[ArchConfig, Candidate] | None = None,
+                 on_evaluated: Callable[[], None] | None = None) -> None:
         if population < 2 or generations < 0:
             raise InputError(f"need population >= 2 and generations >= 0, got {population} and {generations}")
         if not 0 <= mutation_ratio <= 1 or not 0 <= mutate_prob <= 1:
@@ -144,6 +145,7 @@ class FrontSearch:
         self.warmup = max(MIN_ROWS, warmup if warmup is not None else min(population, 2 * MIN_ROWS + 4))
         self.margin = margin
         self.known = dict(known or {})
+        self.on_evaluated = on_evaluated  # called after each batch of evaluations (a round)
         self.replayed = 0
         self.evaluated: dict[ArchConfig, Candidate] = {}
         self.pool: dict[ArchConfig, float | None] = {}  # every candidate drawn, in draw order
@@ -205,6 +207,8 @@ class FrontSearch:
             i = self.bin_of[arch]
             if self._better(c, self.best[i]):
                 self.best[i] = c
+        if self.on_evaluated is not None:
+            self.on_evaluated()
 
     def _refit(self) -> None:
         rows = len(self.evaluated) + len(self.prior)
