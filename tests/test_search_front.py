@@ -6,8 +6,7 @@ import json
 import random
 
 import pytest
-import torch
-from _search_helpers import lines, make_search_data, torchrun
+from _search_helpers import lines, make_search_data, one_thread, torchrun  # noqa: F401 (one_thread: autouse)
 from _train_helpers import make_image_folder
 
 from alphanet_zoo import SEARCH_SPACE, ArchConfig, count_flops
@@ -16,14 +15,6 @@ from alphanet_zoo.search import sample_in_range
 from alphanet_zoo.search.evolution import Evaluation
 from alphanet_zoo.search.front import Bins, FrontSearch
 from alphanet_zoo.search.predictor import AccuracyPredictor, encode, kendall_tau, read_evaluations
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def score(arch: ArchConfig) -> float:
