@@ -141,11 +141,12 @@ def test_alphanet_search_front_end_to_end(tmp_path, official_checkpoint, capsys)
     make_image_folder(tmp_path / "heldout", SYNSETS, 3, size=40, seed=1)
     out, history = tmp_path / "front.json", tmp_path / "h.jsonl"
     assert main(_front_args(official_checkpoint, tmp_path / "train", tmp_path / "heldout", out, history)
-                + ["--plot", str(tmp_path / "front.png")]) == 0
+                + ["--plot", str(tmp_path / "front.png"), "--channels-last"]) == 0
     printed = capsys.readouterr().out
-    assert "Front over 230..330 MFLOPs by 50" in printed
+    assert "Front over 230..330 MFLOPs by 50" in printed and "channels-last: same predictions" in printed
     doc = json.loads(out.read_text())
     assert doc["format"] == "alphanet_zoo.front/1" and doc["range"] == {"min": 230, "max": 330, "step": 50}
+    assert doc["channels_last"] is True
     assert [(b["low"], b["high"]) for b in doc["bins"]] == [(230, 280), (280, 330)]
     rows = lines(history)
     totals = doc["totals"]
