@@ -15,6 +15,7 @@ from alphanet_zoo.search import sample_in_range
 from alphanet_zoo.search.evolution import Evaluation
 from alphanet_zoo.search.front import Bins, FrontSearch
 from alphanet_zoo.search.predictor import AccuracyPredictor, encode, kendall_tau, read_evaluations
+from alphanet_zoo.search.report import front_table
 
 
 def score(arch: ArchConfig) -> float:
@@ -121,6 +122,8 @@ def test_a_front_over_another_cost():
         if c is not None:
             low, high = bins.bounds(i)
             assert low <= ms(c.arch) <= high
+    table = front_table(result, 1.0)
+    assert "6..10 ms by 1" in table[0] and " ms " in table[1] and len(table) >= 2 + bins.count
 
 
 SYNSETS = ["n01440764", "n01443537"]

@@ -5,6 +5,7 @@
     alphanet-search ... --latency-ms 8 --backend onnxruntime --threads 2 --batch-size 1 --plot search.png
     torchrun --nproc_per_node 8 --no-python alphanet-search ... --history history.jsonl
     alphanet-search ... --history history.jsonl --resume          # after an interruption
+    alphanet-search ... --front 200:1200:10 --predictor auto --population 1000 --out front.json
 
 ``best.json`` (`alphanet_zoo.search.report`) holds the architecture under ``architecture`` with
 what the search knows of it; ``alphanet-extract --arch best.json``, ``alphanet-eval --arch

@@ -143,18 +143,22 @@ def front_table(result, seconds: float) -> list[str]:
     """The front bin by bin as table lines (top-1 real; ``~`` marks the prediction made before evaluating)."""
     bins = result.bins
     evaluated = len(result.history)
+    timed = any(c.latency_ms is not None for c in result.history)
     lines = [f"Front over {bins.low:g}..{bins.high:g} {bins.unit} by {bins.step:g}: {evaluated} real evaluations, "
              f"{len(result.pool) - evaluated} candidates only predicted ({seconds:.0f} s)",
-             f"{'bin':>15} {'MFLOPs':>9} {'top-1 %':>8} {'~pred':>7}  architecture"]
+             f"{'bin':>15} {'MFLOPs':>9}" + (f" {'ms':>8}" if timed else "") + f" {'top-1 %':>8} {'~pred':>7}  "
+             "architecture"]
     for i, c in enumerate(result.best):
         low, high = bins.bounds(i)
         span = f"{low:g}..{high:g}"
         if c is None:
-            lines.append(f"{span:>15} {'-':>9} {'-':>8} {'':>7}  (nothing evaluated)")
+            lines.append(f"{span:>15} {'-':>9}" + (f" {'-':>8}" if timed else "") + f" {'-':>8} {'':>7}  "
+                         "(nothing evaluated)")
             continue
         p = result.predicted_before.get(c.arch)
         pred = f"{p:>7.2f}" if p is not None else f"{'':>7}"
-        lines.append(f"{span:>15} {c.mflops:>9.2f} {c.top1:>8.2f} {pred}  {describe(c.arch)}")
+        ms = f" {c.latency_ms:>8.2f}" if timed and c.latency_ms is not None else ""
+        lines.append(f"{span:>15} {c.mflops:>9.2f}{ms} {c.top1:>8.2f} {pred}  {describe(c.arch)}")
     tau = result.kendall_tau
     if tau is not None:
         lines.append(f"predictor: Kendall tau {tau:.3f} over {result.tau_pairs} candidates predicted before evaluation")
