@@ -125,6 +125,10 @@ def _parser() -> flags.ArgumentParser:
                         help="with --predictor: a candidate is evaluated when its predicted top-1 plus K times the "
                              "predictor's leave-one-out error beats its bin's best (larger: safer, more "
                              "evaluations)")
+    parser.add_argument("--predictor-rounds", type=flags.integer(1, 1_000_000), default=2, metavar="N",
+                        help="with --predictor: rounds of real evaluations per generation (the last generation "
+                             "runs until no candidate can change the front; those left in doubt earlier stay "
+                             "candidates)")
     parser.add_argument("--channels-last", action="store_true",
                         help="run candidates in channels-last memory format (faster on CPUs), after checking on "
                              "the smallest subnet that every held-out prediction stays as in the default format "
@@ -239,7 +243,7 @@ def _search(args: argparse.Namespace, device) -> int:
     if args.bins is not None:
         settings.update(front=[args.bins.low, args.bins.high, args.bins.step, args.bins.unit],
                         generations=args.generations, predictor=None if args.predictor == "none" else "ridge/1",
-                        margin=args.predictor_margin)
+                        margin=args.predictor_margin, rounds=args.predictor_rounds)
         if args.predictor not in ("auto", "none"):
             prior = distributed.broadcast_or_raise(lambda: read_evaluations(args.predictor),
                                                    "reading the predictor's history")
@@ -316,7 +320,7 @@ def _front(args: argparse.Namespace, evaluator: SubnetEvaluator, latency, prior,
                          generations=args.generations, mutation_ratio=args.mutation_ratio,
                          mutate_prob=args.mutate_prob, seed=args.seed,
                          predictor=None if args.predictor == "none" else "auto", prior=prior,
-                         margin=args.predictor_margin, known=known)
+                         margin=args.predictor_margin, rounds=args.predictor_rounds, known=known)
     bar = progress(total=args.generations + 1, desc="generations", unit="gen", **quiet)
     start = time.perf_counter()
 
