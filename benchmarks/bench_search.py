@@ -241,7 +241,8 @@ def front_sim(args) -> dict:
     return {"front": args.front, "noise_std": args.noise,
             "none": {"population": args.population, "generations": args.generations},
             "auto": {"population": args.predictor_population, "generations": args.predictor_generations,
-                     "margins": margins}, "seconds_per_eval": args.seconds_per_eval, "runs": runs,
+                     "margins": margins, "rounds": args.predictor_rounds or None},
+            "seconds_per_eval": args.seconds_per_eval, "runs": runs,
             "summary": summary}
 
 
@@ -265,7 +266,7 @@ def _front_sim_auto(args, bins, evaluate_many, seed: int, margin: float, none, t
 
     search = FrontSearch(bins, evaluate_many, population=args.predictor_population,
                          generations=args.predictor_generations, seed=seed, predictor="auto", margin=margin,
-                         on_evaluated=check)
+                         on_evaluated=check, rounds=args.predictor_rounds or None)
     start = time.perf_counter()
     auto = search.run()
     predictor_s = time.perf_counter() - start
@@ -310,6 +311,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--generations", type=int, default=20)
     parser.add_argument("--predictor-population", type=int, default=1000)
     parser.add_argument("--predictor-generations", type=int, default=10)
+    parser.add_argument("--predictor-rounds", type=int, default=0, help="rounds per generation (0: no limit)")
     parser.add_argument("--margin", default="0.5,1.0", help="predictor margins, comma-separated")
     parser.add_argument("--noise", type=float, default=0.25, help="the stand-in's per-subnet noise (top-1 points)")
     parser.add_argument("--seconds-per-eval", type=float, default=31.6,

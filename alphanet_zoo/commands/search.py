@@ -125,10 +125,12 @@ def _parser() -> flags.ArgumentParser:
                         help="with --predictor: a candidate is evaluated when its predicted top-1 plus K times the "
                              "predictor's leave-one-out error beats its bin's best (larger: safer, more "
                              "evaluations)")
-    parser.add_argument("--predictor-rounds", type=flags.integer(1, 1_000_000), default=2, metavar="N",
-                        help="with --predictor: rounds of real evaluations per generation (the last generation "
-                             "runs until no candidate can change the front; those left in doubt earlier stay "
-                             "candidates)")
+    parser.add_argument("--predictor-rounds", type=flags.integer(1, 1_000_000), default=None, metavar="N",
+                        help="with --predictor: at most N rounds of real evaluations per generation (default: until "
+                             "no candidate can change the front, which keeps the candidates those of --predictor "
+                             "none while the predictor is right); those left in doubt stay candidates, and the "
+                             "last generation runs until none is left. 2 took ~35 %% fewer evaluations on a "
+                             "stand-in accuracy")
     parser.add_argument("--channels-last", action="store_true",
                         help="run candidates in channels-last memory format (faster on CPUs), after checking on "
                              "the smallest subnet that every held-out prediction stays as in the default format "

@@ -12,11 +12,14 @@ evaluations go only to candidates that can change the front: in rounds, each bin
 candidate with the highest prediction is evaluated if the bin has no evaluated candidate yet or if
 its prediction plus ``margin`` times the predictor's leave-one-out error beats the bin's best;
 after each round the predictor is refitted and the pool re-predicted. A generation runs at most
-``rounds`` rounds (None: no limit): a candidate still in doubt stays in the pool, where the better
-bests later generations find often rule it out (on the stand-in of ``benchmarks/bench_search.py``
-two rounds took ~30 % fewer evaluations than no limit, for a front as good). The last generation
-runs rounds until no bin has such a candidate. Before the predictor can be fitted (``warmup``
-evaluations), the first candidates drawn are evaluated. The front therefore is, bin by bin, the
+``rounds`` rounds (None, the default: no limit): a candidate still in doubt stays in the pool,
+where the better bests later generations find often rule it out (on the stand-in of
+``benchmarks/bench_search.py`` two rounds took ~35 % fewer evaluations for a front as good); the
+last generation runs rounds until no bin has such a candidate. With no limit, and as long as the
+predictor rules out no bin's winner, each generation ends with the bests evaluating every child
+would give, so the search draws exactly the candidates the search without a predictor draws.
+Before the predictor can be fitted (``warmup`` evaluations), the first candidates drawn are
+evaluated. The front therefore is, bin by bin, the
 best real top-1 among the candidates the predictor did not rule out; `FrontResult.pool` lists
 every candidate drawn so those ruled out can be checked.
 
@@ -131,7 +134,7 @@ class FrontSearch:
                  space: SearchSpace = SEARCH_SPACE, predictor: str | None = None,
                  prior: Sequence[tuple[ArchConfig, float]] = (), warmup: int | None = None, margin: float = 1.0,
                  known: Mapping[ArchConfig, Candidate] | None = None,
-                 on_evaluated: Callable[[], None] | None = None, rounds: int | None = 2) -> None:
+                 on_evaluated: Callable[[], None] | None = None, rounds: int | None = None) -> None:
         if population < 2 or generations < 0:
             raise InputError(f"need population >= 2 and generations >= 0, got {population} and {generations}")
         if not 0 <= mutation_ratio <= 1 or not 0 <= mutate_prob <= 1:
