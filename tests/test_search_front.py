@@ -105,6 +105,10 @@ def test_a_front_search_is_seeded_resumable_and_takes_an_earlier_history():
     resumed = _search("auto", known=known, evaluate=counting).run()
     assert resumed.best == first.best and resumed.replayed == len(known)
     assert not set(calls) & set(known) and len(calls) == len(first.history) - len(known)
+    capped = _search("auto", rounds=1).run()  # doubt carried over; the last generation settles it
+    assert all(c is not None for c in capped.best) and capped.kendall_tau > 0.8
+    exhaustive = [max(score(a) for a in capped.pool if capped.bins.index(count_flops(a)) == i) for i in range(3)]
+    assert [c.top1 for c in capped.best] == exhaustive
     prior = [(c.arch, c.top1) for c in first.history]
     seeded = _search("auto", prior=prior, seed=2).run()  # an earlier run's evaluations: no warm-up needed
     assert len(seeded.history) < len(_search("auto", seed=2).run().history)
