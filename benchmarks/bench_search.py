@@ -3,6 +3,27 @@
     python benchmarks/bench_search.py [--candidates 6] [--calib 8x32] [--heldout 256] [--crop-size 224]
                                       [--backend onnxruntime --threads 2 --batch-size 1] [--skip-table]
                                       [--device cpu] [--json out.json]
+    python benchmarks/bench_search.py --profile [--rounds 3 --candidates 2]   # real-evaluation cost, by lever
+    python benchmarks/bench_search.py --front-sim [--seeds 5]                 # the predictor's savings
+
+``--profile``: the cost of one real evaluation (extract, BN calibration on 256 images, top-1 on
+256 held-out images at 224) for each variant: ``default`` (glibc's allocator as it comes),
+``keep_freed_memory`` (`alphanet_zoo.search.evaluate.keep_freed_memory`) and that plus
+channels-last. Each variant runs in its own process (the allocator setting is process-wide),
+the variants interleaved round after round on the same subnets; wall, user and system seconds per
+candidate are reported as median and min..max over every candidate timed.
+
+``--front-sim``: `FrontSearch` over 200..600 MFLOPs by 20 with and without the predictor, the
+accuracy given by a stand-in for a trained supernet (no trained checkpoint is available to this
+benchmark): the published AlphaNet curve of top-1 against MFLOPs, small per-choice effects and
+per-subnet noise of a 5000-image held-out set, rounded to 1/5000. Reported per seed: real
+evaluations without the predictor and its front's mean top-1 over the bins; the real evaluations
+the predictor search needed to reach that mean (``fewer_x``: how many times fewer), and to reach
+the same mean of the noise-free accuracy (``fewer_x_true``: the front a larger held-out set would
+rank the same); Kendall tau of the predictions made before each
+evaluation; and candidates scored (predicted or evaluated) per minute, counting each real
+evaluation at ``--seconds-per-eval`` (a measured cost from ``--profile``) plus the predictor's own
+measured time.
 
 1. Candidates per minute: `SubnetEvaluator` (extract, BN calibration, held-out top-1: what
    ``alphanet-search`` does per candidate) on random subnets at 250-450 MFLOPs, with the images
@@ -102,6 +123,169 @@ def latency_table(args, work: Path) -> dict:
             "points": [(p["mflops"], p["measured_ms"], p["predicted_ms"]) for p in v["points"] if not p["fit"]]}
 
 
+VARIANTS = ("default", "keep_freed_memory", "keep_freed_memory+channels_last")
+
+
+def eval_cost_variant(variant: str, candidates: int, threads: int) -> dict:
+    """In this process: seconds (wall, user, system) per real evaluation for ``variant``."""
+    import resource
+
+    from alphanet_zoo.data import TensorBatches
+    from alphanet_zoo.search import SubnetEvaluator, sample_in_range
+    from alphanet_zoo.search.evaluate import keep_freed_memory
+    from alphanet_zoo.supernet import Supernet
+
+    torch.set_num_threads(threads)
+    if variant != "default":
+        keep_freed_memory()
+    g = torch.Generator().manual_seed(0)
+    calibration = TensorBatches(torch.randint(0, 256, (256, 3, 224, 224), dtype=torch.uint8, generator=g),
+                                torch.zeros(256, dtype=torch.long), 32)
+    heldout = TensorBatches(torch.randint(0, 256, (256, 3, 224, 224), dtype=torch.uint8, generator=g),
+                            torch.randint(0, 1000, (256,), generator=g), 128)
+    evaluator = SubnetEvaluator(Supernet().eval(), calibration, heldout, channels_last=variant.endswith("last"))
+    rng = random.Random(0)
+    archs = [sample_in_range(300, 450, rng) for _ in range(candidates + 1)]
+    evaluator(archs[0])  # warm-up
+    rows = []
+    for arch in archs[1:]:
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        evaluator(arch)
+        r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        rows.append({"wall": t1 - t0, "user": r1.ru_utime - r0.ru_utime, "sys": r1.ru_stime - r0.ru_stime,
+                     "mflops": round(alphanet_zoo.count_flops(arch), 1), "resolution": arch.resolution})
+    return {"variant": variant, "rows": rows}
+
+
+def _spread(values) -> dict:
+    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2),
+            "max": round(max(values), 2), "n": len(values)}
+
+
+def eval_cost(args) -> dict:
+    """Interleave the variants, each in a fresh process, ``--rounds`` times."""
+    import subprocess
+
+    per_variant: dict[str, list] = {v: [] for v in VARIANTS}
+    for round_ in range(args.rounds):
+        for variant in VARIANTS:
+            done = subprocess.run([sys.executable, __file__, "--variant", variant, "--candidates",
+                                   str(args.candidates), "--torch-threads", str(args.torch_threads or 1)],
+                                  capture_output=True, text=True, check=True)
+            rows = json.loads(done.stdout.strip().splitlines()[-1])["rows"]
+            per_variant[variant] += rows
+            print(f"round {round_} {variant}: " + ", ".join(f"{r['wall']:.1f}s (sys {r['sys']:.1f})" for r in rows),
+                  file=sys.stderr, flush=True)
+    out = {}
+    for variant, rows in per_variant.items():
+        out[variant] = {k: _spread([r[k] for r in rows]) for k in ("wall", "user", "sys")}
+        out[variant]["candidates_per_minute"] = round(60 / out[variant]["wall"]["median"], 2)
+    base = out["default"]["wall"]["median"]
+    for variant in VARIANTS:
+        out[variant]["speedup"] = round(base / out[variant]["wall"]["median"], 2)
+    return {"threads": args.torch_threads or 1, "calibration_images": 256, "heldout_images": 256,
+            "crop_size": 224, "rounds": args.rounds, "variants": out}
+
+
+ANCHORS = [(203, 77.87), (279, 78.94), (317, 79.20), (357, 79.41), (444, 80.01), (491, 80.29), (596, 80.62),
+           (709, 80.78)]  # the published AlphaNet-A0..A6 (MFLOPs, top-1)
+
+
+def stand_in_top1(arch, noise_std: float = 0.25) -> float:
+    """The stand-in for a trained supernet's held-out top-1 (see the module docstring)."""
+    import hashlib
+
+    noise = random.Random(int(hashlib.sha256(repr(arch).encode()).hexdigest()[:12], 16)).gauss(0, noise_std)
+    return round((stand_in_true(arch) + noise) * 50) / 50  # 5000 images: steps of 0.02 %
+
+
+def stand_in_true(arch) -> float:
+    """The stand-in's accuracy without the held-out set's noise (what a larger held-out set tends to)."""
+    import math
+
+    f = alphanet_zoo.count_flops(arch)
+    for (f0, a0), (f1, a1) in zip(ANCHORS, ANCHORS[1:]):
+        if f <= f1 or f1 == ANCHORS[-1][0]:
+            curve = a0 + (a1 - a0) * (math.log(f) - math.log(f0)) / (math.log(f1) - math.log(f0))
+            break
+    effects = 0.08 * (sum(arch.depth) - 25) - 0.05 * (sum(arch.kernel_size) - 28) + 0.002 * (arch.width[-1] - 1888) \
+        - 0.1 * (arch.resolution - 240) / 48
+    return curve - 1.0 + effects
+
+
+def front_sim(args) -> dict:
+    from alphanet_zoo.search.evolution import Evaluation
+    from alphanet_zoo.search.front import Bins, FrontSearch
+
+    def evaluate_many(archs):
+        return [Evaluation(stand_in_top1(a, args.noise)) for a in archs]
+
+    bins = Bins.parse(args.front)
+    runs = []
+    margins = [float(m) for m in str(args.margin).split(",")]
+    for seed in range(args.seeds):
+        none = FrontSearch(bins, evaluate_many, population=args.population, generations=args.generations,
+                           seed=seed).run()
+        target = statistics.mean(c.top1 for c in none.front)
+        for margin in margins:
+            runs.append(_front_sim_auto(args, bins, evaluate_many, seed, margin, none, target,
+                                        statistics.mean(stand_in_true(c.arch) for c in none.front)))
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    summary = {}
+    for margin in margins:
+        mine = [r for r in runs if r["margin"] == margin]
+        summary[str(margin)] = {k: _spread([r[k] for r in mine if r[k] is not None])
+                                for k in ("fewer_x", "fewer_x_true", "kendall_tau", "none_evaluations",
+                                          "auto_evaluations_to_reach", "auto_evaluations_total",
+                                          "scored_per_minute_none", "scored_per_minute_auto")}
+    return {"front": args.front, "noise_std": args.noise,
+            "none": {"population": args.population, "generations": args.generations},
+            "auto": {"population": args.predictor_population, "generations": args.predictor_generations,
+                     "margins": margins, "rounds": args.predictor_rounds or None},
+            "seconds_per_eval": args.seconds_per_eval, "runs": runs,
+            "summary": summary}
+
+
+def _front_sim_auto(args, bins, evaluate_many, seed: int, margin: float, none, target: float,
+                    target_true: float) -> dict:
+    """One predictor search; the real evaluations it had made when its front first reached ``target``
+    (mean measured top-1 over the bins), and ``target_true`` (the same, without the noise)."""
+    from alphanet_zoo.search.front import FrontSearch
+
+    reached: list[int] = []
+    reached_true: list[int] = []
+
+    def check() -> None:
+        front = search.front()
+        if len(front) < bins.count:
+            return
+        if not reached and statistics.mean(c.top1 for c in front) >= target:
+            reached.append(len(search.evaluated))
+        if not reached_true and statistics.mean(stand_in_true(c.arch) for c in front) >= target_true:
+            reached_true.append(len(search.evaluated))
+
+    search = FrontSearch(bins, evaluate_many, population=args.predictor_population,
+                         generations=args.predictor_generations, seed=seed, predictor="auto", margin=margin,
+                         on_evaluated=check, rounds=args.predictor_rounds or None)
+    start = time.perf_counter()
+    auto = search.run()
+    predictor_s = time.perf_counter() - start
+    minutes_auto = (len(auto.history) * args.seconds_per_eval + predictor_s) / 60
+    return {"seed": seed, "margin": margin, "none_evaluations": len(none.history),
+            "none_front_mean_top1": round(target, 3), "auto_evaluations_total": len(auto.history),
+            "auto_candidates": len(auto.pool),
+            "auto_front_mean_top1": round(statistics.mean(c.top1 for c in auto.front), 3),
+            "auto_evaluations_to_reach": reached[0] if reached else None,
+            "fewer_x": round(len(none.history) / reached[0], 1) if reached else None,
+            "none_front_mean_true": round(target_true, 3),
+            "auto_front_mean_true": round(statistics.mean(stand_in_true(c.arch) for c in auto.front), 3),
+            "auto_evaluations_to_reach_true": reached_true[0] if reached_true else None,
+            "fewer_x_true": round(len(none.history) / reached_true[0], 1) if reached_true else None,
+            "kendall_tau": round(auto.kendall_tau, 3), "search_seconds": round(predictor_s, 1),
+            "scored_per_minute_none": round(60 / args.seconds_per_eval, 2),
+            "scored_per_minute_auto": round(len(auto.pool) / minutes_auto, 2)}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidates", type=int, default=6)
@@ -117,7 +301,37 @@ def main(argv=None) -> dict:
     parser.add_argument("--skip-table", action="store_true")
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--json")
+    parser.add_argument("--profile", action="store_true", help="real-evaluation cost per lever, interleaved")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--front-sim", action="store_true", help="the predictor's savings on a stand-in accuracy")
+    parser.add_argument("--front", default="200:600:20")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--population", type=int, default=64)
+    parser.add_argument("--generations", type=int, default=20)
+    parser.add_argument("--predictor-population", type=int, default=1000)
+    parser.add_argument("--predictor-generations", type=int, default=10)
+    parser.add_argument("--predictor-rounds", type=int, default=0, help="rounds per generation (0: no limit)")
+    parser.add_argument("--margin", default="0.5,1.0", help="predictor margins, comma-separated")
+    parser.add_argument("--noise", type=float, default=0.25, help="the stand-in's per-subnet noise (top-1 points)")
+    parser.add_argument("--seconds-per-eval", type=float, default=31.6,
+                        help="seconds a real evaluation costs (measured by --profile: keep_freed_memory)")
     args = parser.parse_args(argv)
+    if args.variant:
+        print(json.dumps(eval_cost_variant(args.variant, args.candidates, args.torch_threads or 1)))
+        return {}
+    if args.profile or args.front_sim:
+        report = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                  "load_average": os.getloadavg()}
+        if args.profile:
+            report["eval_cost"] = eval_cost(args)
+        if args.front_sim:
+            report["front_sim"] = front_sim(args)
+        report["load_average_after"] = os.getloadavg()
+        print(json.dumps(report, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        return report
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     report = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),

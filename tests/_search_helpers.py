@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from _train_helpers import make_image_folder
 
 BIN = Path(sys.executable).parent
@@ -71,3 +72,14 @@ def torchrun(command: str, args: list, nproc: int, cwd: Path, timeout: float = 3
 
 def lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread for a test module (import it there): the test machine's 2 cores are shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

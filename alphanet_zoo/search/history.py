@@ -37,6 +37,17 @@ def history_rows(candidates: Iterable[Candidate], search_id: str) -> list[dict[s
     return [{**c.to_dict(), "search": search_id} for c in candidates]
 
 
+def front_history_rows(search, search_id: str) -> list[dict[str, Any]]:
+    """The rows of a `alphanet_zoo.search.front.FrontSearch` so far: evaluated candidates only, in the
+    order evaluated, with ``predicted_top1`` where the predictor chose them (the real ``top1`` stays the
+    only accuracy read back)."""
+    rows = history_rows(search.evaluated.values(), search_id)
+    for row, arch in zip(rows, search.evaluated):
+        if arch in search.predicted_before:
+            row["predicted_top1"] = round(search.predicted_before[arch], 4)
+    return rows
+
+
 def write_history(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
     write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 

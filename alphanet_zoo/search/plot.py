@@ -6,6 +6,7 @@ import os
 from typing import Any, Sequence
 
 from .._io import save_figure
+from ..flops import count_flops
 from .evolution import Candidate, pareto_front
 
 
@@ -59,6 +60,44 @@ def plot_search(history: Sequence[Candidate], best: Candidate, path: str | os.Pa
             ax.grid(True, alpha=0.3)
             ax.legend(loc="lower right", fontsize=8)
         fig.suptitle("alphanet-search: accuracy against cost")
+        fig.tight_layout()
+        save_figure(fig, path)
+    finally:
+        plt.close(fig)
+    return points
+
+
+def plot_front(result, path: str | os.PathLike) -> dict[str, Any]:
+    """``--front --plot``: real top-1 of every evaluated candidate and the best per bin against cost,
+    and the candidates only predicted (their predicted top-1, hollow). Returns the points drawn."""
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    evaluated = {c.arch for c in result.history}
+    points = {"evaluated": sorted((c.mflops, c.top1) for c in result.history),
+              "front": [(c.mflops, c.top1) for c in result.front],
+              "predicted": sorted((count_flops(a), p) for a, p in result.pool.items()
+                                  if a not in evaluated and p is not None)}
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
+    try:
+        if points["predicted"]:
+            ax.scatter(*zip(*points["predicted"]), s=8, facecolors="none", edgecolors="tab:orange", alpha=0.4,
+                       label=f"predicted only ({len(points['predicted'])})")
+        if points["evaluated"]:
+            ax.scatter(*zip(*points["evaluated"]), s=10, color="tab:gray", alpha=0.6,
+                       label=f"evaluated ({len(points['evaluated'])})")
+        if points["front"]:
+            ax.plot(*zip(*points["front"]), "o-", color="tab:blue", ms=4, label="best per bin (real top-1)")
+        for i in range(result.bins.count + 1 if result.bins.unit == "MFLOPs" else 0):
+            ax.axvline(min(result.bins.low + i * result.bins.step, result.bins.high), color="0.85", lw=0.5)
+        ax.set_xlabel("MFLOPs")
+        ax.set_ylabel("top-1 on the held-out images (%)")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+        fig.suptitle("alphanet-search --front")
         fig.tight_layout()
         save_figure(fig, path)
     finally:

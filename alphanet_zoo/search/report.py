@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..flops import count_flops
 from .budget import Budget
 from .evolution import Candidate, SearchResult
 
@@ -70,4 +71,95 @@ def front_lines(result: SearchResult, best: Candidate, seconds: float) -> list[s
         mark = "  <- best" if c.arch == best.arch else ""
         ms = f" {c.latency_ms:>8.2f}" if timed else ""
         lines.append(f"{c.mflops:>9.2f}{ms} {c.top1:>8.2f}  {describe(c.arch)}{mark}")
+    return lines
+
+
+FRONT_FORMAT = "alphanet_zoo.front/1"
+
+
+def front_document(result, *, predictor_mode: str, margin: float, world_size: int, seed: int, search_id: str,
+                   heldout_images: int, calibration, seconds: float, population: int, generations: int,
+                   latency: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``alphanet-search --front`` output (format ``alphanet_zoo.front/1``), for a `FrontResult`::
+
+        {"format": "alphanet_zoo.front/1", "cost": "MFLOPs" | "ms",
+         "range": {"min", "max", "step"},
+         "bins": [{"low", "high", "mflops", "latency_ms", "top1" (real, on the held-out images),
+                   "predicted_top1" (what the predictor said before it was evaluated; null: evaluated
+                   without a prediction), "generation", "architecture"}
+                  | {"low", "high", "empty": true}],
+         "totals": {"real_evaluations", "replayed", "predicted_only", "candidates", "generations", "population"},
+         "predictor": {"mode": "none" | "auto" | FILE, "model": "ridge", "kendall_tau" (predictions made
+                       before each evaluation against the real top-1), "tau_pairs", "loo_rmse", "alpha",
+                       "margin", "rows"},
+         "predicted_only": [{"mflops", "predicted_top1" (the last prediction), "architecture"}],
+         "world_size", "seed", "search", "heldout_images", "calibration", "seconds"}
+
+    Every ``top1`` is a real evaluation; predictions are only ever under keys named ``predicted_*``.
+    """
+    bins = result.bins
+    rows = []
+    for i, c in enumerate(result.best):
+        low, high = bins.bounds(i)
+        row: dict[str, Any] = {"low": round(low, 6), "high": round(high, 6)}
+        if c is None:
+            row["empty"] = True
+        else:
+            p = result.predicted_before.get(c.arch)
+            row.update({"mflops": round(c.mflops, 4),
+                        "latency_ms": None if c.latency_ms is None else round(c.latency_ms, 4),
+                        "top1": c.top1, "predicted_top1": None if p is None else round(p, 4),
+                        "generation": c.generation, "architecture": c.arch.to_dict()})
+        rows.append(row)
+    evaluated = {c.arch for c in result.history}
+    predicted_only = [a for a in result.pool if a not in evaluated]
+    model = result.predictor
+    tau = result.kendall_tau
+    predicted_rows = []
+    for a in predicted_only:
+        p = result.pool[a]
+        predicted_rows.append({"mflops": round(count_flops(a), 4), "predicted_top1": None if p is None else round(p, 4),
+                               "architecture": a.to_dict()})
+    return {
+        "format": FRONT_FORMAT, "cost": bins.unit,
+        "range": {"min": bins.low, "max": bins.high, "step": bins.step},
+        "bins": rows,
+        "totals": {"real_evaluations": len(result.history), "replayed": result.replayed,
+                   "predicted_only": len(predicted_only), "candidates": len(result.pool),
+                   "generations": generations, "population": population},
+        "predictor": {"mode": predictor_mode, "model": None if predictor_mode == "none" else "ridge",
+                      "kendall_tau": None if tau is None else round(tau, 4), "tau_pairs": result.tau_pairs,
+                      "loo_rmse": None if model is None else round(model.loo_rmse, 4),
+                      "alpha": None if model is None else model.alpha, "rows": None if model is None else model.rows,
+                      "margin": margin if predictor_mode != "none" else None},
+        "predicted_only": predicted_rows,
+        "world_size": world_size, "seed": seed, "search": search_id, "heldout_images": heldout_images,
+        "calibration": dataclasses.asdict(calibration) if calibration is not None else None,
+        "latency": latency, "seconds": round(seconds, 3),
+    }
+
+
+def front_table(result, seconds: float) -> list[str]:
+    """The front bin by bin as table lines (top-1 real; ``~`` marks the prediction made before evaluating)."""
+    bins = result.bins
+    evaluated = len(result.history)
+    timed = any(c.latency_ms is not None for c in result.history)
+    lines = [f"Front over {bins.low:g}..{bins.high:g} {bins.unit} by {bins.step:g}: {evaluated} real evaluations, "
+             f"{len(result.pool) - evaluated} candidates only predicted ({seconds:.0f} s)",
+             f"{'bin':>15} {'MFLOPs':>9}" + (f" {'ms':>8}" if timed else "") + f" {'top-1 %':>8} {'~pred':>7}  "
+             "architecture"]
+    for i, c in enumerate(result.best):
+        low, high = bins.bounds(i)
+        span = f"{low:g}..{high:g}"
+        if c is None:
+            lines.append(f"{span:>15} {'-':>9}" + (f" {'-':>8}" if timed else "") + f" {'-':>8} {'':>7}  "
+                         "(nothing evaluated)")
+            continue
+        p = result.predicted_before.get(c.arch)
+        pred = f"{p:>7.2f}" if p is not None else f"{'':>7}"
+        ms = f" {c.latency_ms:>8.2f}" if timed and c.latency_ms is not None else ""
+        lines.append(f"{span:>15} {c.mflops:>9.2f}{ms} {c.top1:>8.2f} {pred}  {describe(c.arch)}")
+    tau = result.kendall_tau
+    if tau is not None:
+        lines.append(f"predictor: Kendall tau {tau:.3f} over {result.tau_pairs} candidates predicted before evaluation")
     return lines
