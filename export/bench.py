@@ -16,11 +16,15 @@ Backends (``--backend all``: every one available here except the opt-in ``compil
 | ``onnxruntime`` / ``onnxruntime-int8`` | our ONNX file / its int8 QDQ model | fp32 / int8 |
 | ``openvino`` / ``openvino-bf16`` / ``openvino-int8`` | our OpenVINO IR at each precision | fp32 / bf16 / int8 |
 | ``openvino-onnx`` | OpenVINO's default compile of our fp32 ONNX, as a user would do by hand | OpenVINO's default |
+| ``executorch`` / ``executorch-int8`` | our ``.pte`` (XNNPACK-delegated) on ExecuTorch's runtime | fp32 / int8 |
+| ``litert`` / ``litert-int8`` | our ``.tflite`` on LiteRT's interpreter (XNNPACK delegate) | fp32 / int8 |
 | ``cuda`` | the PyTorch model on the GPU (when there is one) | fp32 |
 
-Every backend runs through `runtime.ExportedModel` (the PyTorch ones as `TorchModel` variants), the
-exported ones with `open_model`'s tuned settings on files built by the formats' builders, as
-``alphanet-export`` builds them. int8 files are calibrated on the built-in test images (timing does
+The ExecuTorch and LiteRT rows (with ``[executorch]``, ``[litert]`` installed) run the phone runtimes on
+this machine's CPU: a stand-in for a phone's, not a phone.
+Every backend runs through `runtime.ExportedModel` (the PyTorch ones as `TorchModel` variants), the exported
+ones with `open_model`'s tuned settings on files built by the formats' builders, as ``alphanet-export``
+builds them. int8 files are calibrated on the built-in test images (timing does
 not depend on it; their agreement would be better on real images). Each row gives the median call
 and the range (min..max) over ``--repeats`` calls, taken in interleaved rounds
 (`timing.time_in_turns`): backends take turns of 5 timed calls, each turn after a short pause and
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -65,16 +70,22 @@ from .verify import reference_logits
 
 log = logging.getLogger("alphanet_zoo")
 BACKENDS = ("eager", "eager-cl", "torchscript", "pt2", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16",
-            "openvino-int8", "openvino-onnx", "compile", "cuda")
+            "openvino-int8", "openvino-onnx", "executorch", "executorch-int8", "litert", "litert-int8", "compile",
+            "cuda")
 OPT_IN = ("compile",)  # not in "all": torch.compile's first call takes minutes
-PRECISION = {"onnxruntime-int8": "int8", "openvino-bf16": "bf16", "openvino-int8": "int8"}
+PRECISION = {"onnxruntime-int8": "int8", "openvino-bf16": "bf16", "openvino-int8": "int8", "executorch-int8": "int8",
+             "litert-int8": "int8"}
 #: The PyTorch backends: `TorchModel.of`'s options.
 EAGER = {"eager": {}, "eager-cl": {"channels_last": True}, "compile": {"compile": True},
          "cuda": {"device": "cuda", "channels_last": True}}
 #: The exported backends: the file (format and precision) each runs, built by that format's builder.
 FILES = {"torchscript": ("torchscript", "fp32"), "pt2": ("pt2", "fp32"), "onnxruntime": ("onnx", "fp32"),
          "onnxruntime-int8": ("onnx", "int8"), "openvino": ("openvino", "fp32"),
-         "openvino-bf16": ("openvino", "bf16"), "openvino-int8": ("openvino", "int8")}
+         "openvino-bf16": ("openvino", "bf16"), "openvino-int8": ("openvino", "int8"),
+         "executorch": ("executorch", "fp32"), "executorch-int8": ("executorch", "int8"),
+         "litert": ("tflite", "fp32"), "litert-int8": ("tflite", "int8")}
+#: The Python package each optional backend family needs (absent: not in ``all``).
+NEEDS = {"openvino": "openvino", "executorch": "executorch", "litert": "litert_torch"}
 GEMM_SIZE = 3072
 # Backends take turns (`timing.time_in_turns`) of BLOCK timed calls, each after a pause and SETTLE_S
 # seconds of untimed calls: the previous backend's thread pool (ONNX Runtime's spinning workers,
@@ -198,9 +209,10 @@ def make_runner(backend: str, model: nn.Module, workdir: Path, threads: int,
 
 
 def available_backends() -> list[str]:
-    """The backends ``all`` means here: OpenVINO rows when OpenVINO is installed, cuda when a GPU is."""
-    has_openvino = importlib.util.find_spec("openvino") is not None
-    return [b for b in BACKENDS if b not in OPT_IN and (has_openvino or not b.startswith("openvino"))
+    """The backends ``all`` means here: OpenVINO, ExecuTorch and LiteRT rows when their packages are installed,
+    cuda when a GPU is."""
+    missing = {family for family, package in NEEDS.items() if importlib.util.find_spec(package) is None}
+    return [b for b in BACKENDS if b not in OPT_IN and b.split("-")[0] not in missing
             and (b != "cuda" or torch.cuda.is_available())]
 
 
@@ -345,6 +357,9 @@ def environment(threads: int) -> dict[str, Any]:
         import openvino
 
         versions["openvino"] = openvino.get_version().split("-")[0]
+    for package in ("executorch", "litert-torch", "ai-edge-litert"):
+        if importlib.util.find_spec(package.replace("-", "_")) is not None:
+            versions[package] = importlib.metadata.version(package)
     return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": threads, **versions,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "python": platform.python_version(), "platform": platform.platform(),

@@ -86,6 +86,15 @@ def lower(program: torch.export.ExportedProgram) -> tuple[bytes, tuple[str, ...]
     return buffer, checks
 
 
+def program_bytes(module: torch.nn.Module, example: torch.Tensor) -> bytes:
+    """The fp32 ``.pte`` of any module (BatchNorm folded) at ``example``'s static shape: the latency tables'
+    layers and subnets."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(fold_batchnorm(module).eval(), (example,))
+    return lower(program)[0]
+
+
 def recipe(calibration_source: str, images: int) -> dict[str, Any]:
     """The int8 recipe as the file's ``export`` metadata records it."""
     return {"tool": "executorch XNNPACKQuantizer (torchao pt2e: prepare_pt2e, calibrate, convert_pt2e)",

@@ -71,12 +71,15 @@ def _quiet() -> Iterator[None]:
             os.environ[PROGRESS_VARIABLE] = before
 
 
-def convert(model: torch.nn.Module) -> bytes:
-    """The fp32 ``.tflite`` bytes of an `AlphaNet` (batch `BATCH`)."""
+def convert(model: torch.nn.Module, example: torch.Tensor | None = None) -> bytes:
+    """The fp32 ``.tflite`` bytes of an `AlphaNet` at batch `BATCH` (BatchNorm folded), or of any module at
+    ``example``'s shape (the latency tables' layers)."""
     litert_torch = require_litert()
-    side = model.arch.resolution
+    if example is None:
+        side = model.arch.resolution
+        example = torch.zeros(BATCH, 3, side, side)
     with _quiet():
-        converted = litert_torch.convert(fold_batchnorm(model), (torch.zeros(BATCH, 3, side, side),))
+        converted = litert_torch.convert(fold_batchnorm(model).eval(), (example,))
         return bytes(converted.model_content())
 
 

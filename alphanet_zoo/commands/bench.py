@@ -21,6 +21,12 @@ log = logging.getLogger("alphanet_zoo")
 PROG = "alphanet-bench"
 
 
+def why(backend: str) -> str:
+    """Why an optional backend is missing here: the extra that installs it."""
+    family = backend.split("-")[0]
+    return f"{family} is not installed: pip install 'alphanet_zoo[{family}]'"
+
+
 def _parse_backends(value: str) -> list[str]:
     if value.strip().lower() == "all":
         backends = measuring.available_backends()
@@ -34,7 +40,7 @@ def _parse_backends(value: str) -> list[str]:
         missing = [b for b in backends if b not in measuring.available_backends() and b not in measuring.OPT_IN]
         if missing:
             raise UsageError(f"backend {missing[0]} is not available here "
-                             f"({'no CUDA device' if missing[0] == 'cuda' else 'OpenVINO is not installed'})")
+                             f"({'no CUDA device' if missing[0] == 'cuda' else why(missing[0])})")
     if "eager" not in backends:
         backends.insert(0, "eager")  # the reference every other backend is compared with
     return list(dict.fromkeys(backends))
@@ -44,7 +50,8 @@ def build_parser() -> flags.ArgumentParser:
     parser = flags.command_parser(
         PROG, "Latency (batch 1) and throughput (batch N) of AlphaNet models on every backend side by side: eager "
               "PyTorch, TorchScript, torch.export, torch.compile, ONNX Runtime and OpenVINO at fp32, bf16 and int8, "
-              "CUDA; with the fp32/bf16/int8 GEMM ceilings, cold start and agreement with fp32.",
+              "ExecuTorch and LiteRT (phone runtimes, on this CPU), CUDA; with the fp32/bf16/int8 GEMM ceilings, cold "
+              "start and agreement with fp32.",
         [flags.arch_flags(default="a0,a6"), flags.weights_flags(default="random"),
          flags.batch_flags(16), flags.output_flags("also write the results as JSON to this file"), flags.json_flags()])
     parser.add_argument("--batch", dest="batch_size", type=flags.integer(1, 65536), help=argparse.SUPPRESS)
