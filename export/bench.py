@@ -4,7 +4,7 @@ measuring behind ``alphanet-bench`` (`alphanet_zoo.commands.bench`).
     alphanet-bench --arch a0,a6 --threads 2 --batch-size 16 --out bench.json
     alphanet-bench --arch a0 --backend openvino-bf16,openvino-onnx,onnxruntime --repeats 60 --json
 
-Backends (``--backend all``: every one available here except the opt-in ``compile``):
+Backends (``--backend all``: every one available here except the opt-in ``compile`` and phone runtimes):
 
 | backend | what runs | precision |
 | --- | --- | --- |
@@ -72,7 +72,8 @@ log = logging.getLogger("alphanet_zoo")
 BACKENDS = ("eager", "eager-cl", "torchscript", "pt2", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16",
             "openvino-int8", "openvino-onnx", "executorch", "executorch-int8", "litert", "litert-int8", "compile",
             "cuda")
-OPT_IN = ("compile",)  # not in "all": torch.compile's first call takes minutes
+#: Not in "all": torch.compile's first call takes minutes, and so does converting to each phone runtime.
+OPT_IN = ("compile", "executorch", "executorch-int8", "litert", "litert-int8")
 PRECISION = {"onnxruntime-int8": "int8", "openvino-bf16": "bf16", "openvino-int8": "int8", "executorch-int8": "int8",
              "litert-int8": "int8"}
 #: The PyTorch backends: `TorchModel.of`'s options.
@@ -208,11 +209,11 @@ def make_runner(backend: str, model: nn.Module, workdir: Path, threads: int,
     return _opened(backend, artifacts.opener(*FILES[backend], threads), side)
 
 
-def available_backends() -> list[str]:
-    """The backends ``all`` means here: OpenVINO, ExecuTorch and LiteRT rows when their packages are installed,
-    cuda when a GPU is."""
+def available_backends(opt_in: bool = False) -> list[str]:
+    """The backends ``all`` means here: OpenVINO rows when OpenVINO is installed, cuda when a GPU is; with
+    ``opt_in``, also those that run here only when named (`OPT_IN`: ExecuTorch and LiteRT when installed)."""
     missing = {family for family, package in NEEDS.items() if importlib.util.find_spec(package) is None}
-    return [b for b in BACKENDS if b not in OPT_IN and b.split("-")[0] not in missing
+    return [b for b in BACKENDS if (opt_in or b not in OPT_IN) and b.split("-")[0] not in missing
             and (b != "cuda" or torch.cuda.is_available())]
 
 

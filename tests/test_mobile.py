@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from alphanet_zoo.export import export_metadata, export_model, file_format, open_model, read_export_info, read_metadata
+from alphanet_zoo.commands import bench as bench_command
 from alphanet_zoo.export.bench import available_backends
 from alphanet_zoo.export.builders import builder_for, format_of_suffix
 from alphanet_zoo.export.metadata import sidecar_path
@@ -49,7 +50,7 @@ def tiny_model() -> AlphaNet:
 # ---- without the runtimes -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", SUFFIX)
-def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tiny_model, tmp_path, fmt):
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tiny_model, tmp_path, capsys, fmt):
     monkeypatch.setitem(sys.modules, PACKAGE[fmt], None)  # importing it now fails, as where it is not installed
     path = tmp_path / f"m{SUFFIX[fmt]}"
     with pytest.raises(AlphaNetError) as e:
@@ -57,9 +58,15 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tiny_model, tmp_path
     assert f"pip install 'alphanet_zoo[{EXTRA[fmt]}]'" in str(e.value) and "\n" not in str(e.value)
     assert not list(tmp_path.iterdir())
     backend = {"executorch": "executorch", "tflite": "litert"}[fmt]
-    assert backend not in available_backends()
+    assert backend not in available_backends(opt_in=True)
     with pytest.raises(InputError, match=rf"alphanet_zoo\[{EXTRA[fmt]}\]"):
         make_runtime(backend, 1, 1)
+    assert bench_command.main(["--arch", "a0", "--backend", f"{backend}-int8"]) == 2
+    assert f"pip install 'alphanet_zoo[{EXTRA[fmt]}]'" in capsys.readouterr().err
+
+
+def test_phone_backends_are_benchmarked_only_when_named():
+    assert not {"executorch", "executorch-int8", "litert", "litert-int8"} & set(available_backends())
 
 
 def test_the_formats_are_registered_by_suffix_and_told_from_their_bytes(tmp_path):

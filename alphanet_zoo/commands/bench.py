@@ -37,7 +37,7 @@ def _parse_backends(value: str) -> list[str]:
             raise UsageError(f"unknown backend {unknown[0] if unknown else value!r}; valid backends: "
                              f"{', '.join(measuring.BACKENDS)} (or all: every one available here but "
                              f"{', '.join(measuring.OPT_IN)})")
-        missing = [b for b in backends if b not in measuring.available_backends() and b not in measuring.OPT_IN]
+        missing = [b for b in backends if b not in measuring.available_backends(opt_in=True)]
         if missing:
             raise UsageError(f"backend {missing[0]} is not available here "
                              f"({'no CUDA device' if missing[0] == 'cuda' else why(missing[0])})")
