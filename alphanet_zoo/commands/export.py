@@ -137,7 +137,8 @@ def _output_path(out: str | None, name: str, fmt: str) -> Path:
     targets = builder.targets(path)
     if len(targets) > 1 and path.suffix.lower() not in builder.suffixes:
         raise UsageError(f"--out {out}: {builder.description} is written as NAME{builder.suffixes[0]} (and "
-                         f"{', '.join('NAME' + t.suffix for t in targets[1:])} beside it)")
+                         f"{', '.join(t.name for t in builder.targets(Path('NAME' + builder.suffixes[0]))[1:])} "
+                         "beside it)")
     for extra in targets[1:]:
         check_writable_file(extra)
     return check_writable_file(path)
