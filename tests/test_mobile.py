@@ -159,6 +159,7 @@ def test_predict_and_eval_commands_take_mobile_files(exported, tiny_model, tmp_p
         out = tmp_path / f"{fmt}.json"
         assert eval_cli.main(["--model", str(result.path), "--data", str(data.parent), "--workers", "0",
                               "--out", str(out)]) == 0, capsys.readouterr().err
+        capsys.readouterr()
         assert json.loads(out.read_text())["images"] == 2
 
 
