@@ -164,7 +164,25 @@ def test_predict_and_eval_commands_take_mobile_files(exported, tiny_model, tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", SUFFIX)
+def test_executorch_int8_recipe_quantizes_the_folded_model(tiny_model):
+    """XNNPACK's static recipe through pt2e, before lowering (lowering an int8 program takes minutes; the
+    lowering itself is the fp32 files', and benchmarks/bench_mobile.py exports int8 .pte files end to end)."""
+    pytest.importorskip("executorch", reason="pip install 'alphanet_zoo[executorch]'")
+    from alphanet_zoo.export.executorch_export import quantized_module
+    from alphanet_zoo.export.images import builtin_images
+    from alphanet_zoo.export.pt2_export import fold_batchnorm
+
+    images = builtin_images(tiny_model.pretrained_cfg.preprocessing)
+    quantized = quantized_module(fold_batchnorm(tiny_model), images[:8])
+    names = {str(n.target) for n in quantized.graph.nodes if n.op == "call_function"}
+    assert any("quantize_per_tensor" in n for n in names) and any("dequantize_per_channel" in n for n in names)
+    with torch.inference_mode():
+        got, expected = quantized(images[8:]), tiny_model(images[8:])
+    assert torch.nn.functional.cosine_similarity(got, expected).min() >= 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["tflite"])
 def test_int8_files_record_their_agreement_and_recipe(tiny_model, tmp_path, fmt):
     pytest.importorskip(PACKAGE[fmt], reason=f"pip install 'alphanet_zoo[{EXTRA[fmt]}]'")
     path = tmp_path / f"tiny_int8{SUFFIX[fmt]}"
