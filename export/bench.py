@@ -3,6 +3,7 @@ measuring behind ``alphanet-bench`` (`alphanet_zoo.commands.bench`).
 
     alphanet-bench --arch a0,a6 --threads 2 --batch-size 16 --out bench.json
     alphanet-bench --arch a0 --backend openvino-bf16,openvino-onnx,onnxruntime --repeats 60 --json
+    alphanet-bench --arch a0 --backend executorch,executorch-int8,litert,litert-int8 --threads 1,2
 
 Backends (``--backend all``: every one available here except the opt-in ``compile`` and phone runtimes):
 
@@ -152,7 +153,7 @@ class Row:
 
 # ---- runners ------------------------------------------------------------------------------------
 
-class _Artifacts:
+class Artifacts:
     """A model's exported files, built once per model and precision by the formats' builders
     (`builders.BUILDERS`, as ``alphanet-export`` builds them, not verified) in a work folder, and shared
     by its backends. int8 files are calibrated on the built-in test images."""
@@ -193,7 +194,7 @@ def _opened(backend: str, open_model: Callable[[], ExportedModel], side: int) ->
 
 
 def make_runner(backend: str, model: nn.Module, workdir: Path, threads: int,
-                artifacts: _Artifacts | None = None) -> Runner:
+                artifacts: Artifacts | None = None) -> Runner:
     """A `Runner` for ``backend``; exported backends write their files into ``workdir``."""
     side = model.arch.resolution
     if backend in EAGER:
@@ -202,7 +203,7 @@ def make_runner(backend: str, model: nn.Module, workdir: Path, threads: int,
         return _opened(backend, lambda: TorchModel.of(model, threads=threads, **EAGER[backend]), side)
     if backend not in FILES and backend != "openvino-onnx":
         raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    artifacts = artifacts or _Artifacts(model, workdir)
+    artifacts = artifacts or Artifacts(model, workdir)
     if backend == "openvino-onnx":  # OpenVINO's defaults on our fp32 ONNX: the baseline a user gets by hand
         path = artifacts.candidate("onnx", "fp32").files[0]
         return _opened(backend, lambda: OpenVinoModel(path, None, None, threads, "cpu", tuned=False), side)
@@ -286,14 +287,15 @@ def _agreement(runners: Sequence[Runner], model: nn.Module) -> list[Any]:
 def benchmark_model(name: str, model: nn.Module, backends: Sequence[str], *, batch: int, threads: int,
                     warmup: int, repeats: int, ceiling: float | dict[str, float] | None = None,
                     extra_runners: dict[str, Callable[[nn.Module], Runner]] | None = None,
-                    agreement: bool = True) -> list[Row]:
+                    agreement: bool = True, artifacts: Artifacts | None = None) -> list[Row]:
     """Rows for one model: each backend at batch 1 and at ``batch``.
 
     Backends are timed in turns (`timing.time_in_turns`) of `BLOCK` calls (after ``warmup`` untimed
     calls in the first turn, one in the others, and `SETTLE_S` seconds of them in each), so a load that
     comes and goes on a shared machine falls on all of them alike. ``ceiling``: the GEMM ceilings by
     precision (a bare number: the fp32 one). ``extra_runners`` maps more backend names to runner
-    factories (for benchmark scripts).
+    factories (for benchmark scripts). ``artifacts``: the model's exported files, to share them between calls
+    (at several thread counts: a phone runtime's file takes minutes to convert); default: built here.
     """
     ceilings = {"fp32": ceiling} if isinstance(ceiling, (int, float)) else dict(ceiling or {})
     with torch_threads(threads):
@@ -305,7 +307,7 @@ def benchmark_model(name: str, model: nn.Module, backends: Sequence[str], *, bat
         rows: list[Row] = []
         factories = dict(extra_runners or {})
         with tempfile.TemporaryDirectory(prefix="alphanet_bench_") as tmp:
-            artifacts = _Artifacts(model, Path(tmp))
+            artifacts = artifacts or Artifacts(model, Path(tmp))
             runners = []
             for backend in backends:
                 runners.append(factories[backend](model) if backend in factories
@@ -349,7 +351,7 @@ def benchmark_model(name: str, model: nn.Module, backends: Sequence[str], *, bat
 
 # ---- reporting ------------------------------------------------------------------------------------------
 
-def environment(threads: int) -> dict[str, Any]:
+def environment(threads: int | list[int]) -> dict[str, Any]:
     """What the numbers were measured on."""
     import onnxruntime
 
@@ -369,7 +371,7 @@ def environment(threads: int) -> dict[str, Any]:
 
 def format_table(rows: Sequence[Row]) -> str:
     """The rows as a fixed-width text table."""
-    header = (f"{'model':<10}{'backend':<17}{'prec':<6}{'batch':>6}{'ms/batch':>10}{'ms/image':>10}"
+    header = (f"{'model':<10}{'backend':<17}{'prec':<6}{'batch':>6}{'thr':>4}{'ms/batch':>10}{'ms/image':>10}"
               f"{'min..max':>16}{'images/s':>10}{'vs eager':>9}{'vs best':>8}{'GFLOP/s':>9}{'ceiling':>13}"
               f"{'cold s':>8}{'cosine':>10}{'top-1':>7}{'max diff':>10}{'params':>12}{'MFLOPs':>9}")
     lines = [header, "-" * len(header)]
@@ -380,8 +382,11 @@ def format_table(rows: Sequence[Row]) -> str:
         cold = f"{r.cold_start_s:.2f}" if r.cold_start_s is not None else "-"
         cosine = f"{r.cosine_min:.5f}" if r.cosine_min is not None else "-"
         top1 = f"{100 * r.top1_agreement:.0f}%" if r.top1_agreement is not None else "-"
-        lines.append(f"{r.model:<10}{r.backend:<17}{r.precision:<6}{r.batch:>6}{r.ms_per_batch:>10.2f}"
+        lines.append(f"{r.model:<10}{r.backend:<17}{r.precision:<6}{r.batch:>6}{r.threads:>4}{r.ms_per_batch:>10.2f}"
                      f"{r.ms_per_image:>10.2f}{spread:>16}{r.images_per_s:>10.1f}{speedup:>9}{r.vs_best:>7.2f}x"
                      f"{r.gflops_per_s:>9.1f}{ceiling:>13}{cold:>8}{cosine:>10}{top1:>7}"
                      f"{r.max_abs_diff_vs_eager:>10.1e}{r.params:>12,}{r.mflops:>9.2f}")
     return "\n".join(lines)
+
+
+_Artifacts = Artifacts  # the name before it was public

@@ -65,6 +65,23 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tiny_model, tmp_path
     assert f"pip install 'alphanet_zoo[{EXTRA[fmt]}]'" in capsys.readouterr().err
 
 
+def test_bench_times_the_same_files_at_each_thread_count(capsys, monkeypatch, tmp_path, tiny_model):
+    from alphanet_zoo.export import bench
+
+    built = []
+    builder = bench.BUILDERS["onnx"]
+    original = builder.build
+    monkeypatch.setattr(builder, "build", lambda job, p: built.append(p) or original(job, p))
+    arch = tmp_path / "tiny.json"
+    arch.write_text(json.dumps(tiny_model.arch.to_dict()))
+    assert bench_command.main(["--arch", str(arch), "--backend", "onnxruntime", "--batch-size", "1", "--threads", "1,2",
+                               "--warmup", "0", "--repeats", "1", "--no-gemm", "--no-agreement", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [(r["backend"], r["threads"]) for r in doc["rows"]] == [("eager", 1), ("onnxruntime", 1), ("eager", 2),
+                                                                   ("onnxruntime", 2)]
+    assert doc["environment"]["threads"] == [1, 2] and built == ["fp32"]  # built once, timed at 1 and 2 threads
+
+
 def test_phone_backends_are_benchmarked_only_when_named():
     assert not {"executorch", "executorch-int8", "litert", "litert-int8"} & set(available_backends())
 
