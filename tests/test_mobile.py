@@ -215,3 +215,22 @@ def test_int8_files_record_their_agreement_and_recipe(tiny_model, tmp_path, fmt)
     got = open_model(path, threads=1)(x.numpy())
     cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
     assert cosine.min() >= 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["executorch", "litert"])
+def test_latency_tables_time_layers_on_the_phone_runtimes(backend):
+    pytest.importorskip({"executorch": "executorch", "litert": "litert_torch"}[backend],
+                        reason=f"pip install 'alphanet_zoo[{backend}]'")
+    from alphanet_zoo.search.latency import LatencyTable, measure_layers
+    from alphanet_zoo.search.latency_layers import arch_layers
+
+    runtime = make_runtime(backend, threads=1, batch_size=1)
+    try:
+        table = LatencyTable(runtime.key())
+        stem = arch_layers(SEARCH_SPACE.smallest())[0]
+        measure_layers(runtime, table, [stem])
+        assert list(table.entries) == [stem.key] and table.entries[stem.key] > 0
+        assert runtime.key()["runtime"] == backend and runtime.key()["threads"] == 1
+    finally:
+        runtime.close()
