@@ -15,8 +15,10 @@ timed call with min..max, timed in interleaved turns (`timing.time_in_turns`: th
 turns of ``--block`` calls for ``--rounds`` rounds, so load that comes and goes falls on all alike);
 the agreement with the fp32 PyTorch model that the export measured (worst-image logit cosine, top-1
 agreement, on the built-in test images or ``--calib-data``'s held-out ones); int8's speed-up against
-fp32 in the same runtime at the same thread count (ratio of medians). Results are written after each
-model (``--json``), so a long run keeps what it measured.
+fp32 in the same runtime at the same thread count (ratio of medians; and paired: the median over rounds
+of the ratio of the two files' turns, adjacent in time, which cancels load that comes and goes). Results
+are written after each model (``--json``), so a long run keeps what it measured; ``--files DIR`` keeps
+the exported files, and a second run with it times them again without exporting.
 """
 from __future__ import annotations
 
@@ -53,6 +55,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--supernet", help="a supernet checkpoint (default: the salt-0 official-layout one, built)")
     p.add_argument("--calib-data", help="a folder of real images (int8 calibration, held-out verification)")
     p.add_argument("--json", help="write the results here (after each model)")
+    p.add_argument("--files", help="keep the exported files in this folder, and time those already there instead "
+                                   "of exporting them again (a second, quieter timing pass)")
     return p
 
 
@@ -82,8 +86,9 @@ def bench_model(name: str, model: torch.nn.Module, folder: Path, args, official:
     for fmt, suffix, precision in FILES:
         path = folder / f"{name}_{precision}{suffix}"
         start = time.perf_counter()
-        export_model(model, path, fmt, precision=precision, calib_data=args.calib_data, min_cosine=-1.0,
-                     min_top1=0.0, min_top5=0.0)
+        if not path.is_file():
+            export_model(model, path, fmt, precision=precision, calib_data=args.calib_data, min_cosine=-1.0,
+                         min_top1=0.0, min_top5=0.0)
         info = read_export_info(path)
         a = info["agreement"]
         entry["files"][f"{fmt}-{precision}"] = {
@@ -100,10 +105,11 @@ def bench_model(name: str, model: torch.nn.Module, folder: Path, args, official:
         models = [open_model(paths[k], threads=threads) for k in keys]
         turns = time_in_turns([lambda m=m: m(x) for m in models], rounds=args.rounds, calls=args.block, warmup=2,
                               first_warmup=5)
-        medians = {}
+        medians, rounds = {}, {}
         for (fmt, precision), t in zip(keys, turns):
             ms = [v * 1e3 for turn in t for v in turn]
             medians[fmt, precision] = statistics.median(ms)
+            rounds[fmt, precision] = [statistics.median(turn) for turn in t]
             f = entry["files"][f"{fmt}-{precision}"]
             entry["rows"].append({"runtime": RUNTIME[fmt], "format": fmt, "precision": precision, "threads": threads,
                                   "batch": 1, "ms_median": statistics.median(ms), "ms_min": min(ms),
@@ -112,17 +118,22 @@ def bench_model(name: str, model: torch.nn.Module, folder: Path, args, official:
         for row in entry["rows"]:
             if row["threads"] == threads and row["precision"] == "int8":
                 row["speedup_vs_fp32"] = medians[row["format"], "fp32"] / row["ms_median"]
+                # paired: per round, fp32's turn against int8's (adjacent in time), the median over rounds
+                row["speedup_paired"] = statistics.median(
+                    f / i for f, i in zip(rounds[row["format"], "fp32"], rounds[row["format"], "int8"]))
         for m in models:
             m.close()
     return entry
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| model | runtime | precision | threads | ms/img median (min..max) | cosine | top-1 | int8 speed-up |",
-             "|---|---|---|---:|---|---:|---:|---:|"]
+    lines = ["| model | runtime | precision | threads | ms/img median (min..max) | cosine | top-1 | "
+             "int8 speed-up (paired) |", "|---|---|---|---:|---|---:|---:|---:|"]
     for e in results:
         for r in e["rows"]:
             speed = f"{r['speedup_vs_fp32']:.2f}x" if r.get("speedup_vs_fp32") else ""
+            if r.get("speedup_paired"):
+                speed += f" ({r['speedup_paired']:.2f}x)"
             lines.append(f"| {e['model']} | {r['runtime']} | {r['precision']} | {r['threads']} | "
                          f"{r['ms_median']:.2f} ({r['ms_min']:.2f}..{r['ms_max']:.2f}) | {r['cosine_min']:.5f} | "
                          f"{100 * r['top1_agreement']:.0f} % | {speed} |")
@@ -132,8 +143,9 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     args = parser().parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_mobile_") as tmp:
-        folder = Path(tmp)
-        checkpoint = args.supernet or official_checkpoint(folder)
+        folder = Path(args.files or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        checkpoint = args.supernet or official_checkpoint(Path(tmp))
         supernet = Supernet.from_checkpoint(checkpoint).eval()
         results = {"cpu": cpu_name(), "torch": torch.__version__, "weights": str(args.supernet or "official salt 0"),
                    "settings": {"rounds": args.rounds, "block": args.block, "threads": args.threads,
