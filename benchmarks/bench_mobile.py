@@ -86,13 +86,14 @@ def bench_model(name: str, model: torch.nn.Module, folder: Path, args, official:
     for fmt, suffix, precision in FILES:
         path = folder / f"{name}_{precision}{suffix}"
         start = time.perf_counter()
-        if not path.is_file():
+        exported = not path.is_file()
+        if exported:
             export_model(model, path, fmt, precision=precision, calib_data=args.calib_data, min_cosine=-1.0,
                          min_top1=0.0, min_top5=0.0)
         info = read_export_info(path)
         a = info["agreement"]
         entry["files"][f"{fmt}-{precision}"] = {
-            "export_s": round(time.perf_counter() - start, 1), "bytes": path.stat().st_size,
+            "export_s": round(time.perf_counter() - start, 1) if exported else None, "bytes": path.stat().st_size,
             "cosine_min": a["cosine_min"], "top1_agreement": a["top1_agreement"], "top5_overlap": a["top5_overlap"],
             "agreement_images": a["images"], "agreement_data": a["data"],
             "max_abs_diff_vs_official": reference_check(path, name) if official and precision == "fp32" else None}
