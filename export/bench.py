@@ -3,7 +3,7 @@ measuring behind ``alphanet-bench`` (`alphanet_zoo.commands.bench`).
 
     alphanet-bench --arch a0,a6 --threads 2 --batch-size 16 --out bench.json
     alphanet-bench --arch a0 --backend openvino-bf16,openvino-onnx,onnxruntime --repeats 60 --json
-    alphanet-bench --arch a0 --backend executorch,executorch-int8,litert,litert-int8 --threads 1,2
+    alphanet-bench --arch a0 --backend executorch,executorch-int8,litert,litert-int8 --thread-counts 1,2
 
 Backends (``--backend all``: every one available here except the opt-in ``compile`` and phone runtimes):
 

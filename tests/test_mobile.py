@@ -74,8 +74,9 @@ def test_bench_times_the_same_files_at_each_thread_count(capsys, monkeypatch, tm
     monkeypatch.setattr(builder, "build", lambda job, p: built.append(p) or original(job, p))
     arch = tmp_path / "tiny.json"
     arch.write_text(json.dumps(tiny_model.arch.to_dict()))
-    assert bench_command.main(["--arch", str(arch), "--backend", "onnxruntime", "--batch-size", "1", "--threads", "1,2",
-                               "--warmup", "0", "--repeats", "1", "--no-gemm", "--no-agreement", "--json"]) == 0
+    assert bench_command.main(["--arch", str(arch), "--backend", "onnxruntime", "--batch-size", "1",
+                               "--thread-counts", "1,2", "--warmup", "0", "--repeats", "1", "--no-gemm",
+                               "--no-agreement", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [(r["backend"], r["threads"]) for r in doc["rows"]] == [("eager", 1), ("onnxruntime", 1), ("eager", 2),
                                                                    ("onnxruntime", 2)]

@@ -49,7 +49,7 @@ def _parse_backends(value: str) -> list[str]:
 
 
 def _thread_counts(text: str) -> list[int]:
-    """``--threads``: one thread count, or several separated by commas."""
+    """``--thread-counts``: thread counts separated by commas."""
     parse = flags.integer(1, 1024)
     counts = [parse(t.strip()) for t in text.split(",") if t.strip()]
     if not counts:
@@ -69,9 +69,10 @@ def build_parser() -> flags.ArgumentParser:
     parser.add_argument("--backend", default="all",
                         help=f"comma-separated backends from {', '.join(measuring.BACKENDS)}, or 'all' (every one "
                              f"available here except {', '.join(measuring.OPT_IN)})")
-    parser.add_argument("--threads", type=_thread_counts, default=[os.cpu_count() or 1], metavar="N[,N...]",
-                        help="torch and runtime intra-op threads (default: all cores); several (1,2): rows at each, "
-                             "on the same files")
+    parser.add_argument("--threads", type=flags.integer(1, 1024), default=os.cpu_count() or 1, metavar="N",
+                        help="torch and runtime intra-op threads (default: all cores)")
+    parser.add_argument("--thread-counts", type=_thread_counts, metavar="N,N...",
+                        help="rows at each of these thread counts (1,2), on the same files, instead of --threads")
     parser.add_argument("--warmup", type=flags.integer(0, 10_000), default=3, metavar="N",
                         help="untimed calls first, per backend")
     parser.add_argument("--repeats", type=flags.integer(1, 100_000), default=10, metavar="N",
@@ -88,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(args.json)
     models = flags.parse_archs(args.arch)
     backends = _parse_backends(args.backend)
-    batch, counts, warmup, repeats = args.batch_size, args.threads, args.warmup, args.repeats
+    batch, warmup, repeats = args.batch_size, args.warmup, args.repeats
+    counts = args.thread_counts or [args.threads]
     if args.out:
         check_writable_file(args.out)
     spec = WeightsSpec.parse(args.weights)
