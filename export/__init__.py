@@ -3,12 +3,13 @@
     >>> from alphanet_zoo.export import export_model, open_model, read_metadata
     >>> result = export_model(model, "alphanet_a0.xml", "openvino")   # auto precision: measured, verified
     >>> result.precision, result.verification.agreement["cosine_min"]
-    >>> model = open_model("alphanet_a0.xml", threads=2)             # any exported file: .onnx .xml .pt .pt2
+    >>> model = open_model("alphanet_a0.xml", threads=2)        # any exported file: .onnx .xml .pt .pt2 .pte .tflite
     >>> logits = model(model.preprocess(image)[None])
     >>> read_metadata("alphanet_a0.xml")["preprocessing"]            # the record, as config.json holds it
 
 Formats: ONNX (`to_onnx`; fp32 or int8), OpenVINO IR (``export_model(..., "openvino")``; fp32,
-bf16 or int8), ``torch.export`` (`to_pt2`) and TorchScript (`to_torchscript`, deprecated upstream).
+bf16 or int8), ``torch.export`` (`to_pt2`), TorchScript (`to_torchscript`, deprecated upstream), and for
+phones ExecuTorch ``.pte`` (XNNPACK) and TFLite/LiteRT ``.tflite`` (fp32 or int8; optional extras).
 Every file is verified before it is written (`deploy`); each format is a module registering its
 `Builder` in `BUILDERS`, imported here. Models run through `ExportedModel` (`runtime`) and are timed
 by `timing`. The command-line tools are
@@ -16,7 +17,8 @@ by `timing`. The command-line tools are
 """
 # the formats: each module registers its builder in `builders.BUILDERS` when imported (a new format: one
 # module and one line here)
-from . import onnx_export, openvino_export, pt2_export, torchscript_export
+from . import onnx_export, openvino_export, pt2_export, torchscript_export  # isort: skip
+from . import executorch_export, tflite_export  # the phone formats, after the others  # isort: skip
 from .agreement import Agreement, Thresholds, measure_agreement
 from .builders import BUILDERS, Builder, register
 from .deploy import PRECISIONS, default_precision, export_model, to_onnx, to_pt2, to_torchscript
@@ -33,5 +35,6 @@ __all__ = [
     "file_format", "load_torchscript", "measure_agreement", "onnx_model", "onnxruntime_session", "open_model",
     "read_export_info", "read_metadata", "register", "to_onnx", "to_pt2", "to_torchscript", "torchscript_module",
     "verify_onnx", "verify_openvino", "verify_pt2", "verify_torchscript",
-    "onnx_export", "openvino_export", "pt2_export", "torchscript_export",  # the format modules
+    "executorch_export", "onnx_export", "openvino_export", "pt2_export", "tflite_export",
+    "torchscript_export",  # the format modules
 ]

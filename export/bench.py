@@ -3,8 +3,9 @@ measuring behind ``alphanet-bench`` (`alphanet_zoo.commands.bench`).
 
     alphanet-bench --arch a0,a6 --threads 2 --batch-size 16 --out bench.json
     alphanet-bench --arch a0 --backend openvino-bf16,openvino-onnx,onnxruntime --repeats 60 --json
+    alphanet-bench --arch a0 --backend executorch,executorch-int8,litert,litert-int8 --thread-counts 1,2
 
-Backends (``--backend all``: every one available here except the opt-in ``compile``):
+Backends (``--backend all``: every one available here except the opt-in ``compile`` and phone runtimes):
 
 | backend | what runs | precision |
 | --- | --- | --- |
@@ -16,11 +17,15 @@ Backends (``--backend all``: every one available here except the opt-in ``compil
 | ``onnxruntime`` / ``onnxruntime-int8`` | our ONNX file / its int8 QDQ model | fp32 / int8 |
 | ``openvino`` / ``openvino-bf16`` / ``openvino-int8`` | our OpenVINO IR at each precision | fp32 / bf16 / int8 |
 | ``openvino-onnx`` | OpenVINO's default compile of our fp32 ONNX, as a user would do by hand | OpenVINO's default |
+| ``executorch`` / ``executorch-int8`` | our ``.pte`` (XNNPACK-delegated) on ExecuTorch's runtime | fp32 / int8 |
+| ``litert`` / ``litert-int8`` | our ``.tflite`` on LiteRT's interpreter (XNNPACK delegate) | fp32 / int8 |
 | ``cuda`` | the PyTorch model on the GPU (when there is one) | fp32 |
 
-Every backend runs through `runtime.ExportedModel` (the PyTorch ones as `TorchModel` variants), the
-exported ones with `open_model`'s tuned settings on files built by the formats' builders, as
-``alphanet-export`` builds them. int8 files are calibrated on the built-in test images (timing does
+The ExecuTorch and LiteRT rows (with ``[executorch]``, ``[litert]`` installed) run the phone runtimes on
+this machine's CPU: a stand-in for a phone's, not a phone.
+Every backend runs through `runtime.ExportedModel` (the PyTorch ones as `TorchModel` variants), the exported
+ones with `open_model`'s tuned settings on files built by the formats' builders, as ``alphanet-export``
+builds them. int8 files are calibrated on the built-in test images (timing does
 not depend on it; their agreement would be better on real images). Each row gives the median call
 and the range (min..max) over ``--repeats`` calls, taken in interleaved rounds
 (`timing.time_in_turns`): backends take turns of 5 timed calls, each turn after a short pause and
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -65,16 +71,23 @@ from .verify import reference_logits
 
 log = logging.getLogger("alphanet_zoo")
 BACKENDS = ("eager", "eager-cl", "torchscript", "pt2", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16",
-            "openvino-int8", "openvino-onnx", "compile", "cuda")
-OPT_IN = ("compile",)  # not in "all": torch.compile's first call takes minutes
-PRECISION = {"onnxruntime-int8": "int8", "openvino-bf16": "bf16", "openvino-int8": "int8"}
+            "openvino-int8", "openvino-onnx", "executorch", "executorch-int8", "litert", "litert-int8", "compile",
+            "cuda")
+#: Not in "all": torch.compile's first call takes minutes, and so does converting to each phone runtime.
+OPT_IN = ("compile", "executorch", "executorch-int8", "litert", "litert-int8")
+PRECISION = {"onnxruntime-int8": "int8", "openvino-bf16": "bf16", "openvino-int8": "int8", "executorch-int8": "int8",
+             "litert-int8": "int8"}
 #: The PyTorch backends: `TorchModel.of`'s options.
 EAGER = {"eager": {}, "eager-cl": {"channels_last": True}, "compile": {"compile": True},
          "cuda": {"device": "cuda", "channels_last": True}}
 #: The exported backends: the file (format and precision) each runs, built by that format's builder.
 FILES = {"torchscript": ("torchscript", "fp32"), "pt2": ("pt2", "fp32"), "onnxruntime": ("onnx", "fp32"),
          "onnxruntime-int8": ("onnx", "int8"), "openvino": ("openvino", "fp32"),
-         "openvino-bf16": ("openvino", "bf16"), "openvino-int8": ("openvino", "int8")}
+         "openvino-bf16": ("openvino", "bf16"), "openvino-int8": ("openvino", "int8"),
+         "executorch": ("executorch", "fp32"), "executorch-int8": ("executorch", "int8"),
+         "litert": ("tflite", "fp32"), "litert-int8": ("tflite", "int8")}
+#: The Python package each optional backend family needs (absent: not in ``all``).
+NEEDS = {"openvino": "openvino", "executorch": "executorch", "litert": "litert_torch"}
 GEMM_SIZE = 3072
 # Backends take turns (`timing.time_in_turns`) of BLOCK timed calls, each after a pause and SETTLE_S
 # seconds of untimed calls: the previous backend's thread pool (ONNX Runtime's spinning workers,
@@ -140,7 +153,7 @@ class Row:
 
 # ---- runners ------------------------------------------------------------------------------------
 
-class _Artifacts:
+class Artifacts:
     """A model's exported files, built once per model and precision by the formats' builders
     (`builders.BUILDERS`, as ``alphanet-export`` builds them, not verified) in a work folder, and shared
     by its backends. int8 files are calibrated on the built-in test images."""
@@ -181,7 +194,7 @@ def _opened(backend: str, open_model: Callable[[], ExportedModel], side: int) ->
 
 
 def make_runner(backend: str, model: nn.Module, workdir: Path, threads: int,
-                artifacts: _Artifacts | None = None) -> Runner:
+                artifacts: Artifacts | None = None) -> Runner:
     """A `Runner` for ``backend``; exported backends write their files into ``workdir``."""
     side = model.arch.resolution
     if backend in EAGER:
@@ -190,17 +203,18 @@ def make_runner(backend: str, model: nn.Module, workdir: Path, threads: int,
         return _opened(backend, lambda: TorchModel.of(model, threads=threads, **EAGER[backend]), side)
     if backend not in FILES and backend != "openvino-onnx":
         raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    artifacts = artifacts or _Artifacts(model, workdir)
+    artifacts = artifacts or Artifacts(model, workdir)
     if backend == "openvino-onnx":  # OpenVINO's defaults on our fp32 ONNX: the baseline a user gets by hand
         path = artifacts.candidate("onnx", "fp32").files[0]
         return _opened(backend, lambda: OpenVinoModel(path, None, None, threads, "cpu", tuned=False), side)
     return _opened(backend, artifacts.opener(*FILES[backend], threads), side)
 
 
-def available_backends() -> list[str]:
-    """The backends ``all`` means here: OpenVINO rows when OpenVINO is installed, cuda when a GPU is."""
-    has_openvino = importlib.util.find_spec("openvino") is not None
-    return [b for b in BACKENDS if b not in OPT_IN and (has_openvino or not b.startswith("openvino"))
+def available_backends(opt_in: bool = False) -> list[str]:
+    """The backends ``all`` means here: OpenVINO rows when OpenVINO is installed, cuda when a GPU is; with
+    ``opt_in``, also those that run here only when named (`OPT_IN`: ExecuTorch and LiteRT when installed)."""
+    missing = {family for family, package in NEEDS.items() if importlib.util.find_spec(package) is None}
+    return [b for b in BACKENDS if (opt_in or b not in OPT_IN) and b.split("-")[0] not in missing
             and (b != "cuda" or torch.cuda.is_available())]
 
 
@@ -273,14 +287,15 @@ def _agreement(runners: Sequence[Runner], model: nn.Module) -> list[Any]:
 def benchmark_model(name: str, model: nn.Module, backends: Sequence[str], *, batch: int, threads: int,
                     warmup: int, repeats: int, ceiling: float | dict[str, float] | None = None,
                     extra_runners: dict[str, Callable[[nn.Module], Runner]] | None = None,
-                    agreement: bool = True) -> list[Row]:
+                    agreement: bool = True, artifacts: Artifacts | None = None) -> list[Row]:
     """Rows for one model: each backend at batch 1 and at ``batch``.
 
     Backends are timed in turns (`timing.time_in_turns`) of `BLOCK` calls (after ``warmup`` untimed
     calls in the first turn, one in the others, and `SETTLE_S` seconds of them in each), so a load that
     comes and goes on a shared machine falls on all of them alike. ``ceiling``: the GEMM ceilings by
     precision (a bare number: the fp32 one). ``extra_runners`` maps more backend names to runner
-    factories (for benchmark scripts).
+    factories (for benchmark scripts). ``artifacts``: the model's exported files, to share them between calls
+    (at several thread counts: a phone runtime's file takes minutes to convert); default: built here.
     """
     ceilings = {"fp32": ceiling} if isinstance(ceiling, (int, float)) else dict(ceiling or {})
     with torch_threads(threads):
@@ -292,7 +307,7 @@ def benchmark_model(name: str, model: nn.Module, backends: Sequence[str], *, bat
         rows: list[Row] = []
         factories = dict(extra_runners or {})
         with tempfile.TemporaryDirectory(prefix="alphanet_bench_") as tmp:
-            artifacts = _Artifacts(model, Path(tmp))
+            artifacts = artifacts or Artifacts(model, Path(tmp))
             runners = []
             for backend in backends:
                 runners.append(factories[backend](model) if backend in factories
@@ -336,7 +351,7 @@ def benchmark_model(name: str, model: nn.Module, backends: Sequence[str], *, bat
 
 # ---- reporting ------------------------------------------------------------------------------------------
 
-def environment(threads: int) -> dict[str, Any]:
+def environment(threads: int | list[int]) -> dict[str, Any]:
     """What the numbers were measured on."""
     import onnxruntime
 
@@ -345,6 +360,9 @@ def environment(threads: int) -> dict[str, Any]:
         import openvino
 
         versions["openvino"] = openvino.get_version().split("-")[0]
+    for package in ("executorch", "litert-torch", "ai-edge-litert"):
+        if importlib.util.find_spec(package.replace("-", "_")) is not None:
+            versions[package] = importlib.metadata.version(package)
     return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": threads, **versions,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "python": platform.python_version(), "platform": platform.platform(),
@@ -353,7 +371,7 @@ def environment(threads: int) -> dict[str, Any]:
 
 def format_table(rows: Sequence[Row]) -> str:
     """The rows as a fixed-width text table."""
-    header = (f"{'model':<10}{'backend':<17}{'prec':<6}{'batch':>6}{'ms/batch':>10}{'ms/image':>10}"
+    header = (f"{'model':<10}{'backend':<17}{'prec':<6}{'batch':>6}{'thr':>4}{'ms/batch':>10}{'ms/image':>10}"
               f"{'min..max':>16}{'images/s':>10}{'vs eager':>9}{'vs best':>8}{'GFLOP/s':>9}{'ceiling':>13}"
               f"{'cold s':>8}{'cosine':>10}{'top-1':>7}{'max diff':>10}{'params':>12}{'MFLOPs':>9}")
     lines = [header, "-" * len(header)]
@@ -364,8 +382,11 @@ def format_table(rows: Sequence[Row]) -> str:
         cold = f"{r.cold_start_s:.2f}" if r.cold_start_s is not None else "-"
         cosine = f"{r.cosine_min:.5f}" if r.cosine_min is not None else "-"
         top1 = f"{100 * r.top1_agreement:.0f}%" if r.top1_agreement is not None else "-"
-        lines.append(f"{r.model:<10}{r.backend:<17}{r.precision:<6}{r.batch:>6}{r.ms_per_batch:>10.2f}"
+        lines.append(f"{r.model:<10}{r.backend:<17}{r.precision:<6}{r.batch:>6}{r.threads:>4}{r.ms_per_batch:>10.2f}"
                      f"{r.ms_per_image:>10.2f}{spread:>16}{r.images_per_s:>10.1f}{speedup:>9}{r.vs_best:>7.2f}x"
                      f"{r.gflops_per_s:>9.1f}{ceiling:>13}{cold:>8}{cosine:>10}{top1:>7}"
                      f"{r.max_abs_diff_vs_eager:>10.1e}{r.params:>12,}{r.mflops:>9.2f}")
     return "\n".join(lines)
+
+
+_Artifacts = Artifacts  # the name before it was public

@@ -22,9 +22,14 @@ Where they live:
 | OpenVINO IR (``.xml`` + ``.bin``) | ``rt_info`` ``alphanet_zoo/config`` | ``rt_info`` ``alphanet_zoo/export`` |
 | TorchScript (``.pt``) | extra file ``config.json`` | extra file ``export.json`` |
 | pt2 (``torch.export``) | extra file ``config.json`` | extra file ``export.json`` |
+| TFLite / LiteRT (``.tflite``) | flatbuffer metadata ``alphanet_zoo/config`` | ``alphanet_zoo/export`` |
+| ExecuTorch (``.pte``) | sidecar ``NAME.pte.json`` key ``config`` | the same file, key ``export`` |
+
+(a ``.pte`` holds no free-form metadata, so its record travels beside it, written and renamed with it.)
 
 Both are JSON strings. Reading needs neither OpenVINO nor torch: an IR's ``.xml`` is parsed as XML,
-TorchScript and pt2 files are zip archives.
+TorchScript and pt2 files are zip archives, a ``.pte``'s record is plain JSON; a ``.tflite``'s
+flatbuffer is read with LiteRT's schema (``pip install 'alphanet_zoo[litert]'``).
 """
 from __future__ import annotations
 
@@ -49,7 +54,10 @@ OPENVINO_SECTION = "alphanet_zoo"  # rt_info section of an OpenVINO IR: alphanet
 EXPORT_INFO_FORMAT = "alphanet_zoo.export/1"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-FORMATS = ("onnx", "openvino", "torchscript", "pt2")
+FORMATS = ("onnx", "openvino", "torchscript", "pt2", "executorch", "tflite")
+TFLITE_METADATA = {CONFIG_KEY: f"{OPENVINO_SECTION}/{CONFIG_KEY}", EXPORT_KEY: f"{OPENVINO_SECTION}/{EXPORT_KEY}"}
+TFLITE_MAGIC = b"TFL3"  # a TFLite flatbuffer's file identifier (bytes 4-8)
+PTE_MAGIC = b"ET"  # an ExecuTorch program's (bytes 4-6: ET12, ET13...)
 MAX_XML_BYTES = 64 << 20  # an IR's .xml holds the graph only (weights are in the .bin)
 
 
@@ -73,11 +81,20 @@ def to_string_props(metadata: dict[str, Any], export_info: dict[str, Any] | None
     return props
 
 
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """Where the record of a file without metadata of its own (an ExecuTorch ``.pte``) lives: ``NAME.pte.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
 def file_format(path: str | os.PathLike) -> str:
-    """``onnx``, ``openvino``, ``torchscript`` or ``pt2``, told from the file's content (and an IR's suffix)."""
+    """``onnx``, ``openvino``, ``torchscript``, ``pt2``, ``executorch`` or ``tflite``, told from the file's content
+    (and an IR's suffix)."""
     path = Path(path)
     if path.suffix.lower() == ".bin" and path.with_suffix(".xml").is_file():
         raise InputError(f"{path} is the weights file of an OpenVINO IR: give its {path.with_suffix('.xml').name}")
+    if path.name.lower().endswith(".pte.json") and path.with_name(path.name[:-5]).is_file():
+        raise InputError(f"{path} is the record beside an ExecuTorch program: give its {path.name[:-5]}")
     if not path.is_file():
         raise InputError(f"no such file: {path}")
     if path.suffix.lower() == ".xml":
@@ -96,6 +113,10 @@ def file_format(path: str | os.PathLike) -> str:
         raise InputError(f"{path} is a zip archive but neither a TorchScript nor a torch.export (pt2) file")
     with open(path, "rb") as f:
         head = f.read(64)
+    if head[4:8] == TFLITE_MAGIC:
+        return "tflite"
+    if head[4:6] == PTE_MAGIC and head[6:8].isdigit():
+        return "executorch"
     if head.lstrip().startswith(b"<"):
         return "openvino"
     return "onnx"
@@ -116,6 +137,10 @@ def _read_entries(path: Path, fmt: str) -> dict[str, str]:
         return found
     if fmt == "openvino":
         return _read_ir_rt_info(path)
+    if fmt == "executorch":
+        return _read_sidecar(path)
+    if fmt == "tflite":
+        return _read_tflite_metadata(path)
     import onnx
 
     try:
@@ -123,6 +148,40 @@ def _read_entries(path: Path, fmt: str) -> dict[str, str]:
     except Exception as e:  # onnx raises DecodeError and others for a file that is not ONNX
         raise InputError(f"{path} is not a readable ONNX file: {type(e).__name__}") from None
     return {p.key: p.value for p in proto.metadata_props if p.key in (CONFIG_KEY, EXPORT_KEY)}
+
+
+def _read_sidecar(path: Path) -> dict[str, str]:
+    """``config`` and ``export`` of the ``NAME.pte.json`` beside an ExecuTorch program (none: no entries)."""
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        return {}
+    if sidecar.stat().st_size > MAX_JSON_BYTES:
+        raise InputError(f"{sidecar} is larger than {MAX_JSON_BYTES >> 20} MiB")
+    data = parse_json(sidecar.read_text(encoding="utf-8", errors="replace"), str(sidecar))
+    if not isinstance(data, dict):
+        raise InputError(f"{sidecar} must hold a JSON object")
+    return {key: json.dumps(data[key]) for key in (CONFIG_KEY, EXPORT_KEY) if data.get(key) is not None}
+
+
+def _read_tflite_metadata(path: Path) -> dict[str, str]:
+    """The ``alphanet_zoo/config`` and ``alphanet_zoo/export`` metadata buffers of a TFLite flatbuffer."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:
+        raise InputError(f"reading {path.name} needs LiteRT: pip install 'alphanet_zoo[litert]'") from None
+    data = path.read_bytes()
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        names = {TFLITE_METADATA[k]: k for k in TFLITE_METADATA}
+        found = {}
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            key = names.get((entry.Name() or b"").decode("utf-8", errors="replace"))
+            if key is not None:
+                found[key] = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode("utf-8", errors="replace")
+    except Exception as e:  # a corrupt flatbuffer raises IndexError, struct.error...
+        raise InputError(f"{path} is not a readable TFLite file: {type(e).__name__}") from None
+    return found
 
 
 def _read_ir_rt_info(path: Path) -> dict[str, str]:
@@ -148,12 +207,15 @@ def _read_ir_rt_info(path: Path) -> dict[str, str]:
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The record of an exported file (ONNX, OpenVINO IR ``.xml``, TorchScript, pt2), as written and validated."""
+    """The record of an exported file (ONNX, OpenVINO IR ``.xml``, TorchScript, pt2, ``.pte``, ``.tflite``), as
+    written and validated."""
     path = Path(path)
     fmt = file_format(path)
     entries = _read_entries(path, fmt)
     if CONFIG_KEY not in entries:
-        where = {"onnx": f"'{CONFIG_KEY}' metadata", "openvino": f"rt_info {OPENVINO_SECTION}/{CONFIG_KEY}"}.get(
+        where = {"onnx": f"'{CONFIG_KEY}' metadata", "openvino": f"rt_info {OPENVINO_SECTION}/{CONFIG_KEY}",
+                 "tflite": f"metadata {TFLITE_METADATA[CONFIG_KEY]}",
+                 "executorch": f"record {sidecar_path(path).name} beside it"}.get(
             fmt, f"{TORCHSCRIPT_METADATA_FILE} metadata")
         raise InputError(f"{path} has no {where} (not exported by alphanet-export?)")
     what = f"{path}: metadata '{CONFIG_KEY}'"

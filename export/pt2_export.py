@@ -42,16 +42,19 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return net
 
 
-def exported_program(model: nn.Module) -> torch.export.ExportedProgram:
-    """The ExportedProgram of ``model`` (BatchNorm folded; ``model`` itself is not changed), batch dynamic."""
-    net = fold_batchnorm(model)
-    param = next(net.parameters())
-    side = model.arch.resolution
-    example = torch.zeros(TRACE_BATCH_SIZE, 3, side, side, dtype=param.dtype, device=param.device)
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+def exported_program(model: nn.Module, max_batch: int = MAX_BATCH, side: int | None = None,
+                     fold: bool = True) -> torch.export.ExportedProgram:
+    """The ExportedProgram of ``model`` (BatchNorm folded, unless ``fold`` is False; ``model`` itself is not
+    changed), batch dynamic from 1 to ``max_batch``, images ``side`` pixels (default: the architecture's)."""
+    net = fold_batchnorm(model) if fold else model
+    param = next(net.parameters(), None)  # a quantized graph module may hold its weights as constants
+    side = side or model.arch.resolution
+    example = torch.zeros(TRACE_BATCH_SIZE, 3, side, side, dtype=param.dtype if param is not None else torch.float32,
+                          device=param.device if param is not None else "cpu")
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.export's own notes on its internals
-        return torch.export.export(net, (example,), dynamic_shapes={"x": {0: batch}})
+        return torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
 
 
 def save_program(program: torch.export.ExportedProgram, path, metadata: dict[str, Any],

@@ -16,6 +16,9 @@ with the tuned settings of each runtime, once; `TorchModel.of` runs an `AlphaNet
   (``bf16``, ``f32``); batch 1 (and any batch that does not divide among the threads) on one stream
   of ``threads`` threads, a batch that divides split into equal parts run at once on one stream
   per thread; threads pinned to cores; the input shared with OpenVINO, not copied.
+- ``.pte`` (ExecuTorch, XNNPACK-delegated) and ``.tflite`` (LiteRT, XNNPACK delegate): the phone
+  runtimes, run here on the CPU through their Python runtimes (``pip install 'alphanet_zoo[executorch]'``,
+  ``'alphanet_zoo[litert]'``), ``threads`` threads; a ``.pte``'s record is the ``NAME.pte.json`` beside it.
 - ``.pt`` (TorchScript, deprecated upstream) and ``.pt2`` (``torch.export``), and a model in memory
   (`TorchModel.of`): the module in inference mode, ``threads`` torch threads during the call.
 
@@ -498,6 +501,166 @@ class OpenVinoModel(ExportedModel):
             self._default = None
 
 
+# ---- mobile runtimes: ExecuTorch (XNNPACK) and LiteRT ------------------------------------------------------
+
+_EXECUTORCH_POOL = {"generation": 0}  # bumped each time ExecuTorch's process-wide thread pool is replaced
+
+
+def executorch_runtime():
+    """ExecuTorch's Python runtime, or an error that says how to install it."""
+    try:
+        from executorch.runtime import Runtime
+    except ImportError:
+        raise ModelOpenError("running a .pte needs ExecuTorch: pip install 'alphanet_zoo[executorch]'") from None
+    return Runtime.get()
+
+
+def executorch_threads(threads: int) -> None:
+    """Size ExecuTorch's thread pool (one per process, shared by every program) to ``threads``.
+
+    Replacing the pool frees the old one, which the XNNPACK runtimes of methods loaded before hold:
+    `ExecuTorchModel` reloads its method after any replacement (`_EXECUTORCH_POOL`)."""
+    from executorch.extension.pybindings import portable_lib
+
+    if portable_lib._threadpool_get_thread_count() != threads:
+        portable_lib._unsafe_reset_threadpool(threads)
+        _EXECUTORCH_POOL["generation"] += 1
+
+
+class ExecuTorchModel(ExportedModel):
+    """An ExecuTorch program (``.pte``, XNNPACK-delegated) on ExecuTorch's Python runtime, on the CPU: what
+    a phone runs, here on this machine's cores. ``threads`` (None: every core) sizes ExecuTorch's thread
+    pool, which is one per process: a model whose thread count differs from the last one run resizes it
+    and reloads its method first. A batch larger than the program's upper bound runs in chunks."""
+
+    format, backend = "executorch", "executorch-xnnpack"
+
+    def __init__(self, path, metadata, export_info, threads, device, *, images: bool = True) -> None:
+        super().__init__(path, metadata, export_info, threads, device, images=images)
+        if device not in ("cpu", "CPU"):
+            raise InputError(f"ExecuTorch programs run on the cpu here, not {device!r}")
+        runtime = executorch_runtime()
+        self.pool_threads = threads or available_cores()
+        try:
+            self.program = runtime.load_program(Path(path))
+            meta = self.program.metadata("forward")
+        except Exception as e:  # ExecuTorch raises RuntimeError/ValueError for a bad program
+            raise ModelOpenError(f"cannot load {path} with ExecuTorch: {brief(e)}") from None
+        if meta.num_inputs() != 1:
+            raise ModelOpenError(f"{path} has {meta.num_inputs()} inputs; expected one image batch")
+        self._shape = list(meta.input_tensor_meta(0).sizes())
+        if images and (len(self._shape) != 4 or self._shape[1] != 3):
+            raise ModelOpenError(f"{path}: input has shape {self._shape}; expected (N, 3, H, W)")
+        self.max_batch = max(1, int(self._shape[0]))  # the upper bound of a dynamic batch
+        self._lock = threading.RLock()
+        self._method, self._generation = None, -1
+        self._ready()
+
+    @property
+    def input_shape(self) -> list[int | str]:
+        return ["batch", *self._shape[1:]]
+
+    def _ready(self):
+        """The method, loaded after the thread pool was sized for this model."""
+        executorch_threads(self.pool_threads)
+        if self._method is None or self._generation != _EXECUTORCH_POOL["generation"]:
+            self._method = None
+            try:
+                self._method = self.program.load_method("forward")
+            except Exception as e:
+                raise ModelOpenError(f"ExecuTorch cannot load the method of {self.name}: {brief(e)}") from None
+            self._generation = _EXECUTORCH_POOL["generation"]
+        return self._method
+
+    def _run_numpy(self, x: np.ndarray) -> np.ndarray:
+        self._check_input(x)
+        with self._lock:
+            method = self._ready()
+            try:
+                outs = [method.execute([torch.from_numpy(x[i:i + self.max_batch])])[0].numpy().copy()
+                        for i in range(0, len(x), self.max_batch)]
+            except Exception as e:
+                raise AlphaNetError(f"ExecuTorch failed to run {self.name}: {brief(e)}") from None
+        return np.concatenate(outs).astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        with self._lock:
+            self._method = None
+
+
+def litert_interpreter(path: Path | None = None, content: bytes | None = None, threads: int | None = None):
+    """LiteRT's interpreter (XNNPACK delegate, ``threads`` threads) on a ``.tflite`` file or its bytes."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise ModelOpenError("running a .tflite needs LiteRT: pip install 'alphanet_zoo[litert]'") from None
+    return Interpreter(model_path=str(path) if content is None else None, model_content=content,
+                       num_threads=threads or available_cores())
+
+
+class LiteRtModel(ExportedModel):
+    """A ``.tflite`` flatbuffer on LiteRT's interpreter (``ai-edge-litert``) with its XNNPACK delegate, on the
+    CPU: what Android runs, here on this machine's cores. The file's input has a fixed batch (1): a larger
+    batch runs image by image. An int8 file's quantized input and output are converted here (its
+    scale and zero point), so every file takes and gives float32."""
+
+    format, backend = "tflite", "litert-xnnpack"
+
+    def __init__(self, path, metadata, export_info, threads, device, *, content: bytes | None = None,
+                 images: bool = True) -> None:
+        super().__init__(path, metadata, export_info, threads, device, images=images)
+        if device not in ("cpu", "CPU"):
+            raise InputError(f"LiteRT files run on the cpu here, not {device!r}")
+        try:
+            self.interpreter = litert_interpreter(path, content, threads)
+            self.interpreter.allocate_tensors()
+        except ModelOpenError:
+            raise
+        except Exception as e:  # LiteRT raises ValueError/RuntimeError for a bad flatbuffer
+            raise ModelOpenError(f"cannot load {path} with LiteRT: {brief(e)}") from None
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise ModelOpenError(f"{path} has {len(inputs)} inputs; expected one image batch")
+        self._input, self._output = inputs[0], outputs[0]
+        self._shape = [int(d) for d in self._input["shape"]]
+        if images and (len(self._shape) != 4 or self._shape[1] != 3):
+            raise ModelOpenError(f"{path}: input has shape {self._shape}; expected (N, 3, H, W)")
+        self.fixed_batch = self._shape[0]
+        self._lock = threading.RLock()
+
+    @property
+    def input_shape(self) -> list[int | str]:
+        return list(self._shape)
+
+    def _run_numpy(self, x: np.ndarray) -> np.ndarray:
+        self._check_input(x)
+        n, quantized = self.fixed_batch, self._input["dtype"] != np.float32
+        outs = []
+        with self._lock:
+            try:
+                for i in range(0, len(x), n):
+                    chunk = x[i:i + n]
+                    if len(chunk) < n:  # the last, short chunk: padded to the file's batch
+                        chunk = np.concatenate([chunk, np.zeros((n - len(chunk), *chunk.shape[1:]), np.float32)])
+                    if quantized:
+                        scale, zero = self._input["quantization"]
+                        info = np.iinfo(self._input["dtype"])
+                        chunk = np.clip(np.round(chunk / scale) + zero, info.min, info.max).astype(self._input["dtype"])
+                    self.interpreter.set_tensor(self._input["index"], chunk)
+                    self.interpreter.invoke()
+                    out = self.interpreter.get_tensor(self._output["index"])
+                    if out.dtype != np.float32:
+                        scale, zero = self._output["quantization"]
+                        out = (out.astype(np.float32) - zero) * scale
+                    outs.append(np.array(out[:len(x) - i], dtype=np.float32))
+            except Exception as e:
+                raise AlphaNetError(f"LiteRT failed to run {self.name}: {brief(e)}") from None
+        return np.concatenate(outs)
+
+    def close(self) -> None:
+        self.interpreter = None
+
+
 # ---- torch formats -----------------------------------------------------------------------------------
 
 class TorchModel(ExportedModel):
@@ -585,7 +748,8 @@ def load_exported_program(path: str | os.PathLike, *, with_metadata: bool = Fals
 
 def open_model(path: str | os.PathLike, *, threads: int | None = None,
                device: str | torch.device = "cpu") -> ExportedModel:
-    """Open an exported file (ONNX, OpenVINO IR ``.xml``, TorchScript ``.pt``, ``torch.export`` ``.pt2``)
+    """Open an exported file (ONNX, OpenVINO IR ``.xml``, TorchScript ``.pt``, ``torch.export`` ``.pt2``,
+    ExecuTorch ``.pte``, LiteRT ``.tflite``)
     with our tuned runtime settings; see the module's docstring for what the result does.
 
     ``threads``: intra-op threads of the runtime (None: its default, one per core). ``device``:
@@ -609,6 +773,10 @@ def open_model(path: str | os.PathLike, *, threads: int | None = None,
         return OnnxRuntimeModel(path, metadata, export_info, threads, device)
     if fmt == "openvino":
         return OpenVinoModel(path, metadata, export_info, threads, device)
+    if fmt == "executorch":
+        return ExecuTorchModel(path, metadata, export_info, threads, device)
+    if fmt == "tflite":
+        return LiteRtModel(path, metadata, export_info, threads, device)
     if fmt == "torchscript":
         try:
             module = load_torchscript(path)
@@ -622,7 +790,8 @@ def open_model(path: str | os.PathLike, *, threads: int | None = None,
     return Pt2Model(path, metadata, export_info, threads, device, program.module())
 
 
-__all__ = ["cpu_name", "ExportedModel", "ModelOpenError", "OnnxRuntimeModel",
-           "OpenVinoModel", "Pt2Model", "TorchModel", "TorchScriptModel", "load_exported_program", "load_torchscript",
+__all__ = ["cpu_name", "ExecuTorchModel", "ExportedModel", "LiteRtModel", "ModelOpenError", "OnnxRuntimeModel",
+           "OpenVinoModel", "Pt2Model", "TorchModel", "TorchScriptModel", "executorch_runtime", "executorch_threads",
+           "litert_interpreter", "load_exported_program", "load_torchscript",
            "onnxruntime_session", "open_model", "openvino_config", "openvino_core", "openvino_supports",
            "torch_threads"]

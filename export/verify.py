@@ -24,7 +24,7 @@ from torch import nn
 
 from alphanet_zoo.errors import AlphaNetError, brief
 
-from .metadata import INPUT_NAME, OUTPUT_NAME, output_names
+from .metadata import INPUT_NAME, OUTPUT_NAME, output_names, sidecar_path
 from .runtime import (ModelOpenError, OnnxRuntimeModel, OpenVinoModel, Pt2Model, TorchScriptModel,
                       load_exported_program, load_torchscript)
 
@@ -101,8 +101,10 @@ class ExportResult:
 
     @property
     def files(self) -> list[Path]:
-        """Every file written: the path, and an OpenVINO IR's ``.bin`` beside its ``.xml``."""
-        return [self.path, self.path.with_suffix(".bin")] if self.format == "openvino" else [self.path]
+        """Every file written: the path, an OpenVINO IR's ``.bin`` beside its ``.xml``, a ``.pte``'s record."""
+        if self.format == "openvino":
+            return [self.path, self.path.with_suffix(".bin")]
+        return [self.path, sidecar_path(self.path)] if self.format == "executorch" else [self.path]
 
     @property
     def size_bytes(self) -> int:
@@ -292,6 +294,17 @@ def verify_openvino(xml: str | os.PathLike, bin_path: str | os.PathLike, model: 
     finally:
         runner.close()
     return Verification("openvino", what, tuple(batch_sizes), diff, tolerance, ("OpenVINO read and compiled the IR",))
+
+
+def verify_runner(runner: Any, model: nn.Module, fmt: str, what: str, *,
+                  batch_sizes: Sequence[int] = VERIFY_BATCH_SIZES, tolerance: float = DEFAULT_TOLERANCE, seed: int = 0,
+                  label: str | None = None, checks: tuple[str, ...] = ()) -> Verification:
+    """Run an opened file (an `ExportedModel` of ``fmt``, run by ``what``) against ``model`` on random batches,
+    within ``tolerance``; raise on any failure."""
+    label = label or runner.name
+    diff = _run_against(runner, model, what=what, label=label, failure=f"{what} failed to run {label}",
+                        batch_sizes=batch_sizes, seed=seed, tolerance=tolerance)
+    return Verification(fmt, what, tuple(batch_sizes), diff, tolerance, checks)
 
 
 def reference_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 16) -> np.ndarray:

@@ -481,7 +481,7 @@ def test_a_format_registered_from_its_own_module_is_exported_by_the_pipeline(toy
     with pytest.raises(ValueError, match="not available for --format toy.*--format onnx or openvino"):
         export_model(model, out.parent / "q.toy", "toy", precision="int8")
     with pytest.raises(ValueError, match="unknown export format 'nope'; choose from onnx, openvino, pt2, "
-                                         "torchscript, toy"):
+                                         "torchscript, executorch, tflite, toy"):
         export_model(model, out.parent / "q.nope", "nope")
     assert os.listdir(out.parent) == ["m.toy"]
     # the pipeline knows no format by name: each one's particulars live in its builder

@@ -72,7 +72,8 @@ def build_parser() -> flags.ArgumentParser:
          flags.output_flags("write the results JSON here (atomically)"), flags.dist_flags(), flags.json_flags()])
     p.add_argument("--output", dest="out", help=argparse.SUPPRESS)  # the old spelling of --out
     p.add_argument("--model", metavar="FILE",
-                   help="evaluate an exported file (ONNX, OpenVINO .xml, .pt2, TorchScript) instead of PyTorch weights")
+                   help="evaluate an exported file (ONNX, OpenVINO .xml, .pt2, TorchScript, ExecuTorch .pte, "
+                        "LiteRT .tflite) instead of PyTorch weights")
     p.add_argument("--onnx", dest="model", help=argparse.SUPPRESS)
     p.add_argument("--data", required=True, metavar="DIR",
                    help="validation images: synset folders (DIR/n01440764/*.JPEG), a flat folder with "

@@ -41,11 +41,12 @@ PROG = "alphanet-export"
 
 def build_parser() -> flags.ArgumentParser:
     parser = flags.command_parser(
-        PROG, "Export an AlphaNet model to ONNX, OpenVINO IR, torch.export (pt2) or TorchScript, in fp32, bf16 or "
-              "int8. Every file is checked and run against the PyTorch model before it is written under its name.",
+        PROG, "Export an AlphaNet model to ONNX, OpenVINO IR, torch.export (pt2), TorchScript, or for phones "
+              "ExecuTorch (.pte) and TFLite/LiteRT (.tflite), in fp32, bf16 or int8. Every file is checked and run "
+              "against the PyTorch model before it is written under its name.",
         [flags.arch_flags(required=True, many=False), flags.weights_flags(),
-         flags.output_flags("output file, or an existing folder (default: alphanet_<name>.onnx, .xml, .pt2 or .pt "
-                          "here)"),
+         flags.output_flags("output file, or an existing folder (default: alphanet_<name>.onnx, .xml, .pt2, .pt, "
+                          ".pte or .tflite here)"),
          flags.threads_flags(), flags.seed_flags("seed of the draw of --calib-data images"), flags.json_flags()])
     parser.add_argument("--format", choices=sorted(BUILDERS),
                         help="output format: " + "; ".join(f"{fmt}: {b.description}" for fmt, b in BUILDERS.items())
@@ -136,7 +137,8 @@ def _output_path(out: str | None, name: str, fmt: str) -> Path:
     targets = builder.targets(path)
     if len(targets) > 1 and path.suffix.lower() not in builder.suffixes:
         raise UsageError(f"--out {out}: {builder.description} is written as NAME{builder.suffixes[0]} (and "
-                         f"{', '.join('NAME' + t.suffix for t in targets[1:])} beside it)")
+                         f"{', '.join(t.name for t in builder.targets(Path('NAME' + builder.suffixes[0]))[1:])} "
+                         "beside it)")
     for extra in targets[1:]:
         check_writable_file(extra)
     return check_writable_file(path)

@@ -27,9 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
          flags.json_flags()])
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument("--model", metavar="FILE",
-                        help="an exported file (.onnx, OpenVINO .xml, TorchScript .pt, torch.export .pt2) to run "
-                             "instead of PyTorch weights; its metadata gives the preprocessing and labels (--arch "
-                             "and --weights do not apply; --device auto means cpu)")
+                        help="an exported file (.onnx, OpenVINO .xml, TorchScript .pt, torch.export .pt2, .pte, "
+                             ".tflite) to run instead of PyTorch weights; its metadata gives the preprocessing and "
+                             "labels (--arch and --weights do not apply; --device auto means cpu)")
     parser.add_argument("--topk", type=flags.integer(1, 1000), default=5, metavar="K", help="classes per image")
     parser.add_argument("--skip-bad-images", action="store_true",
                         help="report unreadable images and go on (default: stop at the first)")

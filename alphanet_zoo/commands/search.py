@@ -76,7 +76,9 @@ def _parser() -> flags.ArgumentParser:
                              "--threads and --batch-size (predicted from a latency table; the best is measured)")
     parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
                         help="runtime latency is measured on: ONNX Runtime or OpenVINO running the file "
-                             "alphanet-export writes, PyTorch eager on the CPU, or CUDA")
+                             "alphanet-export writes, PyTorch eager on the CPU, CUDA, or the phone runtimes "
+                             "ExecuTorch (XNNPACK) and LiteRT on this CPU, a stand-in for a phone's (their tables take "
+                             "long to build: each layer is converted)")
     parser.add_argument("--latency-table", metavar="FILE",
                         help="latency table to use (built there when missing); default: the cache file for this "
                              "machine, runtime and version, threads and batch size, under $ALPHANET_ZOO_CACHE or "

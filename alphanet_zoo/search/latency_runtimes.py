@@ -1,4 +1,5 @@
-"""Where latency is measured: ONNX Runtime, OpenVINO, PyTorch eager on the CPU, or CUDA.
+"""Where latency is measured: ONNX Runtime, OpenVINO, PyTorch eager on the CPU, CUDA, or the phone runtimes
+ExecuTorch (XNNPACK) and LiteRT on this CPU (a stand-in for a phone's CPU, not a phone).
 
 A `Runtime` turns a `Layer` (for the table) or a whole subnet (end to end) into a zero-argument
 call to time; every call runs an `alphanet_zoo.export.ExportedModel`, the one way the package runs
@@ -6,7 +7,9 @@ a model. End to end is what a user deploying the subnet runs: for ONNX Runtime t
 ``alphanet-export`` writes (`alphanet_zoo.export.to_onnx`), opened by `open_model` at the same thread
 count; for OpenVINO that graph compiled for the CPU with the exporters' OpenVINO settings
 (`OpenVinoModel`, one stream: the latency setting); for eager and CUDA the `AlphaNet` module itself
-(`TorchModel`). A layer is the same runtime on the layer's graph or module alone.
+(`TorchModel`); for ExecuTorch and LiteRT the subnet's ``.pte`` / ``.tflite`` (fp32, static batch) as
+``alphanet-export`` converts it. A layer is the same runtime on the layer's graph or module alone
+(lowering each layer to ExecuTorch or LiteRT takes a second or more: a table there takes a while).
 """
 from __future__ import annotations
 
@@ -27,12 +30,19 @@ import torch
 from ..config import ArchConfig
 from ..errors import InputError
 from ..export import ExportedModel, TorchModel, open_model, to_onnx
-from ..export.runtime import OnnxRuntimeModel, OpenVinoModel
+from ..export.executorch_export import executorch_version, program_bytes
+from ..export.runtime import ExecuTorchModel, LiteRtModel, OnnxRuntimeModel, OpenVinoModel
+from ..export.tflite_export import convert as tflite_bytes
+from ..export.tflite_export import litert_version
 from ..export.timing import cpu_name, torch_threads
 from ..model import AlphaNet
 from .latency_layers import Layer, input_shape, onnx_graph, torch_module
 
-BACKENDS = ("onnxruntime", "openvino", "eager", "cuda")
+BACKENDS = ("onnxruntime", "openvino", "eager", "cuda", "executorch", "litert")
+#: The package each optional backend needs, and the extra that installs it.
+PACKAGES = {"onnxruntime": ("onnxruntime", "onnxruntime"), "openvino": ("openvino", "openvino"),
+            "executorch": ("executorch", "alphanet_zoo[executorch]"),
+            "litert": ("litert_torch", "alphanet_zoo[litert]")}
 log = logging.getLogger("alphanet_zoo")
 
 
@@ -194,14 +204,68 @@ class CudaBackend(EagerBackend):
         return f"{torch.cuda.get_device_name(self.device)} on {super().machine()}"
 
 
+class MobileBackend(Runtime):
+    """A phone runtime on this CPU: each layer and subnet converted to its file (fp32, static shape) and run."""
+
+    suffix = ""
+
+    def _convert(self, module: torch.nn.Module, shape: tuple[int, ...]) -> bytes:
+        raise NotImplementedError
+
+    def _runner(self, path: Path, images: bool) -> ExportedModel:
+        raise NotImplementedError
+
+    def _open(self, module: torch.nn.Module, shape: tuple[int, ...], images: bool) -> ExportedModel:
+        self._files += 1
+        path = self.workdir / f"model_{self._files}{self.suffix}"
+        path.write_bytes(self._convert(module, shape))
+        return self._runner(path, images)
+
+    def open_layer(self, layer: Layer) -> ExportedModel:
+        return self._open(torch_module(layer), input_shape(layer, self.batch_size), images=False)
+
+    def open_subnet(self, arch: ArchConfig, num_classes: int) -> ExportedModel:
+        r = arch.resolution
+        return self._open(AlphaNet(arch, num_classes).eval(), (self.batch_size, 3, r, r), images=True)
+
+
+class ExecuTorchBackend(MobileBackend):
+    name, suffix = "executorch", ".pte"
+
+    @property
+    def version(self) -> str:
+        return executorch_version()
+
+    def _convert(self, module: torch.nn.Module, shape: tuple[int, ...]) -> bytes:
+        return program_bytes(module, torch.zeros(shape))
+
+    def _runner(self, path: Path, images: bool) -> ExportedModel:
+        return ExecuTorchModel(path, None, None, self.threads, "cpu", images=images)
+
+
+class LiteRtBackend(MobileBackend):
+    name, suffix = "litert", ".tflite"
+
+    @property
+    def version(self) -> str:
+        return litert_version()
+
+    def _convert(self, module: torch.nn.Module, shape: tuple[int, ...]) -> bytes:
+        return tflite_bytes(module, torch.zeros(shape))
+
+    def _runner(self, path: Path, images: bool) -> ExportedModel:
+        return LiteRtModel(path, None, None, self.threads, "cpu", images=images)
+
+
 def make_runtime(name: str, threads: int, batch_size: int) -> Runtime:
     """The `Runtime` called ``name`` (one of `BACKENDS`); a missing library is an `InputError`."""
     classes = {"onnxruntime": OnnxRuntimeBackend, "openvino": OpenVinoBackend, "eager": EagerBackend,
-               "cuda": CudaBackend}
+               "cuda": CudaBackend, "executorch": ExecuTorchBackend, "litert": LiteRtBackend}
     if name not in classes:
         raise InputError(f"unknown latency backend {name!r}; choose from {', '.join(BACKENDS)}")
-    if name in ("onnxruntime", "openvino") and importlib.util.find_spec(name) is None:
-        raise InputError(f"--backend {name}: the {name} package is not installed (pip install {name})")
+    if name in PACKAGES and importlib.util.find_spec(PACKAGES[name][0]) is None:
+        raise InputError(f"--backend {name}: the {PACKAGES[name][0]} package is not installed "
+                         f"(pip install '{PACKAGES[name][1]}')")
     return classes[name](threads, batch_size)
 
 
@@ -209,5 +273,6 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
 
 
-__all__ = ["BACKENDS", "CudaBackend", "EagerBackend", "OnnxRuntimeBackend", "OpenVinoBackend", "Runtime",
+__all__ = ["BACKENDS", "CudaBackend", "EagerBackend", "ExecuTorchBackend", "LiteRtBackend", "MobileBackend",
+           "OnnxRuntimeBackend", "OpenVinoBackend", "Runtime",
            "cpu_name", "make_runtime", "slug"]
