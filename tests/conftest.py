@@ -6,6 +6,7 @@ two agree when both exist). ``ALPHANET_PARITY_DIR`` points the suite at another 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -83,3 +84,17 @@ def supernet(official_checkpoint):
     from alphanet_zoo import Supernet
 
     return Supernet.from_checkpoint(official_checkpoint).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """A small random 1000-class AlphaNet (the smallest arch, first stages at width 24), named "tiny":
+    cheap to export to every format."""
+    from alphanet_zoo import SEARCH_SPACE, AlphaNet
+
+    smallest = SEARCH_SPACE.smallest()
+    arch = dataclasses.replace(smallest, width=(24, 24, *smallest.width[2:]))
+    torch.manual_seed(0)
+    model = AlphaNet(arch).eval()
+    model.pretrained_cfg = dataclasses.replace(model.pretrained_cfg, name="tiny")
+    return model

@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _search_helpers import one_thread  # noqa: F401 (autouse)
 
 from alphanet_zoo import SEARCH_SPACE, count_flops
 from alphanet_zoo.config import ArchConfig
@@ -23,12 +24,6 @@ from alphanet_zoo.search.latency_layers import Layer, arch_layers, input_shape, 
 from alphanet_zoo.search.latency_runtimes import Runtime, make_runtime
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # -- the layers ------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ where the extras are not installed. Expected values come from the PyTorch model,
 under test."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ from alphanet_zoo.export.metadata import sidecar_path
 from alphanet_zoo.export.verify import ExportResult
 from PIL import Image
 
-from alphanet_zoo import SEARCH_SPACE, AlphaNet
+from alphanet_zoo import SEARCH_SPACE
 from alphanet_zoo.errors import AlphaNetError, InputError
 from alphanet_zoo.search.latency_runtimes import make_runtime
 
@@ -35,16 +34,6 @@ TOLERANCE = 1e-4
 SUFFIX = {"executorch": ".pte", "tflite": ".tflite"}
 PACKAGE = {"executorch": "executorch", "tflite": "litert_torch"}
 EXTRA = {"executorch": "executorch", "tflite": "litert"}
-
-
-@pytest.fixture(scope="module")
-def tiny_model() -> AlphaNet:
-    smallest = SEARCH_SPACE.smallest()
-    arch = dataclasses.replace(smallest, width=(24, 24, *smallest.width[2:]))
-    torch.manual_seed(0)
-    model = AlphaNet(arch).eval()
-    model.pretrained_cfg = dataclasses.replace(model.pretrained_cfg, name="tiny")
-    return model
 
 
 # ---- without the runtimes -------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ A small custom architecture with random weights keeps the exports cheap; every e
 from the PyTorch model itself (or from its saved folder's config.json), never from the code under test."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ from alphanet_zoo.export import (ExportedModel, export_model, file_format, open_
 from PIL import Image
 
 import alphanet_zoo
-from alphanet_zoo import SEARCH_SPACE, AlphaNet
+from alphanet_zoo import AlphaNet
 from alphanet_zoo.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,16 +28,6 @@ PHOTO = REPO / "tests" / "parity" / "photo.png"
 FORMATS = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt", "pt2": ".pt2"}
 BACKENDS = {"onnx": "onnxruntime", "openvino": "openvino", "torchscript": "torchscript", "pt2": "torch.export"}
 TOLERANCE = 1e-4
-
-
-@pytest.fixture(scope="module")
-def tiny_model() -> AlphaNet:
-    smallest = SEARCH_SPACE.smallest()
-    arch = dataclasses.replace(smallest, width=(24, 24, *smallest.width[2:]))
-    torch.manual_seed(0)
-    model = AlphaNet(arch).eval()
-    model.pretrained_cfg = dataclasses.replace(model.pretrained_cfg, name="tiny")
-    return model
 
 
 @pytest.fixture(scope="module")
