@@ -52,7 +52,7 @@ def autocast_dtype(precision: str, device: "str | torch.device") -> torch.dtype 
 
 def use_training_layout(model: nn.Module, device: "str | torch.device") -> nn.Module:
     """On a CPU, put ``model`` (an `AlphaNet` or `Supernet`) in channels-last, oneDNN's layout (the
-    sandwich step 1.6x faster, benchmarks/bench_train.py), all but its stem. The stem's 3-channel
+    sandwich step 1.5x faster with 2 threads, benchmarks/bench_train.py), all but its stem. The stem's 3-channel
     conv gains nothing from it, and kept as it is its weight gradient, a sum over every pixel of the
     batch, rounds as the official step's does (tests/test_train.py). In place; returns ``model``."""
     if parse_device(device).type == "cpu":
