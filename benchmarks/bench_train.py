@@ -42,9 +42,9 @@ class Runner:
 
     def __init__(self, base: Supernet, name: str, device: torch.device) -> None:
         self.name = name
-        self.amp_dtype, self.channels_last = VARIANTS[name]
+        self.amp_dtype, channels_last = VARIANTS[name]
         self.supernet = copy.deepcopy(base).to(device)
-        if self.channels_last:
+        if channels_last:
             use_training_layout(self.supernet, device)  # as the trainer: channels-last but the stem
         self.optimizer = build_optimizer(self.supernet, lr=0.1)
         self.steps: list[float] = []
