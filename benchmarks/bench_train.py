@@ -25,8 +25,7 @@ import torch
 
 from alphanet_zoo import Supernet, count_flops
 from alphanet_zoo.train import build_optimizer, sample_sandwich, sandwich_step
-from alphanet_zoo.train.precision import use_training_layout
-from alphanet_zoo.train.students import student_workers
+from alphanet_zoo.train import use_training_layout
 
 #: variant -> (autocast dtype or None, channels-last, students in threads)
 VARIANTS = {"fp32": (None, False, False), "fp32+channels_last": (None, True, False),
@@ -55,7 +54,7 @@ class Runner:
     def step(self, images, targets, archs, device: torch.device, record: bool) -> None:
         _sync(device)
         start = time.perf_counter()
-        workers = student_workers(device, len(archs) - 1) if self.threads else 1
+        workers = None if self.threads else 1  # None: the default, students in threads on a CPU
         sandwich_step(self.supernet, images, targets, archs, self.optimizer, amp_dtype=self.amp_dtype, workers=workers)
         _sync(device)
         elapsed = time.perf_counter() - start

@@ -18,6 +18,12 @@ import numpy as np
 import pytest
 import torch
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one intra-op thread per pytest-xdist worker (and in the commands the tests start): the workers
+    # already fill the cores, and OpenMP teams that wait for a busy core cost more than they give
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 VENDORED_PARITY = REPO / "tests" / "parity"
 SHARED_PARITY = REPO.parent / "shared" / "parity"

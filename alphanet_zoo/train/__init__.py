@@ -2,12 +2,12 @@
 
     import random
     from alphanet_zoo import Supernet
-    from alphanet_zoo.train import build_optimizer, sample_sandwich, sandwich_step
+    from alphanet_zoo.train import build_optimizer, sample_sandwich, sandwich_step, use_training_layout
 
-    supernet = Supernet()
+    supernet = use_training_layout(Supernet(), "cpu")  # channels-last but the stem, as alphanet-train
     optimizer = build_optimizer(supernet, lr=0.1)       # no weight decay on BN parameters and biases
     archs = sample_sandwich(random.Random(0))           # largest, 2 random, smallest
-    out = sandwich_step(supernet, images, targets, archs, optimizer)
+    out = sandwich_step(supernet, images, targets, archs, optimizer)  # students in 2 threads on a CPU
     out["losses"], out["grad_norm"]
 
 The ``alphanet-train`` command (`alphanet_zoo.commands.train`) runs the whole recipe under torchrun:
@@ -15,11 +15,13 @@ The ``alphanet-train`` command (`alphanet_zoo.commands.train`) runs the whole re
 """
 from .config import BUNDLED_CONFIGS, TrainConfig, load_config
 from .schedule import WarmupCosineSchedule, scaled_lr, warmup_cosine
+from .precision import use_training_layout
 from .step import all_reduce_gradients, build_optimizer, no_weight_decay, sample_sandwich, sandwich_step
 
 __all__ = [
     "BUNDLED_CONFIGS", "TrainConfig", "Trainer", "WarmupCosineSchedule", "all_reduce_gradients", "build_optimizer",
-    "load_config", "no_weight_decay", "sample_sandwich", "sandwich_step", "scaled_lr", "warmup_cosine",
+    "load_config", "no_weight_decay", "sample_sandwich", "sandwich_step", "scaled_lr", "use_training_layout",
+    "warmup_cosine",
 ]
 
 

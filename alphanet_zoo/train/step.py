@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..losses import AdaptiveAlphaDivergence, LabelSmoothingCrossEntropy
 from ..preprocessing import resize_to_resolution
 from ..distributed import is_distributed
-from .students import accumulate, student_gradients
+from .students import accumulate, student_gradients, student_workers
 
 
 def no_weight_decay(module: nn.Module) -> set[str]:
@@ -95,7 +95,7 @@ def sandwich_step(supernet: nn.Module, images: torch.Tensor, targets: torch.Tens
                   alpha_max: float = 1.0, iw_clip: float = 5.0, grad_clip_value: float | None = 1.0,
                   dropout: float = 0.0, drop_connect: float = 0.0, resize: bool = True,
                   amp_dtype: torch.dtype | None = None, grad_scaler: "torch.amp.GradScaler | None" = None,
-                  workers: int = 1) -> dict:
+                  workers: int | None = None) -> dict:
     """One sandwich-rule training step of ``supernet`` (a `Supernet`) on a batch.
 
     ``archs[0]`` is the teacher (normally the largest subnet): it is trained on ``targets`` with
@@ -109,7 +109,8 @@ def sandwich_step(supernet: nn.Module, images: torch.Tensor, targets: torch.Tens
 
     ``amp_dtype`` runs the forward passes under ``torch.autocast`` (mixed precision); give a
     ``grad_scaler`` for float16. ``workers`` > 1 runs the students in that many threads, each with
-    its share of the intra-op threads (`alphanet_zoo.train.students`; `student_workers` picks it).
+    its share of the intra-op threads (`alphanet_zoo.train.students`); None: `student_workers`'s
+    choice (2 on a CPU with 2 or more intra-op threads); 1: one after another.
     Returns ``{"losses": [float per arch], "divergences": [alpha-
     divergence of each student, the value of its loss's gradient], "grad_norm": L2 norm of the
     gradient before clipping, "grad_norm_clipped": after, "skipped": True if the grad scaler
@@ -148,6 +149,8 @@ def sandwich_step(supernet: nn.Module, images: torch.Tensor, targets: torch.Tens
         divergences[i] = kd.divergence(logits.detach(), teacher)
         return grad_scaler.scale(loss) if grad_scaler is not None else loss
 
+    if workers is None:
+        workers = student_workers(images.device, len(students))
     if workers > 1 and len(students) > 1:
         params = [p for p in supernet.parameters() if p.requires_grad]
         for grads in student_gradients(student_loss, students, params, workers):

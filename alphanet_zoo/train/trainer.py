@@ -54,7 +54,6 @@ from .data import (CLASS_FOLDERS, SeededDataset, ShardedSampler, TrainTransform,
 from .precision import cpu_has_native_bf16, use_training_layout
 from .schedule import WarmupCosineSchedule, scaled_lr
 from .step import build_optimizer, sample_sandwich, sandwich_step
-from .students import student_workers
 
 LOG_NAME = "log.jsonl"
 DISCARDED_LOG_NAME = "log.discarded.jsonl"
@@ -553,8 +552,7 @@ class Trainer:
                              alpha_max=s.alpha_max, iw_clip=s.iw_clip,
                              grad_clip_value=cfg.optim.grad_clip_value, dropout=s.dropout,
                              drop_connect=s.drop_connect, resize=cfg.data.multi_resolution,
-                             amp_dtype=self.amp_dtype, grad_scaler=self.grad_scaler,
-                             workers=student_workers(self.ctx.device, len(archs) - 1))
+                             amp_dtype=self.amp_dtype, grad_scaler=self.grad_scaler)
 
     def _default_layout(self) -> tuple[int, int]:
         """(losses, divergences) of a step's result: one loss per subnet, a divergence per student."""
