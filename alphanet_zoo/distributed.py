@@ -193,13 +193,22 @@ def stop_on_sigterm(prog: str):
         yield
         return
 
+    stopped: list[DistributedError] = []
+
     def handler(signum, frame):
         rank = dist.get_rank() if is_distributed() else 0
-        raise DistributedError(f"rank {rank}: stopped by the launcher (signal {signum}): another process of the "
-                               "run failed or the run was cancelled")
+        stopped.append(DistributedError(f"rank {rank}: stopped by the launcher (signal {signum}): another process "
+                                        "of the run failed or the run was cancelled"))
+        raise stopped[-1]
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
+    except BaseException as error:
+        # the handler's exception may surface wrapped by the code it interrupted (load_state_dict
+        # re-raises it as a RuntimeError): what ends the run is still the launcher's stop
+        if stopped and error is not stopped[-1]:
+            raise stopped[-1] from error
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -3,7 +3,9 @@ process groups on loopback (two processes spawned by the test)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import time
 
 import pytest
 import torch
@@ -49,6 +51,15 @@ def _worker(rank: int, port: int, results) -> None:
             out["error"] = ("DistributedError", str(e))
         except ValueError as e:
             out["error"] = ("ValueError", str(e))
+        try:  # the launcher's SIGTERM, arriving inside code that wraps what it catches
+            with distributed.stop_on_sigterm("test"):
+                try:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(5)
+                except distributed.DistributedError as e:
+                    raise RuntimeError("Error(s) in loading state_dict for AlphaNet") from e
+        except distributed.DistributedError as e:
+            out["sigterm"] = str(e)
         distributed.barrier("finishing")
     out["after"] = torch.distributed.is_initialized()
     results[rank] = out
@@ -78,3 +89,5 @@ def test_rank_zero_work_reaches_every_rank_and_its_failure_is_one_error_on_each(
     assert kind == "DistributedError" and "rank 0 failed reading the history" in message \
         and "line 3 is not JSON" in message
     assert not results[0]["after"] and not results[1]["after"]  # the context left the process group
+    for rank in (0, 1):  # one clear line, even where the interrupted code wrapped the stop in its own error
+        assert results[rank]["sigterm"].startswith(f"rank {rank}: stopped by the launcher (signal 15)")
