@@ -246,7 +246,7 @@ def _search(args: argparse.Namespace, device) -> int:
     prior = ()
     if args.bins is not None:
         settings.update(front=[args.bins.low, args.bins.high, args.bins.step, args.bins.unit],
-                        generations=args.generations, predictor=None if args.predictor == "none" else "ridge/1",
+                        generations=args.generations, predictor=None if args.predictor == "none" else "ridge/2",
                         margin=args.predictor_margin, rounds=args.predictor_rounds)
         if args.predictor not in ("auto", "none"):
             prior = distributed.broadcast_or_raise(lambda: read_evaluations(args.predictor),
@@ -324,7 +324,8 @@ def _front(args: argparse.Namespace, evaluator: SubnetEvaluator, latency, prior,
                          generations=args.generations, mutation_ratio=args.mutation_ratio,
                          mutate_prob=args.mutate_prob, seed=args.seed,
                          predictor=None if args.predictor == "none" else "auto", prior=prior,
-                         margin=args.predictor_margin, rounds=args.predictor_rounds, known=known)
+                         margin=args.predictor_margin, rounds=args.predictor_rounds, known=known,
+                         top1_step=100.0 / int(evaluator.heldout.images.shape[0]))
     bar = progress(total=args.generations + 1, desc="generations", unit="gen", **quiet)
     start = time.perf_counter()
 
