@@ -24,12 +24,12 @@ from typing import Sequence
 
 from .. import distributed
 from .._io import check_writable_file, write_json
+from ..allocator import keep_freed_memory
 from ..data import labelled_samples
 from ..errors import InputError, UsageError
 from ..flops import count_flops
 from ..search.budget import Budget
-from ..search.evaluate import (SubnetEvaluator, heldout_subset, keep_freed_memory, load_calibration_images,
-                               load_heldout_images)
+from ..search.evaluate import SubnetEvaluator, heldout_subset, load_calibration_images, load_heldout_images
 from ..search.evolution import EvolutionSearch
 from ..search.front import Bins, FrontSearch
 from ..search.history import fingerprint, front_history_rows, history_rows, read_history, write_history

@@ -13,7 +13,7 @@ only once the predictor has shown skill on held-out rows: the Kendall tau of its
 leave-one-out predictions with the real top-1 must be ``trust_z`` (2) null standard errors above 0
 (`FrontSearch.trusted`); until then every waiting candidate is evaluated, as without a predictor
 (on an untrained supernet and a few dozen images top-1 is noise to any encoding, and a predictor
-trusted there ruled out bins' winners in 9 of 36 small searches). Once trusted, in rounds, each
+trusted there ruled out a bin's winner in 11 of 48 small searches). Once trusted, in rounds, each
 bin's unevaluated candidate with the highest prediction is evaluated if the bin has no evaluated
 candidate yet or if its upper bound could take the bin (`FrontSearch.can_change`: beat the bin's
 best, or tie it at a lower cost; with ``top1_step`` the bound is rounded down to a top-1 the
