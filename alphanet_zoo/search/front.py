@@ -10,15 +10,18 @@ Without a predictor every new child is evaluated. With one (`alphanet_zoo.search
 every candidate drawn so far and not evaluated stays in a pool with its predicted top-1, and real
 evaluations go only to candidates that can change the front. A prediction rules a candidate out
 only once the predictor has shown skill on held-out rows: the Kendall tau of its exact
-leave-one-out predictions with the real top-1 must be ``trust_z`` (2) null standard errors above 0
-(`FrontSearch.trusted`); until then every waiting candidate is evaluated, as without a predictor
-(on an untrained supernet and a few dozen images top-1 is noise to any encoding, and a predictor
-trusted there ruled out a bin's winner in 11 of 48 small searches). Once trusted, in rounds, each
+leave-one-out predictions with the real top-1 must be ``trust_z`` (3) null standard errors above 0
+(`FrontSearch.trusted`); until then no candidate is ruled out: rounds evaluate the first drawn
+waiting candidate of each bin and the skill is measured again, so a predictor that never shows
+skill leaves the search exhaustive (on an untrained supernet and a few dozen images top-1 is noise
+to any encoding, and a predictor trusted there ruled out a bin's winner in 11 of 48 small
+searches). Once trusted, in rounds, each
 bin's unevaluated candidate with the highest prediction is evaluated if the bin has no evaluated
 candidate yet or if its upper bound could take the bin (`FrontSearch.can_change`: beat the bin's
 best, or tie it at a lower cost; with ``top1_step`` the bound is rounded down to a top-1 the
-held-out set can give). The upper bound is the prediction plus `FrontSearch.threshold`: the
-largest leave-one-out residual seen, and at least ``margin`` times the leave-one-out RMSE. After
+held-out set can give). The upper bound is the prediction plus `FrontSearch.threshold`: by default
+``margin`` times the leave-one-out RMSE (``bound``: also ``q90``, the 90th percentile of the
+leave-one-out residuals, and ``max``, the largest). After
 each round the predictor is refitted and the pool re-predicted. A generation runs at most
 ``rounds`` rounds (None, the default: no limit): a candidate still in doubt stays in the pool,
 where the better bests later generations find often rule it out (on the stand-in of
@@ -47,7 +50,7 @@ from ..config import SEARCH_SPACE, ArchConfig, SearchSpace
 from ..errors import InputError
 from ..flops import count_flops
 from .evolution import Candidate, Evaluation
-from .predictor import MIN_ROWS, AccuracyPredictor, kendall_tau, tau_is_significant
+from .predictor import MIN_ROWS, TAU_ROWS, AccuracyPredictor, kendall_tau, tau_is_significant
 from .sampling import crossover, descend_into, mutate, sample_where
 
 
@@ -89,8 +92,9 @@ class Bins:
         return self.low + i * self.step, min(self.low + (i + 1) * self.step, self.high)
 
 
-TRUST_Z = 2.0  # leave-one-out tau this many null standard errors above 0 before a prediction rules anything out
+TRUST_Z = 3.0  # leave-one-out tau this many null standard errors above 0 before a prediction rules anything out
 BOUNDS = ("max", "rmse", "q90")
+DEFAULT_BOUND = "rmse"
 
 
 def _gap(low: float, high: float, cost: Callable[[ArchConfig], float]) -> Callable[[ArchConfig], float]:
@@ -149,7 +153,7 @@ class FrontSearch:
                  prior: Sequence[tuple[ArchConfig, float]] = (), warmup: int | None = None, margin: float = 1.0,
                  known: Mapping[ArchConfig, Candidate] | None = None,
                  on_evaluated: Callable[[], None] | None = None, rounds: int | None = None,
-                 top1_step: float | None = None, bound: str = "max", trust_z: float = TRUST_Z) -> None:
+                 top1_step: float | None = None, bound: str = DEFAULT_BOUND, trust_z: float = TRUST_Z) -> None:
         if population < 2 or generations < 0:
             raise InputError(f"need population >= 2 and generations >= 0, got {population} and {generations}")
         if not 0 <= mutation_ratio <= 1 or not 0 <= mutate_prob <= 1:
@@ -257,13 +261,15 @@ class FrontSearch:
     def trusted(self) -> bool:
         """Whether the predictor has shown skill on held-out rows: the Kendall tau of its exact leave-one-out
         predictions with the real top-1 is ``trust_z`` null standard errors above 0 (`tau_is_significant`)."""
-        return self.model is not None and tau_is_significant(self.model.loo_tau, self.model.rows, self.trust_z)
+        return self.model is not None and tau_is_significant(self.model.loo_tau, min(self.model.rows, TAU_ROWS),
+                                                             self.trust_z)
 
     def threshold(self) -> float:
         """How far above its prediction a candidate's real top-1 may lie: ``margin`` times the leave-one-out
-        RMSE (``bound="rmse"``), or the larger of that and the largest leave-one-out residual seen
-        (``bound="max"``, the default: no candidate evaluated so far beat its held-out prediction by more), or
-        the 90th percentile of the leave-one-out residuals (``bound="q90"``, a benchmark variant)."""
+        RMSE (``bound="rmse"``, the default); the 90th percentile of the leave-one-out residuals, no less
+        than 0 (``bound="q90"``); or the larger of the RMSE bound and the largest residual (``bound="max"``).
+        On the benchmark's stand-in q90 needed more real evaluations than rmse for the same front, and max
+        more than no predictor at all (``benchmarks/bench_search.py --front-sim``)."""
         spread = self.margin * self.model.loo_rmse
         residuals = sorted(self.model.loo_residuals)
         if self.bound == "max":
@@ -302,7 +308,12 @@ class FrontSearch:
                 continue
             rounds += 1
             if not self.trusted():  # predictions no better than chance: rule nothing out
-                batch = [a for a in self.pool if a not in self.evaluated]
+                # the first drawn waiting candidate of each bin, then the skill is measured again
+                firsts: dict[int, ArchConfig] = {}
+                for arch in self.pool:
+                    if arch not in self.evaluated:
+                        firsts.setdefault(self.bin_of[arch], arch)
+                batch = [a for _, a in sorted(firsts.items())]
                 if not batch:
                     return
                 self.untrusted_rounds += 1
