@@ -14,7 +14,9 @@ channels-last. Each variant runs in its own process (the allocator setting is pr
 the variants interleaved round after round on the same subnets; wall, user and system seconds per
 candidate are reported as median and min..max over every candidate timed.
 
-``--front-sim``: `FrontSearch` over 200..600 MFLOPs by 20 with and without the predictor, the
+``--front-sim``: `FrontSearch` over 200..600 MFLOPs by 20 with and without the predictor (each
+``--variants`` SOURCE:BOUND: ``auto``, or ``file`` pooled with the history of an earlier predictor
+run of another seed as ``--predictor FILE`` does; BOUND as ``--predictor-bound``), the
 accuracy given by a stand-in for a trained supernet (no trained checkpoint is available to this
 benchmark): the published AlphaNet curve of top-1 against MFLOPs, small per-choice effects and
 per-subnet noise of a 5000-image held-out set, rounded to 1/5000. Reported per seed: real
