@@ -219,6 +219,41 @@ def test_alphanet_search_front_end_to_end(tmp_path, official_checkpoint, capsys)
     assert "replaces --flops" in capsys.readouterr().err
 
 
+def test_the_command_spares_evaluations_only_with_a_predictor_that_ranks(tmp_path, official_checkpoint, capsys,
+                                                                          monkeypatch):
+    """The command's wiring (skill test, the top-1 grid of its held-out images, ties): top-1 given by a
+    score the predictor can learn, on the 100/6-point grid of the 6 held-out images, so a predictor
+    run and a ``none`` run of the same seed can be compared bin by bin; then the same with noise."""
+    from alphanet_zoo.commands.search import main
+    from alphanet_zoo.search.evaluate import SubnetEvaluator
+
+    make_image_folder(tmp_path / "train", SYNSETS, 4, size=40, seed=0)
+    make_image_folder(tmp_path / "heldout", SYNSETS, 3, size=40, seed=1)
+    step = 100 / 6
+
+    def learnable(arch):  # rises with MFLOPs and depth, 0..100 on the grid of 6 images
+        return step * min(6, max(0, round((count_flops(arch) - 230) / 20 + (sum(arch.depth) - 20) / 4)))
+
+    for name, score_of in (("learnable", learnable), ("noise", lambda a: step * random.Random(repr(a)).randrange(7))):
+        monkeypatch.setattr(SubnetEvaluator, "__call__", lambda self, arch, f=score_of: f(arch))
+        docs = {}
+        for predictor in ("auto", "none"):
+            folder = tmp_path / f"{name}_{predictor}"
+            folder.mkdir()
+            assert main(_front_args(official_checkpoint, tmp_path / "train", tmp_path / "heldout", folder / "f.json",
+                                    folder / "h.jsonl", predictor=predictor, population=40, generations=3)) == 0
+            docs[predictor] = json.loads((folder / "f.json").read_text())
+        capsys.readouterr()
+        auto, none = docs["auto"], docs["none"]
+        assert [b.get("top1") for b in auto["bins"]] == [b.get("top1") for b in none["bins"]]  # the exhaustive front
+        if name == "learnable":
+            assert auto["predictor"]["trusted"] and auto["predictor"]["loo_tau"] > 0.5
+            assert auto["totals"]["real_evaluations"] < none["totals"]["real_evaluations"]
+        else:  # no skill shown: nothing ruled out, every candidate evaluated as without a predictor
+            assert not auto["predictor"]["trusted"] and auto["predictor"]["untrusted_rounds"] > 0
+            assert auto["totals"]["real_evaluations"] == none["totals"]["real_evaluations"]
+
+
 # -- slow: resume, one and two processes, the predictor against none on real (calibrated) evaluations ----
 
 @pytest.fixture(scope="module")
