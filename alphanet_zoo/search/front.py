@@ -119,7 +119,7 @@ class FrontResult:
     predictor: AccuracyPredictor | None = None
     replayed: int = 0
     trusted: bool = False  # the predictor had shown skill at the end (see `FrontSearch.trusted`)
-    untrusted_rounds: int = 0  # rounds in which it had not: every waiting candidate evaluated
+    untrusted_rounds: int = 0  # rounds in which it had not: nothing ruled out, each bin's first waiting evaluated
 
     @property
     def front(self) -> list[Candidate]:
@@ -177,7 +177,7 @@ class FrontSearch:
         self.on_evaluated = on_evaluated  # called after each batch of evaluations (a round)
         self.rounds = rounds
         self.top1_step, self.bound, self.trust_z = top1_step, bound, trust_z
-        self.untrusted_rounds = 0  # rounds in which the predictor had shown no skill: everything evaluated
+        self.untrusted_rounds = 0  # rounds in which the predictor had shown no skill: nothing ruled out
         self.replayed = 0
         self.evaluated: dict[ArchConfig, Candidate] = {}
         self.pool: dict[ArchConfig, float | None] = {}  # every candidate drawn, in draw order

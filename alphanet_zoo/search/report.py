@@ -93,7 +93,8 @@ def front_document(result, *, predictor_mode: str, margin: float, world_size: in
                        before each evaluation against the real top-1), "tau_pairs", "loo_rmse", "alpha",
                        "margin", "bound", "rows", "loo_tau" (leave-one-out predictions against the real top-1),
                        "trusted" (whether that tau showed skill at the end), "untrusted_rounds" (rounds in
-                       which it had not, so every waiting candidate was evaluated)},
+                       which it had not, so nothing was ruled out: each bin's first waiting candidate was
+                       evaluated)},
          "predicted_only": [{"mflops", "predicted_top1" (the last prediction), "architecture"}],
          "world_size", "seed", "search", "heldout_images", "calibration", "seconds"}
 
@@ -169,6 +170,6 @@ def front_table(result, seconds: float) -> list[str]:
     if tau is not None:
         lines.append(f"predictor: Kendall tau {tau:.3f} over {result.tau_pairs} candidates predicted before evaluation")
     if result.untrusted_rounds:
-        lines.append(f"predictor: no skill shown on held-out evaluations in {result.untrusted_rounds} round(s); "
-                     "every waiting candidate was evaluated then")
+        lines.append(f"predictor: no skill shown on held-out evaluations in {result.untrusted_rounds} round(s), "
+                     "which ruled nothing out")
     return lines
