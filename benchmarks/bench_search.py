@@ -5,6 +5,7 @@
                                       [--device cpu] [--json out.json]
     python benchmarks/bench_search.py --profile [--rounds 3 --candidates 2]   # real-evaluation cost, by lever
     python benchmarks/bench_search.py --front-sim [--seeds 5]                 # the predictor's savings
+    python benchmarks/bench_search.py --profile-commands [--rounds 3]         # the allocator in eval/extract
 
 ``--profile``: the cost of one real evaluation (extract, BN calibration on 256 images, top-1 on
 256 held-out images at 224) for each variant: ``default`` (glibc's allocator as it comes),
@@ -13,7 +14,9 @@ channels-last. Each variant runs in its own process (the allocator setting is pr
 the variants interleaved round after round on the same subnets; wall, user and system seconds per
 candidate are reported as median and min..max over every candidate timed.
 
-``--front-sim``: `FrontSearch` over 200..600 MFLOPs by 20 with and without the predictor, the
+``--front-sim``: `FrontSearch` over 200..600 MFLOPs by 20 with and without the predictor (each
+``--variants`` SOURCE:BOUND: ``auto``, or ``file`` pooled with the history of an earlier predictor
+run of another seed as ``--predictor FILE`` does; BOUND as ``--predictor-bound``), the
 accuracy given by a stand-in for a trained supernet (no trained checkpoint is available to this
 benchmark): the published AlphaNet curve of top-1 against MFLOPs, small per-choice effects and
 per-subnet noise of a 5000-image held-out set, rounded to 1/5000. Reported per seed: real
@@ -187,6 +190,64 @@ def eval_cost(args) -> dict:
             "crop_size": 224, "rounds": args.rounds, "variants": out}
 
 
+COMMAND_RUNNER = """
+import resource, sys, time
+if sys.argv[1] == "keep_freed_memory":
+    from alphanet_zoo.allocator import keep_freed_memory
+    keep_freed_memory()
+elif sys.argv[1] == "default":  # the commands set it themselves: undo it for the default variant
+    import alphanet_zoo.allocator as allocator
+    allocator.keep_freed_memory = lambda *a, **k: False
+from importlib import import_module
+main = import_module("alphanet_zoo.commands." + sys.argv[2]).main
+t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+code = main(sys.argv[3:])
+t1, r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+print({"wall": t1 - t0, "user": r1.ru_utime - r0.ru_utime, "sys": r1.ru_stime - r0.ru_stime, "rc": code})
+"""
+
+
+def command_cost(args) -> dict:
+    """``alphanet-eval`` (BN calibration then top-1) and ``alphanet-extract`` (BN calibration, written
+    out) of A0 with glibc's allocator as it comes and with `alphanet_zoo.allocator.keep_freed_memory`,
+    each run in a fresh process, the variants interleaved ``--rounds`` times; wall, user and system
+    seconds of the command's ``main`` (imports excluded)."""
+    import ast
+    import subprocess
+
+    work = Path(tempfile.mkdtemp(prefix="bench_commands_"))
+    train = make_images(work / "train", 8, 16, 0)
+    heldout = make_images(work / "heldout", 8, 32, 1)
+    parity = Path(__file__).resolve().parents[1] / "tests" / "parity"  # the tests' deterministic supernet
+    supernet = work / "supernet.pth.tar"
+    subprocess.run([sys.executable, str(parity / "make_official_checkpoint.py"), str(supernet), "--salt", "0",
+                    "--keys", str(parity / "official_supernet_keys.json")], check=True)
+    calib = ["--calib-data", str(train), "--calib-batches", "4", "--calib-batch-size", "32", "--workers", "0",
+             "--threads", str(args.torch_threads or 1), "--device", "cpu"]
+    commands = {"eval": ["--arch", "a0", "--weights", "random", *calib, "--data", str(heldout), "--batch-size", "64"],
+                "extract": ["--arch", "a0", "--supernet", str(supernet), *calib, "--out", str(work / "out")]}
+    rows: dict = {}
+    for round_ in range(args.rounds):
+        for command, argv in commands.items():
+            for variant in ("default", "keep_freed_memory"):
+                done = subprocess.run([sys.executable, "-c", COMMAND_RUNNER, variant, command, *argv],
+                                      capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise SystemExit(done.stderr[-2000:])
+                row = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+                rows.setdefault(command, {}).setdefault(variant, []).append(row)
+                print(f"round {round_} {command} {variant}: {row['wall']:.1f}s (sys {row['sys']:.1f})",
+                      file=sys.stderr, flush=True)
+    out = {}
+    for command, variants in rows.items():
+        out[command] = {v: {k: _spread([r[k] for r in rs]) for k in ("wall", "user", "sys")}
+                        for v, rs in variants.items()}
+        out[command]["speedup"] = round(out[command]["default"]["wall"]["median"]
+                                        / out[command]["keep_freed_memory"]["wall"]["median"], 2)
+    return {"threads": args.torch_threads or 1, "calibration_images": 128, "heldout_images": 256, "rounds": args.rounds,
+            "commands": out}
+
+
 ANCHORS = [(203, 77.87), (279, 78.94), (317, 79.20), (357, 79.41), (444, 80.01), (491, 80.29), (596, 80.62),
            (709, 80.78)]  # the published AlphaNet-A0..A6 (MFLOPs, top-1)
 
@@ -223,33 +284,49 @@ def front_sim(args) -> dict:
     bins = Bins.parse(args.front)
     runs = []
     margins = [float(m) for m in str(args.margin).split(",")]
+    variants = [v.split(":") for v in args.variants.split(",")]
     for seed in range(args.seeds):
         none = FrontSearch(bins, evaluate_many, population=args.population, generations=args.generations,
                            seed=seed).run()
         target = statistics.mean(c.top1 for c in none.front)
+        prior_cache: dict = {}
         for margin in margins:
-            runs.append(_front_sim_auto(args, bins, evaluate_many, seed, margin, none, target,
-                                        statistics.mean(stand_in_true(c.arch) for c in none.front)))
-            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+            for source, bound in variants:
+                if source == "file" and not prior_cache:  # an earlier run: another seed, the default rule
+                    earlier = FrontSearch(bins, evaluate_many, population=args.predictor_population,
+                                          generations=args.predictor_generations, seed=1000 + seed,
+                                          predictor="auto", top1_step=0.02).run()
+                    prior_cache["rows"] = [(c.arch, c.top1) for c in earlier.history]
+                prior = prior_cache["rows"] if source == "file" else ()
+                runs.append(_front_sim_auto(args, bins, evaluate_many, seed, margin, none, target,
+                                            statistics.mean(stand_in_true(c.arch) for c in none.front),
+                                            bound, prior))
+                runs[-1]["variant"] = f"{source}:{bound}"
+                print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     summary = {}
     for margin in margins:
-        mine = [r for r in runs if r["margin"] == margin]
-        summary[str(margin)] = {k: _spread([r[k] for r in mine if r[k] is not None])
-                                for k in ("fewer_x", "fewer_x_true", "kendall_tau", "none_evaluations",
-                                          "auto_evaluations_to_reach", "auto_evaluations_total",
-                                          "scored_per_minute_none", "scored_per_minute_auto")}
+        for source, bound in variants:
+            mine = [r for r in runs if r["margin"] == margin and r["variant"] == f"{source}:{bound}"]
+            summary[f"{source}:{bound}:{margin}"] = {
+                k: _spread([r[k] for r in mine if r[k] is not None])
+                for k in ("fewer_x", "fewer_x_true", "kendall_tau", "none_evaluations", "auto_evaluations_to_reach",
+                          "auto_evaluations_total", "total_fewer_x", "none_front_mean_top1", "auto_front_mean_top1",
+                          "scored_per_minute_none", "scored_per_minute_auto")
+                if any(r[k] is not None for r in mine)}
+            summary[f"{source}:{bound}:{margin}"]["reached"] = sum(r["fewer_x"] is not None for r in mine)
     return {"front": args.front, "noise_std": args.noise,
             "none": {"population": args.population, "generations": args.generations},
             "auto": {"population": args.predictor_population, "generations": args.predictor_generations,
-                     "margins": margins, "rounds": args.predictor_rounds or None},
+                     "margins": margins, "rounds": args.predictor_rounds or None, "variants": args.variants},
             "seconds_per_eval": args.seconds_per_eval, "runs": runs,
             "summary": summary}
 
 
 def _front_sim_auto(args, bins, evaluate_many, seed: int, margin: float, none, target: float,
-                    target_true: float) -> dict:
+                    target_true: float, bound: str = "max", prior=()) -> dict:
     """One predictor search; the real evaluations it had made when its front first reached ``target``
-    (mean measured top-1 over the bins), and ``target_true`` (the same, without the noise)."""
+    (mean measured top-1 over the bins), and ``target_true`` (the same, without the noise). ``prior``:
+    an earlier run's evaluations (``--predictor FILE``)."""
     from alphanet_zoo.search.front import FrontSearch
 
     reached: list[int] = []
@@ -266,13 +343,16 @@ def _front_sim_auto(args, bins, evaluate_many, seed: int, margin: float, none, t
 
     search = FrontSearch(bins, evaluate_many, population=args.predictor_population,
                          generations=args.predictor_generations, seed=seed, predictor="auto", margin=margin,
-                         on_evaluated=check, rounds=args.predictor_rounds or None)
+                         on_evaluated=check, rounds=args.predictor_rounds or None, prior=prior, bound=bound,
+                         top1_step=0.02)
     start = time.perf_counter()
     auto = search.run()
     predictor_s = time.perf_counter() - start
     minutes_auto = (len(auto.history) * args.seconds_per_eval + predictor_s) / 60
-    return {"seed": seed, "margin": margin, "none_evaluations": len(none.history),
+    return {"seed": seed, "margin": margin, "bound": bound, "prior_rows": len(prior),
+            "none_evaluations": len(none.history),
             "none_front_mean_top1": round(target, 3), "auto_evaluations_total": len(auto.history),
+            "total_fewer_x": round(len(none.history) / len(auto.history), 2),
             "auto_candidates": len(auto.pool),
             "auto_front_mean_top1": round(statistics.mean(c.top1 for c in auto.front), 3),
             "auto_evaluations_to_reach": reached[0] if reached else None,
@@ -281,7 +361,8 @@ def _front_sim_auto(args, bins, evaluate_many, seed: int, margin: float, none, t
             "auto_front_mean_true": round(statistics.mean(stand_in_true(c.arch) for c in auto.front), 3),
             "auto_evaluations_to_reach_true": reached_true[0] if reached_true else None,
             "fewer_x_true": round(len(none.history) / reached_true[0], 1) if reached_true else None,
-            "kendall_tau": round(auto.kendall_tau, 3), "search_seconds": round(predictor_s, 1),
+            "kendall_tau": round(auto.kendall_tau, 3), "trusted": auto.trusted,
+            "untrusted_rounds": auto.untrusted_rounds, "search_seconds": round(predictor_s, 1),
             "scored_per_minute_none": round(60 / args.seconds_per_eval, 2),
             "scored_per_minute_auto": round(len(auto.pool) / minutes_auto, 2)}
 
@@ -302,6 +383,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--json")
     parser.add_argument("--profile", action="store_true", help="real-evaluation cost per lever, interleaved")
+    parser.add_argument("--profile-commands", action="store_true",
+                        help="alphanet-eval and alphanet-extract with and without keep_freed_memory, interleaved")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--front-sim", action="store_true", help="the predictor's savings on a stand-in accuracy")
@@ -312,7 +395,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--predictor-population", type=int, default=1000)
     parser.add_argument("--predictor-generations", type=int, default=10)
     parser.add_argument("--predictor-rounds", type=int, default=0, help="rounds per generation (0: no limit)")
-    parser.add_argument("--margin", default="0.5,1.0", help="predictor margins, comma-separated")
+    parser.add_argument("--margin", default="1.0", help="predictor margins, comma-separated")
+    parser.add_argument("--variants", default="auto:max,auto:rmse,file:max,file:rmse",
+                        help="comma-separated SOURCE:BOUND: SOURCE auto (this run only) or file (pooled with an "
+                             "earlier run of another seed, as --predictor FILE); BOUND max, rmse or q90 "
+                             "(`FrontSearch.threshold`)")
     parser.add_argument("--noise", type=float, default=0.25, help="the stand-in's per-subnet noise (top-1 points)")
     parser.add_argument("--seconds-per-eval", type=float, default=31.6,
                         help="seconds a real evaluation costs (measured by --profile: keep_freed_memory)")
@@ -320,13 +407,15 @@ def main(argv=None) -> dict:
     if args.variant:
         print(json.dumps(eval_cost_variant(args.variant, args.candidates, args.torch_threads or 1)))
         return {}
-    if args.profile or args.front_sim:
+    if args.profile or args.front_sim or args.profile_commands:
         report = {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
                   "load_average": os.getloadavg()}
         if args.profile:
             report["eval_cost"] = eval_cost(args)
         if args.front_sim:
             report["front_sim"] = front_sim(args)
+        if args.profile_commands:
+            report["command_cost"] = command_cost(args)
         report["load_average_after"] = os.getloadavg()
         print(json.dumps(report, indent=2))
         if args.json:

@@ -358,3 +358,26 @@ def test_a_recorded_top1_is_what_calibrating_and_scoring_that_subnet_gives(unint
         result = evaluate(TorchClassifier(model), labelled_batches(samples, EvalCrop(crop), 64, batch_size=4),
                           resolution=arch.resolution)
         assert result.top1 == row["top1"]
+
+
+def test_keep_freed_memory_lives_beside_the_device_settings(tmp_path, monkeypatch):
+    import ctypes.util
+
+    from alphanet_zoo import allocator
+    from alphanet_zoo.commands import eval as eval_command
+    from alphanet_zoo.commands import extract as extract_command
+    from alphanet_zoo.search import evaluate
+
+    assert evaluate.keep_freed_memory is allocator.keep_freed_memory  # the old import path still works
+    # True where the C library is glibc (mallopt accepted both settings); False, changing nothing, elsewhere
+    libc = ctypes.util.find_library("c")
+    assert allocator.keep_freed_memory() is (libc is not None and hasattr(ctypes.CDLL(libc), "mallopt"))
+    calls = []
+    for module in (eval_command, extract_command):
+        monkeypatch.setattr(module, "keep_freed_memory", lambda name=module.__name__: calls.append(name) or True)
+    # on a CPU both set it before any work, so even a run that fails on its input has set it
+    assert extract_command.main(["--arch", "a0", "--supernet", str(tmp_path / "missing.pth"), "--out",
+                                 str(tmp_path / "out"), "--device", "cpu"]) == 2
+    assert eval_command.main(["--arch", "a0", "--weights", "random", "--data", str(tmp_path / "nothing"),
+                              "--device", "cpu"]) == 2
+    assert calls == ["alphanet_zoo.commands.extract", "alphanet_zoo.commands.eval"]

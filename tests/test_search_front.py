@@ -6,15 +6,17 @@ import json
 import random
 
 import pytest
+import torch
 from _search_helpers import lines, make_search_data, one_thread, torchrun  # noqa: F401 (one_thread: autouse)
 from _train_helpers import make_image_folder
 
 from alphanet_zoo import SEARCH_SPACE, ArchConfig, count_flops
 from alphanet_zoo.errors import InputError
 from alphanet_zoo.search import sample_in_range
-from alphanet_zoo.search.evolution import Evaluation
+from alphanet_zoo.search.evolution import Candidate, Evaluation
 from alphanet_zoo.search.front import Bins, FrontSearch
-from alphanet_zoo.search.predictor import AccuracyPredictor, encode, kendall_tau, read_evaluations
+from alphanet_zoo.search.predictor import (AccuracyPredictor, encode, kendall_tau, read_evaluations,
+                                          tau_is_significant, tensor_kendall_tau)
 from alphanet_zoo.search.report import front_table
 
 
@@ -114,6 +116,52 @@ def test_a_front_search_is_seeded_resumable_and_takes_an_earlier_history():
     assert len(seeded.history) < len(_search("auto", seed=2).run().history)
 
 
+def noise(arch: ArchConfig) -> float:
+    """A top-1 no architecture encoding predicts (an untrained supernet on 16 images): a seeded draw per
+    subnet on the 6.25-point grid 16 images give."""
+    return 6.25 * random.Random(repr(arch)).randrange(0, 11)
+
+
+def test_a_predictor_with_no_skill_rules_nothing_out():
+    def evaluate(archs):
+        return [Evaluation(noise(a)) for a in archs]
+
+    none = _search(None, evaluate=evaluate, population=12).run()
+    auto = _search("auto", evaluate=evaluate, population=12, top1_step=6.25).run()
+    assert not auto.trusted and auto.untrusted_rounds > 0
+    # it had shown no skill on held-out rows, so the search is the exhaustive one: same candidates, same front
+    assert list(auto.pool) == list(none.pool) and auto.best == none.best
+    assert len(auto.history) == len(none.history)
+    rule = _search("auto", margin=0.0, rounds=1, trust_z=-10.0, evaluate=evaluate, population=12).run()
+    assert rule.trusted  # told to trust anything, it prunes
+
+
+def test_the_rule_counts_ties_on_the_top1_grid():
+    search = _search("auto", top1_step=6.25)
+    small, large = sorted((SEARCH_SPACE.smallest(), sample_in_range(250, 320, random.Random(0))), key=count_flops)
+    best = Candidate(small, count_flops(small), 43.75)
+    assert not search.can_change(large, 43.75 + 6.0, best)  # rounds down to 43.75: a tie, at a higher cost
+    assert search.can_change(large, 43.75 + 6.25, best)  # 50.0 would beat it
+    cheaper = Candidate(large, count_flops(large), 43.75)
+    assert search.can_change(small, 49.9, cheaper)  # a tie at a lower cost takes the bin
+    assert not search.can_change(small, 43.7, cheaper)
+    assert search.can_change(small, 0.0, None)
+    with pytest.raises(InputError):
+        _search("auto", bound="wild")
+
+
+def test_the_predictor_records_its_leave_one_out_skill():
+    rng = random.Random(0)
+    archs = [sample_in_range(210, 500, rng) for _ in range(40)]
+    good = AccuracyPredictor.fit(archs, [score(a) for a in archs])
+    assert good.loo_tau > 0.9 and len(good.loo_residuals) == 40 and max(good.loo_residuals) < 0.2
+    assert tau_is_significant(good.loo_tau, good.rows)
+    bad = AccuracyPredictor.fit(archs, [noise(a) for a in archs])
+    assert not tau_is_significant(bad.loo_tau, bad.rows)
+    assert tensor_kendall_tau(torch.tensor([1.0, 2, 2, 3]), torch.tensor([1.0, 3, 2, 2])) == \
+        pytest.approx(kendall_tau([1, 2, 2, 3], [1, 3, 2, 2]))
+
+
 def test_a_front_over_another_cost():
     def ms(arch):  # a stand-in latency: the bins are over whatever cost the search is given
         return count_flops(arch) / 50 + arch.resolution / 100
@@ -171,6 +219,41 @@ def test_alphanet_search_front_end_to_end(tmp_path, official_checkpoint, capsys)
     assert "replaces --flops" in capsys.readouterr().err
 
 
+def test_the_command_spares_evaluations_only_with_a_predictor_that_ranks(tmp_path, official_checkpoint, capsys,
+                                                                          monkeypatch):
+    """The command's wiring (skill test, the top-1 grid of its held-out images, ties): top-1 given by a
+    score the predictor can learn, on the 100/6-point grid of the 6 held-out images, so a predictor
+    run and a ``none`` run of the same seed can be compared bin by bin; then the same with noise."""
+    from alphanet_zoo.commands.search import main
+    from alphanet_zoo.search.evaluate import SubnetEvaluator
+
+    make_image_folder(tmp_path / "train", SYNSETS, 4, size=40, seed=0)
+    make_image_folder(tmp_path / "heldout", SYNSETS, 3, size=40, seed=1)
+    step = 100 / 6
+
+    def learnable(arch):  # rises with MFLOPs and depth, 0..100 on the grid of 6 images
+        return step * min(6, max(0, round((count_flops(arch) - 230) / 20 + (sum(arch.depth) - 20) / 4)))
+
+    for name, score_of in (("learnable", learnable), ("noise", lambda a: step * random.Random(repr(a)).randrange(7))):
+        monkeypatch.setattr(SubnetEvaluator, "__call__", lambda self, arch, f=score_of: f(arch))
+        docs = {}
+        for predictor in ("auto", "none"):
+            folder = tmp_path / f"{name}_{predictor}"
+            folder.mkdir()
+            assert main(_front_args(official_checkpoint, tmp_path / "train", tmp_path / "heldout", folder / "f.json",
+                                    folder / "h.jsonl", predictor=predictor, population=40, generations=3)) == 0
+            docs[predictor] = json.loads((folder / "f.json").read_text())
+        capsys.readouterr()
+        auto, none = docs["auto"], docs["none"]
+        assert [b.get("top1") for b in auto["bins"]] == [b.get("top1") for b in none["bins"]]  # the exhaustive front
+        if name == "learnable":
+            assert auto["predictor"]["trusted"] and auto["predictor"]["loo_tau"] > 0.5
+            assert auto["totals"]["real_evaluations"] < none["totals"]["real_evaluations"]
+        else:  # no skill shown: nothing ruled out, every candidate evaluated as without a predictor
+            assert not auto["predictor"]["trusted"] and auto["predictor"]["untrusted_rounds"] > 0
+            assert auto["totals"]["real_evaluations"] == none["totals"]["real_evaluations"]
+
+
 # -- slow: resume, one and two processes, the predictor against none on real (calibrated) evaluations ----
 
 @pytest.fixture(scope="module")
@@ -223,4 +306,8 @@ def test_one_and_two_processes_give_the_same_front(search_data, official_checkpo
     assert one["predictor"] == two["predictor"] and one["predicted_only"] == two["predicted_only"]
     assert (one["world_size"], two["world_size"]) == (1, 2)
     none = docs["none", 2]
-    assert one["totals"]["real_evaluations"] < none["totals"]["real_evaluations"]  # the predictor spared some
+    # on these images (an untrained supernet) top-1 is noise to any predictor: it shows no skill on held-out
+    # evaluations, so it rules nothing out and the front is the exhaustive one, bin by bin
+    assert [b.get("top1") for b in one["bins"]] == [b.get("top1") for b in none["bins"]]
+    assert one["totals"]["real_evaluations"] <= none["totals"]["real_evaluations"]
+    assert one["predictor"]["trusted"] is not None and "loo_tau" in one["predictor"]

@@ -25,6 +25,7 @@ import torch
 
 from .. import distributed
 from .._io import check_writable_file
+from ..allocator import keep_freed_memory
 from ..calibration import calibrate
 from ..config import ArchConfig
 from ..data import (
@@ -310,6 +311,8 @@ def _evaluate(args: argparse.Namespace, device: torch.device, world: int, consol
     if device.type == "cuda":
         # cuDNN convolutions default to TF32 on Ampere+; the published numbers are full float32
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.allow_tf32
+    else:
+        keep_freed_memory()  # activations reused, not mapped afresh: A0 with calibration 2.3x faster here
     root = Path(args.data)
     if not root.is_dir():
         raise InputError(f"--data: {root} is not a folder")

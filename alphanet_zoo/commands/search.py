@@ -24,14 +24,14 @@ from typing import Sequence
 
 from .. import distributed
 from .._io import check_writable_file, write_json
+from ..allocator import keep_freed_memory
 from ..data import labelled_samples
 from ..errors import InputError, UsageError
 from ..flops import count_flops
 from ..search.budget import Budget
-from ..search.evaluate import (SubnetEvaluator, heldout_subset, keep_freed_memory, load_calibration_images,
-                               load_heldout_images)
+from ..search.evaluate import SubnetEvaluator, heldout_subset, load_calibration_images, load_heldout_images
 from ..search.evolution import EvolutionSearch
-from ..search.front import Bins, FrontSearch
+from ..search.front import BOUNDS, DEFAULT_BOUND, Bins, FrontSearch
 from ..search.history import fingerprint, front_history_rows, history_rows, read_history, write_history
 from ..search.latency_runtimes import BACKENDS
 from ..search.latency_search import LatencySetup
@@ -127,6 +127,12 @@ def _parser() -> flags.ArgumentParser:
                         help="with --predictor: a candidate is evaluated when its predicted top-1 plus K times the "
                              "predictor's leave-one-out error beats its bin's best (larger: safer, more "
                              "evaluations)")
+    parser.add_argument("--predictor-bound", choices=BOUNDS, default=DEFAULT_BOUND,
+                        help="with --predictor: how far above its prediction a candidate's top-1 may be: rmse "
+                             "(K times the leave-one-out error, the default), q90 (the 90th percentile of the "
+                             "leave-one-out residuals) or max (the largest, and at least K times the error). "
+                             "Whatever the bound, a prediction rules nothing out until the "
+                             "predictor's leave-one-out Kendall tau shows skill (3 null standard errors)")
     parser.add_argument("--predictor-rounds", type=flags.integer(1, 1_000_000), default=None, metavar="N",
                         help="with --predictor: at most N rounds of real evaluations per generation (default: until "
                              "no candidate can change the front, which keeps the candidates those of --predictor "
@@ -246,8 +252,8 @@ def _search(args: argparse.Namespace, device) -> int:
     prior = ()
     if args.bins is not None:
         settings.update(front=[args.bins.low, args.bins.high, args.bins.step, args.bins.unit],
-                        generations=args.generations, predictor=None if args.predictor == "none" else "ridge/1",
-                        margin=args.predictor_margin, rounds=args.predictor_rounds)
+                        generations=args.generations, predictor=None if args.predictor == "none" else "ridge/2",
+                        margin=args.predictor_margin, rounds=args.predictor_rounds, bound=args.predictor_bound)
         if args.predictor not in ("auto", "none"):
             prior = distributed.broadcast_or_raise(lambda: read_evaluations(args.predictor),
                                                    "reading the predictor's history")
@@ -324,7 +330,9 @@ def _front(args: argparse.Namespace, evaluator: SubnetEvaluator, latency, prior,
                          generations=args.generations, mutation_ratio=args.mutation_ratio,
                          mutate_prob=args.mutate_prob, seed=args.seed,
                          predictor=None if args.predictor == "none" else "auto", prior=prior,
-                         margin=args.predictor_margin, rounds=args.predictor_rounds, known=known)
+                         margin=args.predictor_margin, rounds=args.predictor_rounds, known=known,
+                         bound=args.predictor_bound,
+                         top1_step=100.0 / int(evaluator.heldout.images.shape[0]))
     bar = progress(total=args.generations + 1, desc="generations", unit="gen", **quiet)
     start = time.perf_counter()
 
@@ -341,6 +349,7 @@ def _front(args: argparse.Namespace, evaluator: SubnetEvaluator, latency, prior,
         bar.close()
     seconds = time.perf_counter() - start
     document = front_document(result, predictor_mode=args.predictor, margin=args.predictor_margin,
+                              bound=args.predictor_bound,
                               world_size=world, seed=args.seed, search_id=search_id,
                               heldout_images=int(evaluator.heldout.images.shape[0]), calibration=calibration,
                               seconds=seconds, population=args.population, generations=args.generations,

@@ -4,7 +4,8 @@ Images are decoded once into memory as uint8 crops (`alphanet_zoo.data.TensorBat
 candidate then costs only its forward passes. Where the time of those goes on a CPU (measured with
 ``benchmarks/bench_search.py --profile``): with glibc's default allocator, every activation above
 its mmap threshold is mapped and unmapped per layer and its pages zeroed by the kernel, so more
-than half of a candidate's time was system time; `keep_freed_memory` makes freed blocks reused
+than half of a candidate's time was system time; `alphanet_zoo.allocator.keep_freed_memory` (also
+importable from here, its old place) makes freed blocks reused
 instead (a candidate 2-3x faster). Channels-last (``SubnetEvaluator(channels_last=True)``) speeds
 the convolutions further; `same_predictions` checks it leaves every held-out prediction as it is.
 
@@ -15,14 +16,13 @@ evaluating it with the same flags gives.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import random
 from typing import Callable, Sequence
 
 import torch
 
+from ..allocator import keep_freed_memory  # noqa: F401 (its old import path)
 from ..calibration import calibrate
 from ..config import ArchConfig
 from ..data import CalibrationBatches, Sample, TensorBatches, TorchClassifier, evaluate, labelled_batches
@@ -30,22 +30,6 @@ from ..preprocessing import EvalCrop, Preprocessing
 from ..supernet import Supernet
 
 log = logging.getLogger(__name__)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-
-
-def keep_freed_memory(threshold: int = 1 << 30) -> bool:
-    """Ask glibc's allocator to serve blocks below ``threshold`` bytes from its heap and keep freed
-    memory for reuse (``mallopt`` M_MMAP_THRESHOLD and M_TRIM_THRESHOLD) instead of mapping and
-    unmapping every large activation. Process-wide; for commands that run many forward passes.
-    False (and nothing changed) where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    ok = mallopt(_M_MMAP_THRESHOLD, int(threshold)) == 1 and mallopt(_M_TRIM_THRESHOLD, 2 * int(threshold)) == 1
-    log.debug("mallopt: large blocks kept for reuse: %s", ok)
-    return ok
 
 
 def heldout_preprocessing(crop_size: int = 224) -> Preprocessing:

@@ -8,10 +8,21 @@ children from the bins' best (mutations and crossovers of them, every child insi
 
 Without a predictor every new child is evaluated. With one (`alphanet_zoo.search.predictor`),
 every candidate drawn so far and not evaluated stays in a pool with its predicted top-1, and real
-evaluations go only to candidates that can change the front: in rounds, each bin's unevaluated
-candidate with the highest prediction is evaluated if the bin has no evaluated candidate yet or if
-its prediction plus ``margin`` times the predictor's leave-one-out error beats the bin's best;
-after each round the predictor is refitted and the pool re-predicted. A generation runs at most
+evaluations go only to candidates that can change the front. A prediction rules a candidate out
+only once the predictor has shown skill on held-out rows: the Kendall tau of its exact
+leave-one-out predictions with the real top-1 must be ``trust_z`` (3) null standard errors above 0
+(`FrontSearch.trusted`); until then no candidate is ruled out: rounds evaluate the first drawn
+waiting candidate of each bin and the skill is measured again, so a predictor that never shows
+skill leaves the search exhaustive (on an untrained supernet and a few dozen images top-1 is noise
+to any encoding, and a predictor trusted there ruled out a bin's winner in 11 of 48 small
+searches). Once trusted, in rounds, each
+bin's unevaluated candidate with the highest prediction is evaluated if the bin has no evaluated
+candidate yet or if its upper bound could take the bin (`FrontSearch.can_change`: beat the bin's
+best, or tie it at a lower cost; with ``top1_step`` the bound is rounded down to a top-1 the
+held-out set can give). The upper bound is the prediction plus `FrontSearch.threshold`: by default
+``margin`` times the leave-one-out RMSE (``bound``: also ``q90``, the 90th percentile of the
+leave-one-out residuals, and ``max``, the largest). After
+each round the predictor is refitted and the pool re-predicted. A generation runs at most
 ``rounds`` rounds (None, the default: no limit): a candidate still in doubt stays in the pool,
 where the better bests later generations find often rule it out (on the stand-in of
 ``benchmarks/bench_search.py`` two rounds took ~35 % fewer evaluations for a front as good); the
@@ -39,7 +50,7 @@ from ..config import SEARCH_SPACE, ArchConfig, SearchSpace
 from ..errors import InputError
 from ..flops import count_flops
 from .evolution import Candidate, Evaluation
-from .predictor import MIN_ROWS, AccuracyPredictor, kendall_tau
+from .predictor import MIN_ROWS, TAU_ROWS, AccuracyPredictor, kendall_tau, tau_is_significant
 from .sampling import crossover, descend_into, mutate, sample_where
 
 
@@ -81,6 +92,11 @@ class Bins:
         return self.low + i * self.step, min(self.low + (i + 1) * self.step, self.high)
 
 
+TRUST_Z = 3.0  # leave-one-out tau this many null standard errors above 0 before a prediction rules anything out
+BOUNDS = ("max", "rmse", "q90")
+DEFAULT_BOUND = "rmse"
+
+
 def _gap(low: float, high: float, cost: Callable[[ArchConfig], float]) -> Callable[[ArchConfig], float]:
     def distance(arch: ArchConfig) -> float:
         c = cost(arch)
@@ -102,6 +118,8 @@ class FrontResult:
     predicted_before: dict[ArchConfig, float] = field(default_factory=dict)  # prediction made before evaluating
     predictor: AccuracyPredictor | None = None
     replayed: int = 0
+    trusted: bool = False  # the predictor had shown skill at the end (see `FrontSearch.trusted`)
+    untrusted_rounds: int = 0  # rounds in which it had not: nothing ruled out, each bin's first waiting evaluated
 
     @property
     def front(self) -> list[Candidate]:
@@ -134,13 +152,18 @@ class FrontSearch:
                  space: SearchSpace = SEARCH_SPACE, predictor: str | None = None,
                  prior: Sequence[tuple[ArchConfig, float]] = (), warmup: int | None = None, margin: float = 1.0,
                  known: Mapping[ArchConfig, Candidate] | None = None,
-                 on_evaluated: Callable[[], None] | None = None, rounds: int | None = None) -> None:
+                 on_evaluated: Callable[[], None] | None = None, rounds: int | None = None,
+                 top1_step: float | None = None, bound: str = DEFAULT_BOUND, trust_z: float = TRUST_Z) -> None:
         if population < 2 or generations < 0:
             raise InputError(f"need population >= 2 and generations >= 0, got {population} and {generations}")
         if not 0 <= mutation_ratio <= 1 or not 0 <= mutate_prob <= 1:
             raise InputError("mutation_ratio and mutate_prob must be in [0, 1]")
         if predictor not in (None, "auto"):
             raise InputError(f"predictor must be None or 'auto', got {predictor!r}")
+        if bound not in BOUNDS:
+            raise InputError(f"bound must be one of {', '.join(BOUNDS)}, got {bound!r}")
+        if top1_step is not None and not top1_step > 0:
+            raise InputError(f"top1_step must be > 0, got {top1_step}")
         self.bins, self.evaluate_many, self.cost, self.latency = bins, evaluate_many, cost, latency
         self.population, self.generations = population, generations
         self.mutation_ratio, self.mutate_prob = mutation_ratio, mutate_prob
@@ -153,6 +176,8 @@ class FrontSearch:
         self.known = dict(known or {})
         self.on_evaluated = on_evaluated  # called after each batch of evaluations (a round)
         self.rounds = rounds
+        self.top1_step, self.bound, self.trust_z = top1_step, bound, trust_z
+        self.untrusted_rounds = 0  # rounds in which the predictor had shown no skill: nothing ruled out
         self.replayed = 0
         self.evaluated: dict[ArchConfig, Candidate] = {}
         self.pool: dict[ArchConfig, float | None] = {}  # every candidate drawn, in draw order
@@ -233,8 +258,42 @@ class FrontSearch:
         for arch, p in zip(waiting, self.model.predict(waiting)):
             self.pool[arch] = p
 
+    def trusted(self) -> bool:
+        """Whether the predictor has shown skill on held-out rows: the Kendall tau of its exact leave-one-out
+        predictions with the real top-1 is ``trust_z`` null standard errors above 0 (`tau_is_significant`)."""
+        return self.model is not None and tau_is_significant(self.model.loo_tau, min(self.model.rows, TAU_ROWS),
+                                                             self.trust_z)
+
+    def threshold(self) -> float:
+        """How far above its prediction a candidate's real top-1 may lie: ``margin`` times the leave-one-out
+        RMSE (``bound="rmse"``, the default); the 90th percentile of the leave-one-out residuals, no less
+        than 0 (``bound="q90"``); or the larger of the RMSE bound and the largest residual (``bound="max"``).
+        On the benchmark's stand-in q90 needed more real evaluations than rmse for the same front, and max
+        more than no predictor at all (``benchmarks/bench_search.py --front-sim``)."""
+        spread = self.margin * self.model.loo_rmse
+        residuals = sorted(self.model.loo_residuals)
+        if self.bound == "max":
+            spread = max([spread] + residuals)
+        elif self.bound == "q90" and residuals:  # the 90th percentile of the residuals, no less than 0
+            spread = max(0.0, residuals[min(len(residuals) - 1, int(0.9 * len(residuals)))])
+        return spread
+
+    def can_change(self, arch: ArchConfig, upper: float, best: Candidate | None) -> bool:
+        """Whether a candidate whose top-1 is at most ``upper`` could become its bin's best: beat its
+        top-1, or tie it at a lower cost. With ``top1_step`` (top-1 counts images: 100 / images) the
+        bound is first rounded down to a top-1 the held-out set can give."""
+        if best is None:
+            return True
+        if self.top1_step is not None:
+            upper = math.floor(upper / self.top1_step + 1e-9) * self.top1_step
+        tolerance = 1e-9 * max(1.0, abs(best.top1))
+        if upper > best.top1 + tolerance:
+            return True
+        return upper >= best.top1 - tolerance and self.cost(arch) < self.cost(best.arch)
+
     def _decide(self, new: Sequence[ArchConfig], generation: int) -> None:
-        """Evaluate what can change the front (all of ``new`` without a predictor)."""
+        """Evaluate what can change the front (all of ``new`` without a predictor, all that is waiting while
+        the predictor has shown no skill)."""
         if not self.use_predictor:
             self._evaluate([a for a in new if a not in self.evaluated], generation)
             return
@@ -248,7 +307,21 @@ class FrontSearch:
                 self._evaluate(batch, generation)
                 continue
             rounds += 1
-            threshold = self.margin * self.model.loo_rmse
+            if not self.trusted():  # predictions no better than chance: rule nothing out
+                # the first drawn waiting candidate of each bin, then the skill is measured again
+                firsts: dict[int, ArchConfig] = {}
+                for arch in self.pool:
+                    if arch not in self.evaluated:
+                        firsts.setdefault(self.bin_of[arch], arch)
+                batch = [a for _, a in sorted(firsts.items())]
+                if not batch:
+                    return
+                self.untrusted_rounds += 1
+                for arch in batch:
+                    self.predicted_before[arch] = self.pool[arch]
+                self._evaluate(batch, generation)
+                continue
+            threshold = self.threshold()
             picks: dict[int, ArchConfig] = {}
             for arch, p in self.pool.items():
                 if arch in self.evaluated:
@@ -257,8 +330,7 @@ class FrontSearch:
                 other = picks.get(i)
                 if other is None or (p, -self.cost(arch)) > (self.pool[other], -self.cost(other)):
                     picks[i] = arch
-            batch = [a for i, a in sorted(picks.items())
-                     if self.best[i] is None or self.pool[a] + threshold > self.best[i].top1]
+            batch = [a for i, a in sorted(picks.items()) if self.can_change(a, self.pool[a] + threshold, self.best[i])]
             if not batch:
                 return
             for arch in batch:
@@ -281,7 +353,8 @@ class FrontSearch:
             if on_generation:
                 on_generation(g)
         return FrontResult(self.bins, list(self.best), list(self.evaluated.values()), dict(self.pool),
-                           dict(self.predicted_before), self.model, self.replayed)
+                           dict(self.predicted_before), self.model, self.replayed, self.trusted(),
+                           self.untrusted_rounds)
 
     def front(self) -> list[Candidate]:
         return [c for c in self.best if c is not None]

@@ -47,6 +47,7 @@ from .sampling import genes
 #: ridge strengths tried (on standardised features), the best by leave-one-out error kept
 ALPHAS = tuple(10.0 ** (k / 2) for k in range(-6, 9))
 MIN_ROWS = 4  # fewer evaluated candidates than this: no fit
+TAU_ROWS = 500  # loo_tau is measured on the last rows fitted on (the newest), at most this many
 
 
 def encode(arch: ArchConfig, space: SearchSpace = SEARCH_SPACE) -> list[float]:
@@ -92,6 +93,11 @@ class AccuracyPredictor:
     loo_rmse: float
     rows: int
     space: SearchSpace = SEARCH_SPACE
+    #: per row fitted on: real top-1 minus the prediction of the fit without that row (exact leave-one-out)
+    loo_residuals: tuple[float, ...] = ()
+    #: Kendall tau between those leave-one-out predictions and the real top-1 (the last TAU_ROWS rows): the
+    #: skill shown on held-out rows
+    loo_tau: float | None = None
 
     @classmethod
     def fit(cls, archs: Sequence[ArchConfig], top1: Sequence[float], *, current: Sequence[bool] | None = None,
@@ -125,8 +131,12 @@ class AccuracyPredictor:
                     best = (rmse, alpha)
             rmse, alpha = best
             w = vh.T @ ((s / (s * s + alpha)) * uty)
+            shrink = s * s / (s * s + alpha)
+            leverage = (u * u) @ shrink + 1.0 / len(archs)
+            residual = (y - y_mean - u @ (shrink * uty)) / (1.0 - leverage).clamp_min(1e-9)
+            tau = tensor_kendall_tau((y - residual)[-TAU_ROWS:], y[-TAU_ROWS:])
         return cls([float(v) for v in mean], [float(v) for v in scale], [float(v) for v in w], float(y_mean),
-                   alpha, rmse, len(archs), space)
+                   alpha, rmse, len(archs), space, tuple(round(float(v), 9) for v in residual), tau)
 
     def predict(self, archs: Iterable[ArchConfig]) -> list[float]:
         """Predicted top-1 % of each architecture (for the running search), rounded to 1e-6."""
@@ -141,7 +151,9 @@ class AccuracyPredictor:
 
     def to_dict(self) -> dict:
         return {"format": "alphanet_zoo.predictor/1", "model": "ridge", "features": "encode", "alpha": self.alpha,
-                "loo_rmse": round(self.loo_rmse, 6), "rows": self.rows, "mean": self.mean, "scale": self.scale,
+                "loo_rmse": round(self.loo_rmse, 6), "rows": self.rows,
+                "loo_tau": None if self.loo_tau is None else round(self.loo_tau, 6),
+                "mean": self.mean, "scale": self.scale,
                 "weights": self.weights, "bias": self.bias}
 
 
@@ -166,6 +178,29 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
                 discordant += 1
     denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
     return None if denominator == 0 else (concordant - discordant) / denominator
+
+
+def tensor_kendall_tau(x: torch.Tensor, y: torch.Tensor) -> float | None:
+    """`kendall_tau` of two 1-D tensors, vectorised (the same tau-b, for the hundreds of rows a fit has)."""
+    x, y = x.double(), y.double()
+    sx = torch.sign(x[:, None] - x[None, :]).triu(1)
+    sy = torch.sign(y[:, None] - y[None, :]).triu(1)
+    both = (sx != 0) & (sy != 0)
+    product = (sx * sy)[both]
+    concordant, discordant = int((product > 0).sum()), int((product < 0).sum())
+    ties_x = int(((sx == 0) & (sy != 0)).triu(1).sum())
+    ties_y = int(((sy == 0) & (sx != 0)).triu(1).sum())
+    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
+    return None if denominator == 0 else (concordant - discordant) / denominator
+
+
+def tau_is_significant(tau: float | None, n: int, z: float = 3.0) -> bool:
+    """Whether Kendall's ``tau`` over ``n`` pairs is ``z`` standard errors above 0, the standard error being
+    that of tau between independent rankings, sqrt(2(2n+5) / (9n(n-1))): a predictor with no skill passes
+    with a probability of about 0.1 % at z = 3 (2 % at z = 2)."""
+    if tau is None or n < 3:
+        return False
+    return tau >= z * math.sqrt(2 * (2 * n + 5) / (9 * n * (n - 1)))
 
 
 def read_evaluations(path: str | os.PathLike) -> list[tuple[ArchConfig, float]]:

@@ -79,7 +79,7 @@ FRONT_FORMAT = "alphanet_zoo.front/1"
 
 def front_document(result, *, predictor_mode: str, margin: float, world_size: int, seed: int, search_id: str,
                    heldout_images: int, calibration, seconds: float, population: int, generations: int,
-                   latency: dict[str, Any] | None = None) -> dict[str, Any]:
+                   latency: dict[str, Any] | None = None, bound: str | None = None) -> dict[str, Any]:
     """``alphanet-search --front`` output (format ``alphanet_zoo.front/1``), for a `FrontResult`::
 
         {"format": "alphanet_zoo.front/1", "cost": "MFLOPs" | "ms",
@@ -91,7 +91,10 @@ def front_document(result, *, predictor_mode: str, margin: float, world_size: in
          "totals": {"real_evaluations", "replayed", "predicted_only", "candidates", "generations", "population"},
          "predictor": {"mode": "none" | "auto" | FILE, "model": "ridge", "kendall_tau" (predictions made
                        before each evaluation against the real top-1), "tau_pairs", "loo_rmse", "alpha",
-                       "margin", "rows"},
+                       "margin", "bound", "rows", "loo_tau" (leave-one-out predictions against the real top-1),
+                       "trusted" (whether that tau showed skill at the end), "untrusted_rounds" (rounds in
+                       which it had not, so nothing was ruled out: each bin's first waiting candidate was
+                       evaluated)},
          "predicted_only": [{"mflops", "predicted_top1" (the last prediction), "architecture"}],
          "world_size", "seed", "search", "heldout_images", "calibration", "seconds"}
 
@@ -131,7 +134,11 @@ def front_document(result, *, predictor_mode: str, margin: float, world_size: in
                       "kendall_tau": None if tau is None else round(tau, 4), "tau_pairs": result.tau_pairs,
                       "loo_rmse": None if model is None else round(model.loo_rmse, 4),
                       "alpha": None if model is None else model.alpha, "rows": None if model is None else model.rows,
-                      "margin": margin if predictor_mode != "none" else None},
+                      "margin": margin if predictor_mode != "none" else None,
+                      "bound": bound if predictor_mode != "none" else None,
+                      "loo_tau": None if model is None or model.loo_tau is None else round(model.loo_tau, 4),
+                      "trusted": None if model is None else result.trusted,
+                      "untrusted_rounds": result.untrusted_rounds},
         "predicted_only": predicted_rows,
         "world_size": world_size, "seed": seed, "search": search_id, "heldout_images": heldout_images,
         "calibration": dataclasses.asdict(calibration) if calibration is not None else None,
@@ -162,4 +169,7 @@ def front_table(result, seconds: float) -> list[str]:
     tau = result.kendall_tau
     if tau is not None:
         lines.append(f"predictor: Kendall tau {tau:.3f} over {result.tau_pairs} candidates predicted before evaluation")
+    if result.untrusted_rounds:
+        lines.append(f"predictor: no skill shown on held-out evaluations in {result.untrusted_rounds} round(s), "
+                     "which ruled nothing out")
     return lines
