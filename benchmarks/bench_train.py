@@ -1,7 +1,7 @@
 """Seconds per sandwich-rule training step: 4 subnets (largest, 2 random, smallest), batch 8 at 224.
 
     python benchmarks/bench_train.py [--repeats 5] [--threads 1 2] [--device cpu] [--amp]
-        [--variants fp32 fp32+channels_last fp32+channels_last+threads] [--json]
+        [--variants fp32 fp32+channels_last] [--json]
 
 Each step resizes the batch to every subnet's resolution (192..288), runs forward and backward
 for all four, clips and applies SGD, as ``alphanet-train`` does. The same subnets and inputs are
@@ -24,13 +24,11 @@ import time
 import torch
 
 from alphanet_zoo import Supernet, count_flops
-from alphanet_zoo.train import build_optimizer, sample_sandwich, sandwich_step
-from alphanet_zoo.train import use_training_layout
+from alphanet_zoo.train import build_optimizer, sample_sandwich, sandwich_step, use_training_layout
 
-#: variant -> (autocast dtype or None, channels-last, students in threads)
-VARIANTS = {"fp32": (None, False, False), "fp32+channels_last": (None, True, False),
-            "fp32+channels_last+threads": (None, True, True),
-            "bf16": (torch.bfloat16, False, False), "bf16+channels_last": (torch.bfloat16, True, False)}
+#: variant -> (autocast dtype or None, channels-last)
+VARIANTS = {"fp32": (None, False), "fp32+channels_last": (None, True),
+            "bf16": (torch.bfloat16, False), "bf16+channels_last": (torch.bfloat16, True)}
 
 
 def _sync(device: torch.device) -> None:
@@ -43,7 +41,7 @@ class Runner:
 
     def __init__(self, base: Supernet, name: str, device: torch.device) -> None:
         self.name = name
-        self.amp_dtype, channels_last, self.threads = VARIANTS[name]
+        self.amp_dtype, channels_last = VARIANTS[name]
         self.supernet = copy.deepcopy(base).to(device)
         if channels_last:
             use_training_layout(self.supernet, device)  # as the trainer: channels-last but the stem
@@ -54,8 +52,7 @@ class Runner:
     def step(self, images, targets, archs, device: torch.device, record: bool) -> None:
         _sync(device)
         start = time.perf_counter()
-        workers = None if self.threads else 1  # None: the default, students in threads on a CPU
-        sandwich_step(self.supernet, images, targets, archs, self.optimizer, amp_dtype=self.amp_dtype, workers=workers)
+        sandwich_step(self.supernet, images, targets, archs, self.optimizer, amp_dtype=self.amp_dtype)
         _sync(device)
         elapsed = time.perf_counter() - start
         # the fixed cost: clip + SGD step over all parameters (gradients are still in place)
@@ -93,8 +90,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, torch.get_num_threads()])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS),
-                        default=["fp32", "fp32+channels_last", "fp32+channels_last+threads"])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["fp32", "fp32+channels_last"])
     parser.add_argument("--amp", action="store_true", help="add the bfloat16 variants")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

@@ -35,8 +35,7 @@ from pathlib import Path
 import torch
 
 from alphanet_zoo import Supernet
-from alphanet_zoo.train import build_optimizer, sample_sandwich, sandwich_step
-from alphanet_zoo.train import use_training_layout
+from alphanet_zoo.train import build_optimizer, sample_sandwich, sandwich_step, use_training_layout
 
 OFFICIAL_CONFIG = "configs/train_alphanet_models.yml"
 PARITY = Path(__file__).resolve().parents[1] / "tests" / "parity"
@@ -94,21 +93,19 @@ class OfficialRunner:
 
 
 class OurRunner:
-    """``alphanet_zoo.train.sandwich_step`` on our supernet: as given, in the training layout, and as
-    ``alphanet-train`` runs it (the training layout, the students in threads)."""
+    """``alphanet_zoo.train.sandwich_step`` on our supernet, as given or in the training layout
+    (as ``alphanet-train`` runs it)."""
 
-    def __init__(self, supernet: Supernet, layout: bool, threads: bool) -> None:
-        self.name = ("ours, as alphanet-train" if threads else "ours, training layout") if layout else "ours, as given"
+    def __init__(self, supernet: Supernet, layout: bool) -> None:
+        self.name = "ours, training layout" if layout else "ours, as given"
         self.supernet = copy.deepcopy(supernet)
         if layout:
             use_training_layout(self.supernet, torch.device("cpu"))
-        self.threads = threads
         self.optimizer = build_optimizer(self.supernet, lr=0.1)
         self.steps: list[float] = []
 
     def step(self, images, targets, archs) -> list[float]:
-        workers = None if self.threads else 1  # None: the default, students in threads on a CPU
-        return sandwich_step(self.supernet, images, targets, archs, self.optimizer, workers=workers)["losses"]
+        return sandwich_step(self.supernet, images, targets, archs, self.optimizer)["losses"]
 
 
 def bench(official, threads: int, repeats: int, batch: int) -> tuple[list[dict], list[dict]]:
@@ -121,8 +118,8 @@ def bench(official, threads: int, repeats: int, batch: int) -> tuple[list[dict],
     model.load_state_dict({k[len("module."):]: v.clone() for k, v in state.items()})
     torch.manual_seed(0)
     ours = Supernet.from_state_dict(state, "the official supernet's initial weights")
-    runners = [OfficialRunner(model, args, official_optimizer, loss_ops), OurRunner(ours, False, False),
-               OurRunner(ours, True, False), OurRunner(ours, True, True)]
+    runners = [OfficialRunner(model, args, official_optimizer, loss_ops), OurRunner(ours, False),
+               OurRunner(ours, True)]
     images = torch.randn(batch, 3, 224, 224)
     targets = torch.randint(0, 1000, (batch,))
     archs = sample_sandwich(random.Random(0), 4)

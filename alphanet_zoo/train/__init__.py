@@ -7,7 +7,7 @@
     supernet = use_training_layout(Supernet(), "cpu")  # channels-last but the stem, as alphanet-train
     optimizer = build_optimizer(supernet, lr=0.1)       # no weight decay on BN parameters and biases
     archs = sample_sandwich(random.Random(0))           # largest, 2 random, smallest
-    out = sandwich_step(supernet, images, targets, archs, optimizer)  # students in 2 threads on a CPU
+    out = sandwich_step(supernet, images, targets, archs, optimizer)
     out["losses"], out["grad_norm"]
 
 The ``alphanet-train`` command (`alphanet_zoo.commands.train`) runs the whole recipe under torchrun:

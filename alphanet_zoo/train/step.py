@@ -20,7 +20,6 @@ from ..errors import InputError
 from ..losses import AdaptiveAlphaDivergence, LabelSmoothingCrossEntropy
 from ..preprocessing import resize_to_resolution
 from ..distributed import is_distributed
-from .students import accumulate, student_gradients, student_workers
 
 
 def no_weight_decay(module: nn.Module) -> set[str]:
@@ -95,7 +94,7 @@ def sandwich_step(supernet: nn.Module, images: torch.Tensor, targets: torch.Tens
                   alpha_max: float = 1.0, iw_clip: float = 5.0, grad_clip_value: float | None = 1.0,
                   dropout: float = 0.0, drop_connect: float = 0.0, resize: bool = True,
                   amp_dtype: torch.dtype | None = None, grad_scaler: "torch.amp.GradScaler | None" = None,
-                  workers: int | None = None) -> dict:
+                  ) -> dict:
     """One sandwich-rule training step of ``supernet`` (a `Supernet`) on a batch.
 
     ``archs[0]`` is the teacher (normally the largest subnet): it is trained on ``targets`` with
@@ -108,10 +107,7 @@ def sandwich_step(supernet: nn.Module, images: torch.Tensor, targets: torch.Tens
     one ``optimizer.step()``.
 
     ``amp_dtype`` runs the forward passes under ``torch.autocast`` (mixed precision); give a
-    ``grad_scaler`` for float16. ``workers`` > 1 runs the students in that many threads, each with
-    its share of the intra-op threads (`alphanet_zoo.train.students`); None: `student_workers`'s
-    choice (2 on a CPU with 2 or more intra-op threads); 1: one after another.
-    Returns ``{"losses": [float per arch], "divergences": [alpha-
+    ``grad_scaler`` for float16. Returns ``{"losses": [float per arch], "divergences": [alpha-
     divergence of each student, the value of its loss's gradient], "grad_norm": L2 norm of the
     gradient before clipping, "grad_norm_clipped": after, "skipped": True if the grad scaler
     skipped the step}``; the students' ``losses`` are the gradient surrogates (they can be negative).
@@ -138,27 +134,13 @@ def sandwich_step(supernet: nn.Module, images: torch.Tensor, targets: torch.Tens
     loss = ce(logits, targets)
     backward(loss)
     teacher = logits.detach()
-    students = archs[1:]
-    student_losses: list = [None] * len(students)
-    divergences: list = [None] * len(students)
-
-    def student_loss(i: int) -> torch.Tensor:
-        logits = forward(students[i])
+    losses, divergences = [loss.detach()], []
+    for arch in archs[1:]:
+        logits = forward(arch)
         loss = kd(logits, teacher)
-        student_losses[i] = loss.detach()
-        divergences[i] = kd.divergence(logits.detach(), teacher)
-        return grad_scaler.scale(loss) if grad_scaler is not None else loss
-
-    if workers is None:
-        workers = student_workers(images.device, len(students))
-    if workers > 1 and len(students) > 1:
-        params = [p for p in supernet.parameters() if p.requires_grad]
-        for grads in student_gradients(student_loss, students, params, workers):
-            accumulate(params, grads)
-    else:
-        for i in range(len(students)):
-            student_loss(i).backward()
-    losses = [loss.detach(), *student_losses]
+        backward(loss)
+        losses.append(loss.detach())
+        divergences.append(kd.divergence(logits.detach(), teacher))
 
     update = apply_gradients(optimizer, grad_clip_value, grad_scaler)
     values = torch.stack([v.float() for v in (*losses, *divergences, update["grad_norm"],
