@@ -9,7 +9,7 @@
 
 ``--profile``: the cost of one real evaluation (extract, BN calibration on 256 images, top-1 on
 256 held-out images at 224) for each variant: ``default`` (glibc's allocator as it comes),
-``keep_freed_memory`` (`alphanet_zoo.search.evaluate.keep_freed_memory`) and that plus
+``keep_freed_memory`` (`alphanet_zoo.allocator.keep_freed_memory`) and that plus
 channels-last. Each variant runs in its own process (the allocator setting is process-wide),
 the variants interleaved round after round on the same subnets; wall, user and system seconds per
 candidate are reported as median and min..max over every candidate timed.
@@ -135,7 +135,7 @@ def eval_cost_variant(variant: str, candidates: int, threads: int) -> dict:
 
     from alphanet_zoo.data import TensorBatches
     from alphanet_zoo.search import SubnetEvaluator, sample_in_range
-    from alphanet_zoo.search.evaluate import keep_freed_memory
+    from alphanet_zoo.allocator import keep_freed_memory
     from alphanet_zoo.supernet import Supernet
 
     torch.set_num_threads(threads)

@@ -16,7 +16,7 @@ from alphanet_zoo.search import sample_in_range
 from alphanet_zoo.search.evolution import Candidate, Evaluation
 from alphanet_zoo.search.front import Bins, FrontSearch
 from alphanet_zoo.search.predictor import (AccuracyPredictor, encode, kendall_tau, read_evaluations,
-                                          tau_is_significant, tensor_kendall_tau)
+                                          tau_is_significant)
 from alphanet_zoo.search.report import front_table
 
 
@@ -158,7 +158,7 @@ def test_the_predictor_records_its_leave_one_out_skill():
     assert tau_is_significant(good.loo_tau, good.rows)
     bad = AccuracyPredictor.fit(archs, [noise(a) for a in archs])
     assert not tau_is_significant(bad.loo_tau, bad.rows)
-    assert tensor_kendall_tau(torch.tensor([1.0, 2, 2, 3]), torch.tensor([1.0, 3, 2, 2])) == \
+    assert kendall_tau(torch.tensor([1.0, 2, 2, 3]), torch.tensor([1.0, 3, 2, 2])) == \
         pytest.approx(kendall_tau([1, 2, 2, 3], [1, 3, 2, 2]))
 
 

@@ -9,14 +9,12 @@ importable from here, its old place) makes freed blocks reused
 instead (a candidate 2-3x faster). Channels-last (``SubnetEvaluator(channels_last=True)``) speeds
 the convolutions further; `same_predictions` checks it leaves every held-out prediction as it is.
 
-Calibration and counting go through the very
-functions ``alphanet-extract`` and ``alphanet-eval`` use (`alphanet_zoo.calibration.calibrate`,
-`alphanet_zoo.data.evaluate`), so the top-1 recorded for a candidate is what extracting it and
-evaluating it with the same flags gives.
+Calibration and counting go through the very functions ``alphanet-extract`` and ``alphanet-eval``
+use (`alphanet_zoo.calibration.calibrate`, `alphanet_zoo.data.evaluate`), so the top-1 recorded for
+a candidate is what extracting it and evaluating it with the same flags gives.
 """
 from __future__ import annotations
 
-import logging
 import random
 from typing import Callable, Sequence
 
@@ -28,8 +26,6 @@ from ..config import ArchConfig
 from ..data import CalibrationBatches, Sample, TensorBatches, TorchClassifier, evaluate, labelled_batches
 from ..preprocessing import EvalCrop, Preprocessing
 from ..supernet import Supernet
-
-log = logging.getLogger(__name__)
 
 
 def heldout_preprocessing(crop_size: int = 224) -> Preprocessing:

@@ -134,7 +134,7 @@ class AccuracyPredictor:
             shrink = s * s / (s * s + alpha)
             leverage = (u * u) @ shrink + 1.0 / len(archs)
             residual = (y - y_mean - u @ (shrink * uty)) / (1.0 - leverage).clamp_min(1e-9)
-            tau = tensor_kendall_tau((y - residual)[-TAU_ROWS:], y[-TAU_ROWS:])
+            tau = kendall_tau((y - residual)[-TAU_ROWS:], y[-TAU_ROWS:])
         return cls([float(v) for v in mean], [float(v) for v in scale], [float(v) for v in w], float(y_mean),
                    alpha, rmse, len(archs), space, tuple(round(float(v), 9) for v in residual), tau)
 
@@ -157,32 +157,12 @@ class AccuracyPredictor:
                 "weights": self.weights, "bias": self.bias}
 
 
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Kendall's tau-b between two sequences (ties counted as in scipy's default); None below two pairs."""
+def kendall_tau(x: "Sequence[float] | torch.Tensor", y: "Sequence[float] | torch.Tensor") -> float | None:
+    """Kendall's tau-b between two sequences or 1-D tensors (ties counted as in scipy's default); None
+    below two pairs. Vectorised over all pairs (float64), for the hundreds of rows a search has."""
     if len(x) != len(y):
         raise ValueError("kendall_tau: sequences differ in length")
-    n = len(x)
-    concordant = discordant = ties_x = ties_y = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            dx, dy = x[i] - x[j], y[i] - y[j]
-            if dx == 0 and dy == 0:
-                continue
-            if dx == 0:
-                ties_x += 1
-            elif dy == 0:
-                ties_y += 1
-            elif (dx > 0) == (dy > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denominator = math.sqrt((concordant + discordant + ties_x) * (concordant + discordant + ties_y))
-    return None if denominator == 0 else (concordant - discordant) / denominator
-
-
-def tensor_kendall_tau(x: torch.Tensor, y: torch.Tensor) -> float | None:
-    """`kendall_tau` of two 1-D tensors, vectorised (the same tau-b, for the hundreds of rows a fit has)."""
-    x, y = x.double(), y.double()
+    x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
     sx = torch.sign(x[:, None] - x[None, :]).triu(1)
     sy = torch.sign(y[:, None] - y[None, :]).triu(1)
     both = (sx != 0) & (sy != 0)
