@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .depthwise import DepthwiseConv2d
 from .layout import BlockLayout
 
 BN_EPS = 1e-5
@@ -16,13 +17,14 @@ BN_MOMENTUM = 0.1
 
 
 class ConvBNAct(nn.Sequential):
-    """Conv (no bias) -> BatchNorm -> optional swish; ``padding = kernel // 2``."""
+    """Conv (no bias) -> BatchNorm -> optional swish; ``padding = kernel // 2``; a depthwise conv
+    (``groups == in_channels == out_channels > 1``) is a `DepthwiseConv2d`."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
                  groups: int = 1, act: bool = True) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
-                              groups=groups, bias=False)
+        conv = DepthwiseConv2d if 1 < groups == in_channels == out_channels else nn.Conv2d
+        self.conv = conv(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
         if act:
             self.act = nn.SiLU()

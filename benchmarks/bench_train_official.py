@@ -17,15 +17,18 @@ loss's choice between its two alphas becomes a tie decided by rounding), take th
 label-smoothed cross entropy on the largest, the adaptive alpha-divergence against its detached
 logits for the others, gradients summed, clipped to [-1, 1] by value, one Nesterov SGD step; dropout
 and drop-connect off (as in the parity data). Before timing, the first step's four losses of each
-variant are compared with the official ones (they must agree: same computation). Variants are
-timed interleaved, the order rotating each repeat, one warm-up step each. Reported: median and
+variant are compared with the official ones (they must agree: same computation). Each variant runs
+in a process of its own, as it would in practice: the official step in one untouched by our
+settings, ours in the training layout with the allocator setting ``alphanet-train`` makes
+(`alphanet_zoo.allocator.keep_freed_memory`). Variants are timed one at a time, interleaved, the
+order rotating each repeat, after one warm-up step each. Reported: median and
 min..max seconds per step and the speed-up over the official step, per thread count.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import json
+import multiprocessing
 import random
 import statistics
 import sys
@@ -35,6 +38,7 @@ from pathlib import Path
 import torch
 
 from alphanet_zoo import Supernet
+from alphanet_zoo.allocator import keep_freed_memory
 from alphanet_zoo.train import build_optimizer, sample_sandwich, sandwich_step, use_training_layout
 
 OFFICIAL_CONFIG = "configs/train_alphanet_models.yml"
@@ -97,46 +101,83 @@ class OurRunner:
     (as ``alphanet-train`` runs it)."""
 
     def __init__(self, supernet: Supernet, layout: bool) -> None:
-        self.name = "ours, training layout" if layout else "ours, as given"
-        self.supernet = copy.deepcopy(supernet)
+        self.name = TRAINING_LAYOUT if layout else AS_GIVEN
+        self.supernet = supernet
         if layout:
             use_training_layout(self.supernet, torch.device("cpu"))
         self.optimizer = build_optimizer(self.supernet, lr=0.1)
-        self.steps: list[float] = []
 
     def step(self, images, targets, archs) -> list[float]:
         return sandwich_step(self.supernet, images, targets, archs, self.optimizer)["losses"]
 
 
-def bench(official, threads: int, repeats: int, batch: int) -> tuple[list[dict], list[dict]]:
-    args, create_model, official_optimizer, loss_ops = official
-    torch.set_num_threads(threads)
+OFFICIAL, AS_GIVEN, TRAINING_LAYOUT = "official", "ours, as given", "ours, training layout"
+VARIANTS = (OFFICIAL, AS_GIVEN, TRAINING_LAYOUT)
+
+
+def _runner(variant: str, sources: list[Path]):
+    """One variant's runner, every one from the parity data's salt-0 weights."""
+    args, create_model, official_optimizer, loss_ops = import_official(sources)
     sys.path.insert(0, str(PARITY))
     from make_official_checkpoint import tensor_for
     model = create_model(args)
     state = {"module." + k: tensor_for("module." + k, tuple(v.shape)) for k, v in model.state_dict().items()}
-    model.load_state_dict({k[len("module."):]: v.clone() for k, v in state.items()})
-    torch.manual_seed(0)
-    ours = Supernet.from_state_dict(state, "the official supernet's initial weights")
-    runners = [OfficialRunner(model, args, official_optimizer, loss_ops), OurRunner(ours, False),
-               OurRunner(ours, True)]
-    images = torch.randn(batch, 3, 224, 224)
-    targets = torch.randint(0, 1000, (batch,))
-    archs = sample_sandwich(random.Random(0), 4)
-    first = [r.step(images, targets, archs) for r in runners]  # the warm-up step, checked
-    agreement = [{"variant": r.name, "losses": losses,
-                  "max_rel_diff_vs_official": max(abs(a - b) / max(abs(b), 1e-6) for a, b in zip(losses, first[0]))}
-                 for r, losses in zip(runners, first)]
-    for i in range(repeats):
-        order = runners[i % len(runners):] + runners[:i % len(runners)]
-        for r in order:
-            start = time.perf_counter()
-            r.step(images, targets, archs)
-            r.steps.append(time.perf_counter() - start)
-    base = statistics.median(runners[0].steps)
-    rows = [{"variant": r.name, "threads": threads, "batch": batch, "repeats": repeats,
-             "step_s_median": statistics.median(r.steps), "step_s_min": min(r.steps), "step_s_max": max(r.steps),
-             "speedup_vs_official": base / statistics.median(r.steps)} for r in runners]
+    if variant == OFFICIAL:
+        model.load_state_dict({k[len("module."):]: v for k, v in state.items()})
+        return OfficialRunner(model, args, official_optimizer, loss_ops)
+    return OurRunner(Supernet.from_state_dict(state, "the official supernet's initial weights"),
+                     variant == TRAINING_LAYOUT)
+
+
+def _inputs(batch: int):
+    """The batch and the four subnets every variant takes (the same in every process)."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, 224, 224, generator=generator)
+    targets = torch.randint(0, 1000, (batch,), generator=generator)
+    return images, targets, sample_sandwich(random.Random(0), 4)
+
+
+def _worker(conn, variant: str, sources: list[Path], threads: int, batch: int) -> None:
+    """One variant in a process of its own, as each runs in practice: the official step untouched by
+    our process settings, ours in the training layout with the allocator setting alphanet-train makes.
+    Answers the warm-up step's losses, then one step time per request."""
+    torch.set_num_threads(threads)
+    if variant == TRAINING_LAYOUT:
+        keep_freed_memory()
+    runner = _runner(variant, sources)
+    inputs = _inputs(batch)
+    conn.send(runner.step(*inputs))
+    while conn.recv():
+        start = time.perf_counter()
+        runner.step(*inputs)
+        conn.send(time.perf_counter() - start)
+
+
+def bench(sources: list[Path], threads: int, repeats: int, batch: int) -> tuple[list[dict], list[dict]]:
+    context = multiprocessing.get_context("spawn")
+    workers = {}
+    for variant in VARIANTS:
+        parent, child = context.Pipe()
+        process = context.Process(target=_worker, args=(child, variant, sources, threads, batch), daemon=True)
+        process.start()
+        workers[variant] = (parent, process)
+    try:
+        first = {v: workers[v][0].recv() for v in VARIANTS}  # the warm-up step, checked
+        agreement = [{"variant": v, "losses": first[v], "max_rel_diff_vs_official": max(
+            abs(a - b) / max(abs(b), 1e-6) for a, b in zip(first[v], first[OFFICIAL]))} for v in VARIANTS]
+        steps: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        for i in range(repeats):
+            for v in VARIANTS[i % len(VARIANTS):] + VARIANTS[:i % len(VARIANTS)]:  # one at a time, rotating
+                workers[v][0].send(True)
+                steps[v].append(workers[v][0].recv())
+    finally:
+        for parent, process in workers.values():
+            parent.send(False)
+            process.join(60)
+    base = statistics.median(steps[OFFICIAL])
+    rows = [{"variant": v, "threads": threads, "batch": batch, "repeats": repeats,
+             "step_s_median": statistics.median(steps[v]), "step_s_min": min(steps[v]), "step_s_max": max(steps[v]),
+             "speedup_vs_official": base / statistics.median(steps[v])} for v in VARIANTS]
     return rows, agreement
 
 
@@ -149,10 +190,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    official = import_official(args.official_src)
+    import_official(args.official_src)  # a missing module is named before any process starts
     rows, agreement = [], []
     for t in dict.fromkeys(args.threads):
-        r, a = bench(official, t, args.repeats, args.batch)
+        r, a = bench(args.official_src, t, args.repeats, args.batch)
         rows += r
         agreement += [dict(x, threads=t) for x in a]
     if args.json:

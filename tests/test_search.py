@@ -366,6 +366,8 @@ def test_keep_freed_memory_lives_beside_the_device_settings(tmp_path, monkeypatc
     from alphanet_zoo import allocator
     from alphanet_zoo.commands import eval as eval_command
     from alphanet_zoo.commands import extract as extract_command
+    from alphanet_zoo.commands import finetune as finetune_command
+    from alphanet_zoo.commands import train as train_command
     from alphanet_zoo.search import evaluate
 
     assert evaluate.keep_freed_memory is allocator.keep_freed_memory  # the old import path still works
@@ -373,11 +375,16 @@ def test_keep_freed_memory_lives_beside_the_device_settings(tmp_path, monkeypatc
     libc = ctypes.util.find_library("c")
     assert allocator.keep_freed_memory() is (libc is not None and hasattr(ctypes.CDLL(libc), "mallopt"))
     calls = []
-    for module in (eval_command, extract_command):
+    for module in (eval_command, extract_command, train_command, finetune_command):
         monkeypatch.setattr(module, "keep_freed_memory", lambda name=module.__name__: calls.append(name) or True)
     # on a CPU both set it before any work, so even a run that fails on its input has set it
     assert extract_command.main(["--arch", "a0", "--supernet", str(tmp_path / "missing.pth"), "--out",
                                  str(tmp_path / "out"), "--device", "cpu"]) == 2
     assert eval_command.main(["--arch", "a0", "--weights", "random", "--data", str(tmp_path / "nothing"),
                               "--device", "cpu"]) == 2
-    assert calls == ["alphanet_zoo.commands.extract", "alphanet_zoo.commands.eval"]
+    assert train_command.main(["--device", "cpu", "--out", str(tmp_path / "train"),
+                               f"data.train={tmp_path / 'nothing'}"]) == 2
+    assert finetune_command.main(["--weights", "random", "--arch", "a0", "--data", str(tmp_path / "nothing"),
+                                  "--out", str(tmp_path / "ft"), "--device", "cpu"]) == 2
+    assert calls == ["alphanet_zoo.commands.extract", "alphanet_zoo.commands.eval", "alphanet_zoo.commands.train",
+                     "alphanet_zoo.commands.finetune"]

@@ -22,6 +22,8 @@ import os
 import sys
 from typing import Sequence
 
+from ..allocator import keep_freed_memory
+from ..device import parse_device
 from ..train.config import BUNDLED_CONFIGS, load_config
 from ..train.trainer import Trainer
 from . import flags, running
@@ -72,8 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     config.check()
     running.set_threads(args.threads)
-
-
+    if parse_device(config.device).type == "cpu":
+        keep_freed_memory()  # activations reused, not mapped afresh: a sandwich step's system time halved
     main_process = int(os.environ.get("RANK", "0")) == 0
     result = Trainer(config, resume=not args.no_resume, progress=lambda **kw: progress(None, **kw)).run()
     if main_process:
