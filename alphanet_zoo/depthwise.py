@@ -19,6 +19,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 MIN_KERNEL = 5  # 3x3 depthwise weight gradients are on oneDNN's fast path already
+# torch.fx's tracing flag (without the warning newer releases attach to ``is_fx_tracing``)
+_fx_tracing = getattr(torch.fx._symbolic_trace, "is_fx_symbolic_tracing", torch.fx._symbolic_trace.is_fx_tracing)
 
 
 def depthwise_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel: tuple[int, int],
@@ -73,7 +75,7 @@ class DepthwiseConv2d(nn.Conv2d):
     def _eager_forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.bias is None and self.kernel_size[0] >= MIN_KERNEL and self.dilation == (1, 1)
                 and self.padding_mode == "zeros" and isinstance(self.padding, tuple)
-                and not torch.jit.is_tracing() and not torch.fx._symbolic_trace.is_fx_tracing()
+                and not torch.jit.is_tracing() and not _fx_tracing()
                 and not torch.compiler.is_compiling() and torch.is_grad_enabled() and self.weight.requires_grad
                 and x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
             return _DepthwiseConv.apply(x, self.weight, self.stride, self.padding)
