@@ -64,7 +64,8 @@ class _DepthwiseConv(torch.autograd.Function):
 class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d`` with ``groups == in_channels == out_channels`` (same parameters, same names);
     in CPU training on a channels-last input with a kernel of 5 or more, its weight gradient is
-    `depthwise_weight_grad`'s. Everything else (inference, export, tracing, CUDA) is ``nn.Conv2d``'s."""
+    `depthwise_weight_grad`'s. Everything else (inference, export, tracing, autocast, CUDA) is
+    ``nn.Conv2d``'s."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_scripting():
@@ -76,7 +77,8 @@ class DepthwiseConv2d(nn.Conv2d):
         if (self.bias is None and self.kernel_size[0] >= MIN_KERNEL and self.dilation == (1, 1)
                 and self.padding_mode == "zeros" and isinstance(self.padding, tuple)
                 and not torch.jit.is_tracing() and not _fx_tracing()
-                and not torch.compiler.is_compiling() and torch.is_grad_enabled() and self.weight.requires_grad
+                and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
+                and torch.is_grad_enabled() and self.weight.requires_grad
                 and x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
             return _DepthwiseConv.apply(x, self.weight, self.stride, self.padding)
         return self._conv_forward(x, self.weight, self.bias)

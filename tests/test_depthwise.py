@@ -60,6 +60,11 @@ def test_other_cases_are_plain_conv2d():
     assert type(ours(x.requires_grad_()).grad_fn) is type(plain(x).grad_fn)  # contiguous: exact, as given
     with torch.no_grad():
         assert ours(x.to(memory_format=CL)).grad_fn is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's casts are conv2d's own
+        y = ours(x.to(memory_format=CL))
+    assert "DepthwiseConv" not in y.grad_fn.name() and y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert ours.weight.grad.dtype == torch.float32
     k3 = DepthwiseConv2d(8, 8, 3, 1, 1, groups=8, bias=False)  # 3x3 is on oneDNN's fast path
     assert "DepthwiseConv" not in k3(x.to(memory_format=CL)).grad_fn.name()
 
