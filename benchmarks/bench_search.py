@@ -323,7 +323,7 @@ def front_sim(args) -> dict:
 
 
 def _front_sim_auto(args, bins, evaluate_many, seed: int, margin: float, none, target: float,
-                    target_true: float, bound: str = "max", prior=()) -> dict:
+                    target_true: float, bound: str = "rmse", prior=()) -> dict:
     """One predictor search; the real evaluations it had made when its front first reached ``target``
     (mean measured top-1 over the bins), and ``target_true`` (the same, without the noise). ``prior``:
     an earlier run's evaluations (``--predictor FILE``)."""

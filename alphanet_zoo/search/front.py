@@ -317,9 +317,7 @@ class FrontSearch:
                 if not batch:
                     return
                 self.untrusted_rounds += 1
-                for arch in batch:
-                    self.predicted_before[arch] = self.pool[arch]
-                self._evaluate(batch, generation)
+                self._evaluate_predicted(batch, generation)
                 continue
             threshold = self.threshold()
             picks: dict[int, ArchConfig] = {}
@@ -333,9 +331,13 @@ class FrontSearch:
             batch = [a for i, a in sorted(picks.items()) if self.can_change(a, self.pool[a] + threshold, self.best[i])]
             if not batch:
                 return
-            for arch in batch:
-                self.predicted_before[arch] = self.pool[arch]
-            self._evaluate(batch, generation)
+            self._evaluate_predicted(batch, generation)
+
+    def _evaluate_predicted(self, batch: Sequence[ArchConfig], generation: int) -> None:
+        """Evaluate ``batch``, keeping the prediction each had before (for the Kendall tau reported)."""
+        for arch in batch:
+            self.predicted_before[arch] = self.pool[arch]
+        self._evaluate(batch, generation)
 
     def run(self, on_generation: Callable[[int], None] | None = None) -> FrontResult:
         """Search; ``on_generation(g)`` after each generation's decisions (g = 0: the initial population)."""
