@@ -6,6 +6,7 @@ these; nothing else computes a channel count.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from .config import SEARCH_SPACE, ArchConfig, SearchSpace, make_divisible
@@ -43,25 +44,44 @@ def se_channels(mid: int) -> int:
     return make_divisible(mid // SE_REDUCTION, 8)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def stage_blocks(in_ch: int, out_ch: int, ratio: int, kernel: int, depth: int, stride: int,
+                 use_se: bool) -> tuple[BlockLayout, ...]:
+    """The blocks of one MB stage of a standalone subnet, entered with ``in_ch`` channels (cached: a
+    search lays out hundreds of thousands of subnets that share most of their stages)."""
+    blocks = []
+    for j in range(depth):
+        mid = make_divisible(round(in_ch * ratio), 8) if ratio != 1 else in_ch
+        blocks.append(BlockLayout(
+            in_channels=in_ch, mid_channels=mid, out_channels=out_ch, kernel_size=kernel,
+            stride=stride if j == 0 else 1, has_expand=ratio != 1,
+            se_channels=se_channels(mid) if use_se else 0,
+            shortcut_conv=in_ch != out_ch))
+        in_ch = out_ch
+    return tuple(blocks)
+
+
+def stage_args(arch: ArchConfig, space: SearchSpace = SEARCH_SPACE) -> list[tuple]:
+    """`stage_blocks`' arguments for each MB stage of ``arch``."""
+    out, in_ch = [], arch.width[0]
+    for s, stage in enumerate(space.mb_stages):
+        out.append((in_ch, arch.width[s + 1], arch.expand_ratio[s], arch.kernel_size[s], arch.depth[s],
+                    stage.stride, stage.use_se))
+        in_ch = arch.width[s + 1]
+    return out
+
+
+def head_channels(arch: ArchConfig, space: SearchSpace = SEARCH_SPACE) -> tuple[int, int, int]:
+    """The head's channels: in (the last MB stage's width), the final 1x1 expansion, out (the embedding)."""
+    return arch.width[-2], space.head_expand * arch.width[-2], arch.width[-1]
+
+
 def subnet_layout(arch: ArchConfig, space: SearchSpace = SEARCH_SPACE, num_classes: int | None = None) -> NetLayout:
     """The layers of the standalone subnet ``arch`` (strides and SE placement come from ``space``)."""
-    stages = []
-    in_ch = arch.width[0]
-    for s, stage in enumerate(space.mb_stages):
-        out_ch, ratio, kernel = arch.width[s + 1], arch.expand_ratio[s], arch.kernel_size[s]
-        blocks = []
-        for j in range(arch.depth[s]):
-            mid = make_divisible(round(in_ch * ratio), 8) if ratio != 1 else in_ch
-            blocks.append(BlockLayout(
-                in_channels=in_ch, mid_channels=mid, out_channels=out_ch, kernel_size=kernel,
-                stride=stage.stride if j == 0 else 1, has_expand=ratio != 1,
-                se_channels=se_channels(mid) if stage.use_se else 0,
-                shortcut_conv=in_ch != out_ch))
-            in_ch = out_ch
-        stages.append(tuple(blocks))
-    return NetLayout(stem_channels=arch.width[0], stages=tuple(stages), head_in=arch.width[-2],
-                     head_mid=space.head_expand * arch.width[-2], head_out=arch.width[-1],
-                     num_classes=space.num_classes if num_classes is None else num_classes)
+    stages = tuple(stage_blocks(*args) for args in stage_args(arch, space))
+    head_in, head_mid, head_out = head_channels(arch, space)
+    return NetLayout(stem_channels=arch.width[0], stages=stages, head_in=head_in, head_mid=head_mid,
+                     head_out=head_out, num_classes=space.num_classes if num_classes is None else num_classes)
 
 
 def supernet_layout(space: SearchSpace = SEARCH_SPACE, num_classes: int | None = None) -> NetLayout:

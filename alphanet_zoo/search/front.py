@@ -120,6 +120,11 @@ class FrontResult:
     replayed: int = 0
     trusted: bool = False  # the predictor had shown skill at the end (see `FrontSearch.trusted`)
     untrusted_rounds: int = 0  # rounds in which it had not: nothing ruled out, each bin's first waiting evaluated
+    evaluations: int | None = None  # evaluator calls (None: one per candidate in ``history``)
+
+    def __post_init__(self) -> None:
+        if self.evaluations is None:
+            self.evaluations = len(self.history)
 
     @property
     def front(self) -> list[Candidate]:

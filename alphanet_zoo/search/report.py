@@ -127,7 +127,7 @@ def front_document(result, *, predictor_mode: str, margin: float, world_size: in
         "format": FRONT_FORMAT, "cost": bins.unit,
         "range": {"min": bins.low, "max": bins.high, "step": bins.step},
         "bins": rows,
-        "totals": {"real_evaluations": len(result.history), "replayed": result.replayed,
+        "totals": {"real_evaluations": result.evaluations, "replayed": result.replayed,
                    "predicted_only": len(predicted_only), "candidates": len(result.pool),
                    "generations": generations, "population": population},
         "predictor": {"mode": predictor_mode, "model": None if predictor_mode == "none" else "ridge",

@@ -8,13 +8,14 @@ rejection sampling does not find one quickly.
 from __future__ import annotations
 
 import random
-from dataclasses import replace
+from dataclasses import fields
 from typing import Callable
 
 from ..config import SEARCH_SPACE, ArchConfig, SearchSpace
 from ..errors import InputError
 from ..flops import count_flops
 
+_FIELDS = tuple(f.name for f in fields(ArchConfig))
 # (field, index into the field or None for resolution)
 Gene = tuple[str, "int | None"]
 
@@ -39,12 +40,18 @@ def _get(arch: ArchConfig, gene: Gene) -> int:
 
 
 def _set(arch: ArchConfig, gene: Gene, value: int) -> ArchConfig:
+    # ``arch`` is valid and ``value`` one of the gene's options: the copy skips ArchConfig's checks,
+    # which took most of a search's drawing time
     field, index = gene
-    if index is None:
-        return replace(arch, **{field: value})
-    values = list(getattr(arch, field))
-    values[index] = value
-    return replace(arch, **{field: tuple(values)})
+    value = int(value)
+    if index is not None:
+        values = list(getattr(arch, field))
+        values[index] = int(value)
+        value = tuple(values)
+    child = object.__new__(ArchConfig)
+    for name in _FIELDS:
+        object.__setattr__(child, name, value if name == field else getattr(arch, name))
+    return child
 
 
 def flops_range(space: SearchSpace = SEARCH_SPACE) -> tuple[float, float]:
