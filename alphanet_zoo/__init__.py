@@ -44,11 +44,11 @@ __all__ = [
     "InputError", "MODELS", "Measurement", "ModelInfo", "ModelRecord", "OutputError", "Preprocessing", "SEARCH_SPACE",
     "SearchSpace", "StageSpace", "Supernet", "WeightsInfo", "WeightsIntegrityError", "WeightsSpec",
     "WeightsUnavailableError", "calibrate_bn", "count_flops", "count_flops_fvcore", "count_params", "get_arch",
-    "list_models", "load", "model_info", "predict", "resolve_arch", "transforms", "finetune",
+    "list_models", "load", "model_info", "predict", "resolve_arch", "transforms", "finetune", "search_front",
 ]
 
 #: Names served from the upper layers on first use, so that ``import alphanet_zoo`` loads no training code.
-_LAZY_EXPORTS = {"finetune": "alphanet_zoo.train.finetune"}
+_LAZY_EXPORTS = {"finetune": "alphanet_zoo.train.finetune", "search_front": "alphanet_zoo.search.run"}
 
 
 def __getattr__(name: str):

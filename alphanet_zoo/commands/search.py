@@ -17,6 +17,7 @@ across the processes and the result is the same as in one process.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -31,20 +32,25 @@ from ..flops import count_flops
 from ..search.budget import Budget
 from ..search.evaluate import SubnetEvaluator, heldout_subset, load_calibration_images, load_heldout_images
 from ..search.evolution import EvolutionSearch
-from ..search.front import BOUNDS, DEFAULT_BOUND, Bins, FrontSearch
+from ..config import SEARCH_SPACE, ArchConfig
+from ..search.front import BOUNDS, DEFAULT_BOUND, Bins
 from ..search.history import fingerprint, front_history_rows, history_rows, read_history, write_history
 from ..search.latency_runtimes import BACKENDS
 from ..search.latency_search import LatencySetup
 from ..search.parallel import evaluate_across_ranks
 from ..search.plot import plot_front, plot_search, require_matplotlib
 from ..search.predictor import read_evaluations
+from ..search.guided import DEFAULT_EVALUATIONS
 from ..search.report import best_document, front_document, front_lines, front_table
+from ..search.run import ALGORITHMS, make_front_search
+from ..search.surrogate import DEFAULT_IMAGES, SurrogateEvaluator
 from ..search.sampling import flops_range
 from ..supernet import Supernet
 from . import flags, running
 from .running import Console, cli_main, progress
 
 PROG = "alphanet-search"
+POPULATION, GENERATIONS = 64, 20
 EVAL_BATCH_SIZE = 128
 FRONT_MARGIN = 1.0
 
@@ -57,7 +63,7 @@ def _parser() -> flags.ArgumentParser:
         "here). Each candidate is extracted, BN-calibrated on training images and scored on held-out images; the "
         "Pareto front found is printed and the best written as JSON. Under torchrun the candidates of each "
         "generation are split across the processes, with the same result as one process.",
-        [flags.calibration_flags(required=True), flags.seed_flags("seed of the search, the calibration draws and "
+        [flags.calibration_flags(), flags.seed_flags("seed of the search, the calibration draws and "
                                                               "the held-out subset"),
          flags.workers_flags(4), flags.device_flags(), flags.threads_flags(),
          flags.output_flags("where to write the best architecture (JSON)", required=True), flags.dist_flags(),
@@ -65,8 +71,30 @@ def _parser() -> flags.ArgumentParser:
     parser.add_argument("--batch-size", type=flags.integer(1, 65536), default=None, metavar="N",
                         help=f"images per batch when scoring held-out images (default {EVAL_BATCH_SIZE}); with "
                              "--latency-ms also the batch size latency is measured at (default 1)")
-    parser.add_argument("--supernet", metavar="PATH", required=True,
-                        help="supernet checkpoint (official release, alphanet-train checkpoint, or .safetensors)")
+    parser.add_argument("--supernet", metavar="PATH",
+                        help="supernet checkpoint (official release, alphanet-train checkpoint, or .safetensors); "
+                             "with --data and --calib-data, needed for real evaluations")
+    parser.add_argument("--evaluator", choices=("real", "surrogate"), default="real",
+                        help="what an evaluation is: real (the subnet extracted from --supernet, BN-calibrated on "
+                             "--calib-data, scored on --data; the default) or surrogate (the AttentiveNAS authors' "
+                             "accuracy predictor, a random forest fit on real ImageNet evaluations of this search "
+                             "space, drawn as top-1 on --surrogate-images simulated images: for comparing search "
+                             "methods, or a predicted front in seconds; no supernet or images needed)")
+    parser.add_argument("--surrogate-images", type=flags.integer(0, 10**9), default=DEFAULT_IMAGES, metavar="N",
+                        help="with --evaluator surrogate: held-out images each evaluation is simulated on (binomial "
+                             f"noise following --seed; 0: noise-free; default {DEFAULT_IMAGES}, ImageNet's validation set)")
+    parser.add_argument("--max-evaluations", type=flags.integer(1, 10**9), default=None, metavar="E",
+                        help="stop any search after E evaluator calls (real or surrogate); the guided front search "
+                             f"spends exactly this many (default {DEFAULT_EVALUATIONS}, a tenth of the official search's)")
+    parser.add_argument("--algorithm", choices=ALGORITHMS, default=None,
+                        help="with --front: guided (a predictor fit on every evaluation picks what to evaluate and "
+                             "which measured subnet wins each bin; the default), official (the authors' loop: 512 + "
+                             "19 x 256 evaluations, 10-MFLOPs bins) or evolution (a population per generation, with "
+                             "--predictor; the default when --predictor, --population or --generations is given)")
+    parser.add_argument("--verify-top", type=flags.integer(1, 10_000), default=None, metavar="K",
+                        help="with --evaluator surrogate --front: evaluate K of the front's bins for real (with "
+                             "--supernet, --data and --calib-data): the Pareto-optimal bins, spread evenly over the "
+                             "range; their measured top-1 is written as verified_top1")
     parser.add_argument("--flops", type=flags.number(0, open_low=True), metavar="MFLOPS",
                         help="budget: at most this many MFLOPs (give --flops, --latency-ms or both)")
     parser.add_argument("--flops-min", type=flags.number(0), metavar="MFLOPS",
@@ -87,13 +115,13 @@ def _parser() -> flags.ArgumentParser:
                         help="with --latency-ms: measure candidates end to end, most accurate first, up to N of them, "
                              "and report the first that meets the budget (after a miss, those the misses show "
                              "would miss too are skipped; when none is left, the fastest predicted are tried)")
-    parser.add_argument("--data", required=True, metavar="DIR",
+    parser.add_argument("--data", metavar="DIR",
                         help="held-out labelled images scored for accuracy (ImageNet layout for a 1000-class "
                              "supernet; otherwise class folders of the training classes)")
-    parser.add_argument("--population", type=flags.integer(2, 100_000), default=64, metavar="N",
-                        help="candidates per generation")
-    parser.add_argument("--generations", type=flags.integer(0, 100_000), default=20, metavar="N",
-                        help="generations after the initial population")
+    parser.add_argument("--population", type=flags.integer(2, 100_000), default=None, metavar="N",
+                        help=f"candidates per generation (default {POPULATION})")
+    parser.add_argument("--generations", type=flags.integer(0, 100_000), default=None, metavar="N",
+                        help=f"generations after the initial population (default {GENERATIONS})")
     parser.add_argument("--parent-ratio", type=flags.number(0, 1, open_low=True), default=0.25, metavar="R",
                         help="share of the population kept as parents")
     parser.add_argument("--mutation-ratio", type=flags.number(0, 1), default=0.5, metavar="R",
@@ -116,7 +144,7 @@ def _parser() -> flags.ArgumentParser:
                         help="search a whole Pareto front in one run: the best subnet per bin of STEP between MIN "
                              "and MAX MFLOPs (milliseconds, predicted from the latency table, with --latency-ms: "
                              "then MAX must not exceed it); --out gets the front (JSON). Replaces --flops/--flops-min")
-    parser.add_argument("--predictor", default="none", metavar="auto|FILE|none",
+    parser.add_argument("--predictor", default=None, metavar="auto|FILE|none",
                         help="with --front: rank candidates by an accuracy predictor (ridge regression on the "
                              "architecture, refitted as evaluations arrive) and evaluate for real only those that "
                              "can change the front. auto: fitted on this run's evaluations; FILE: also on an "
@@ -150,6 +178,28 @@ def _parser() -> flags.ArgumentParser:
 
 def _check(args: argparse.Namespace) -> None:
     args.bins = None
+    evolution_flags = [flag for flag, value in (("--predictor", args.predictor), ("--population", args.population),
+                                                ("--generations", args.generations)) if value is not None]
+    if args.front is None and args.algorithm not in (None, "evolution"):
+        raise UsageError("--algorithm applies to --front searches")
+    if args.algorithm is None:
+        args.algorithm = "evolution" if evolution_flags or args.front is None else "guided"
+    if args.front is not None and args.algorithm != "evolution" and evolution_flags:
+        raise UsageError(f"{' and '.join(evolution_flags)} only apply to --algorithm evolution")
+    args.predictor = args.predictor or "none"
+    args.population = args.population or POPULATION
+    args.generations = args.generations if args.generations is not None else GENERATIONS
+    real = args.evaluator == "real" or args.verify_top is not None
+    if args.verify_top is not None and (args.evaluator != "surrogate" or args.front is None):
+        raise UsageError("--verify-top applies to --evaluator surrogate --front searches")
+    if args.evaluator != "surrogate" and args.surrogate_images != DEFAULT_IMAGES:
+        raise UsageError("--surrogate-images applies to --evaluator surrogate")
+    if real:
+        missing = [flag for flag, value in (("--supernet", args.supernet), ("--data", args.data),
+                                            ("--calib-data", args.calib_data)) if not value]
+        if missing:
+            raise UsageError(f"real evaluations need {', '.join(missing)} (or --evaluator surrogate, which needs no "
+                             "supernet or images)")
     if args.front is not None:
         if args.flops is not None or args.flops_min is not None:
             raise UsageError("--front MIN:MAX:STEP replaces --flops and --flops-min: give one or the other")
@@ -189,7 +239,7 @@ def _check(args: argparse.Namespace) -> None:
         if args.resume is not True and not args.history:
             args.history = args.resume
     for flag, path in (("--supernet", args.supernet), ("--data", args.data), ("--calib-data", args.calib_data)):
-        if not Path(path).exists():
+        if real and not Path(path).exists():
             raise InputError(f"{flag}: not found: {path}")
     for flag, path in (("--out", args.out), ("--history", args.history), ("--plot", args.plot)):
         if path:
@@ -217,38 +267,38 @@ def _search(args: argparse.Namespace, device) -> int:
     running.set_threads(args.threads)
     if device.type == "cpu":
         keep_freed_memory()  # half of a candidate's time went to mapping and unmapping activations
-    batch_size = args.batch_size or EVAL_BATCH_SIZE
+    args.batch_size_used = args.batch_size or EVAL_BATCH_SIZE
 
-    console.status(f"loading supernet {args.supernet}" + (f" ({world} processes)" if world > 1 else ""))
-    supernet = Supernet.from_checkpoint(args.supernet).to(device).eval()
-    latency = _latency(args, supernet.num_classes, console, quiet) if args.latency_ms is not None else None
+    real = _RealSetup.create(args, device, console, quiet, world) if args.evaluator == "real" else None
+    num_classes = real.supernet.num_classes if real else SEARCH_SPACE.num_classes
+    latency = _latency(args, num_classes, console, quiet) if args.latency_ms is not None else None
     if args.bins is not None and latency is None:
         smallest, largest = flops_range()
         budget = Budget.create(min(args.bins.high, largest), max(args.bins.low, smallest))
     else:
         budget = Budget.create(args.flops, args.flops_min, args.latency_ms, latency.predictor if latency else None)
-
-    heldout_samples, _ = labelled_samples(args.data, supernet.num_classes)
-    bad = sorted({s.target for s in heldout_samples if not 0 <= s.target < supernet.num_classes})
-    if bad:
-        raise InputError(f"{args.data}: class index {bad[0]} is outside the supernet's {supernet.num_classes} classes")
-    calibration_batches = running.calibration_from_args(args, crop_size=args.crop_size)
-    calibration = load_calibration_images(
-        calibration_batches,
-        lambda it: progress(it, total=args.calib_batches, desc="calibration images", unit="batch", **quiet))
-    heldout = load_heldout_images(heldout_subset(heldout_samples, args.val_images, args.seed + 1), batch_size,
-                                  args.crop_size, args.workers,
-                                  lambda it: progress(it, desc="held-out images", **quiet))
-    console.status(f"{heldout.images.shape[0]} held-out images, {calibration.images.shape[0]} calibration images; "
-                   f"searching {budget.describe()}")
+    if real:
+        real.load_images(args, console, quiet)
+        console.status(f"{real.heldout_images} held-out images, {real.calibration.images.shape[0]} calibration "
+                       f"images; searching {budget.describe()}")
+        evaluate_many = evaluate_across_ranks(real.evaluator, count_flops)
+    else:
+        surrogate = SurrogateEvaluator(args.surrogate_images, args.seed)
+        evaluate_many = surrogate
+        console.status(f"surrogate evaluations (the AttentiveNAS accuracy predictor, "
+                       f"{args.surrogate_images or 'no'} simulated images); searching {budget.describe()}")
 
     settings = {"seed": args.seed, "flops": args.flops, "flops_min": args.flops_min, "latency_ms": args.latency_ms,
                 "latency_table": latency.table_id if latency else None, "population": args.population,
                 "parent_ratio": args.parent_ratio, "mutation_ratio": args.mutation_ratio,
-                "mutate_prob": args.mutate_prob, "val_images": args.val_images, "heldout": len(heldout_samples),
-                "crop_size": args.crop_size, "no_resize": args.no_resize, "batch_size": batch_size,
-                "calibration": [calibration_batches.num_batches, calibration_batches.batch_size,
-                                len(calibration_batches.samples)], "num_classes": supernet.num_classes}
+                "mutate_prob": args.mutate_prob, "num_classes": num_classes}
+    if real:
+        settings.update(val_images=args.val_images, heldout=real.heldout_count, crop_size=args.crop_size,
+                        no_resize=args.no_resize, batch_size=args.batch_size_used, calibration=real.calibration_id)
+    else:
+        settings.update(evaluator="surrogate", surrogate_images=args.surrogate_images)
+    if args.algorithm != "evolution" or args.max_evaluations is not None:
+        settings.update(algorithm=args.algorithm, max_evaluations=args.max_evaluations)
     prior = ()
     if args.bins is not None:
         settings.update(front=[args.bins.low, args.bins.high, args.bins.step, args.bins.unit],
@@ -266,20 +316,13 @@ def _search(args: argparse.Namespace, device) -> int:
                                                "reading the history to resume")
         console.status(f"resuming from {source}: {len(known)} candidates already evaluated")
 
-    evaluator = SubnetEvaluator(supernet, calibration, heldout, device, resize=not args.no_resize)
-    if args.channels_last:
-        reference = supernet.space.smallest()
-        evaluator.channels_last = distributed.broadcast_or_raise(lambda: evaluator.same_predictions(reference),
-                                                                 "checking channels-last")
-        console.status("channels-last: " + ("same predictions as the default format, used" if evaluator.channels_last
-                                            else "predictions differ from the default format, not used"))
     if args.bins is not None:
-        return _front(args, evaluator, latency, prior, known, search_id, console, quiet,
-                      world=world, main_rank=main_rank, calibration=calibration_batches.describe())
+        return _front(args, evaluate_many, real, latency, prior, known, search_id, console, quiet,
+                      world=world, main_rank=main_rank, device=device)
     search = EvolutionSearch(None, budget=budget, population=args.population, generations=args.generations,
                              parent_ratio=args.parent_ratio, mutation_ratio=args.mutation_ratio,
                              mutate_prob=args.mutate_prob, seed=args.seed, known=known,
-                             evaluate_many=evaluate_across_ranks(evaluator, count_flops))
+                             evaluate_many=evaluate_many, max_evaluations=args.max_evaluations)
     bar = progress(total=args.generations + 1, desc="generations", unit="gen", **quiet)
     start = time.perf_counter()
 
@@ -300,9 +343,10 @@ def _search(args: argparse.Namespace, device) -> int:
         chosen, checked = latency.check_best(result, args.latency_ms, args.measure_top, progress if main_rank else None)
 
     document = best_document(chosen, result, world_size=world, seed=args.seed, budget=budget,
-                             heldout_images=int(heldout.images.shape[0]),
-                             calibration=calibration_batches.describe(), latency=checked, search_id=search_id,
-                             seconds=seconds, replayed=search.replayed)
+                             heldout_images=real.heldout_images if real else None,
+                             calibration=real.calibration_description if real else None, latency=checked,
+                             search_id=search_id, seconds=seconds, replayed=search.replayed)
+    _describe_evaluator(document, evaluate_many, real)
     if main_rank:
 
         write_json(args.out, document)
@@ -316,30 +360,40 @@ def _search(args: argparse.Namespace, device) -> int:
     what = f"{chosen.mflops:.2f} MFLOPs"
     if checked:
         what += f", {checked['predicted_ms']:.2f} ms predicted, {checked['measured_ms']:.2f} ms measured"
-    console.status(f"best: {what}, top-1 {chosen.top1:.2f} % on {heldout.images.shape[0]} held-out images "
+    on = f"on {real.heldout_images} held-out images" if real else "(surrogate)"
+    console.status(f"best: {what}, top-1 {chosen.top1:.2f} % {on} "
                    f"-> {args.out}" + (f" (plot: {args.plot})" if args.plot else ""))
     distributed.barrier("finishing")
     return 0
 
 
-def _front(args: argparse.Namespace, evaluator: SubnetEvaluator, latency, prior, known, search_id: str,
-           console: Console, quiet: dict, *, world: int, main_rank: bool, calibration) -> int:
+def _front(args: argparse.Namespace, evaluate_many, real: "_RealSetup | None", latency, prior, known,
+           search_id: str, console: Console, quiet: dict, *, world: int, main_rank: bool, device) -> int:
     predicted_ms = latency.predictor if latency is not None else None
-    search = FrontSearch(args.bins, evaluate_across_ranks(evaluator, count_flops),
-                         cost=predicted_ms or count_flops, latency=predicted_ms, population=args.population,
-                         generations=args.generations, mutation_ratio=args.mutation_ratio,
-                         mutate_prob=args.mutate_prob, seed=args.seed,
-                         predictor=None if args.predictor == "none" else "auto", prior=prior,
-                         margin=args.predictor_margin, rounds=args.predictor_rounds, known=known,
-                         bound=args.predictor_bound,
-                         top1_step=100.0 / int(evaluator.heldout.images.shape[0]))
-    bar = progress(total=args.generations + 1, desc="generations", unit="gen", **quiet)
+    images = real.heldout_images if real else args.surrogate_images
+    options = {}
+    if args.algorithm == "evolution":
+        options = dict(population=args.population, generations=args.generations,
+                       mutation_ratio=args.mutation_ratio, mutate_prob=args.mutate_prob,
+                       predictor=None if args.predictor == "none" else "auto", prior=prior,
+                       margin=args.predictor_margin, rounds=args.predictor_rounds, bound=args.predictor_bound)
+    search = make_front_search(args.algorithm, args.bins, evaluate_many, cost=predicted_ms or count_flops,
+                               latency=predicted_ms, seed=args.seed, max_evaluations=args.max_evaluations,
+                               known=known, top1_step=100.0 / images if images else None, **options)
+    if args.algorithm == "guided":
+        bar = progress(total=search.max_evaluations, desc="evaluations", unit="eval", **quiet)
+    else:
+        steps = args.generations + 1 if args.algorithm == "evolution" else search.iterations
+        bar = progress(total=steps, desc="generations", unit="gen", **quiet)
     start = time.perf_counter()
 
-    def report(generation: int) -> None:
-        bar.update(1)
-        bar.set_postfix(bins=f"{len(search.front())}/{args.bins.count}", evaluated=len(search.evaluated),
-                        predicted=len(search.pool) - len(search.evaluated))
+    def report(step: int) -> None:
+        if args.algorithm == "guided":
+            bar.update(len(search.evaluated) - bar.n)
+        else:
+            bar.update(1)
+        bar.set_postfix(bins=f"{sum(c is not None for c in search.best)}/{args.bins.count}",
+                        evaluated=len(search.evaluated))
         if args.history and main_rank:
             write_history(args.history, front_history_rows(search, search_id))
 
@@ -348,14 +402,24 @@ def _front(args: argparse.Namespace, evaluator: SubnetEvaluator, latency, prior,
     finally:
         bar.close()
     seconds = time.perf_counter() - start
-    document = front_document(result, predictor_mode=args.predictor, margin=args.predictor_margin,
-                              bound=args.predictor_bound,
+    evolution = args.algorithm == "evolution"
+    document = front_document(result, predictor_mode=args.predictor if evolution else "none",
+                              margin=args.predictor_margin, bound=args.predictor_bound,
                               world_size=world, seed=args.seed, search_id=search_id,
-                              heldout_images=int(evaluator.heldout.images.shape[0]), calibration=calibration,
-                              seconds=seconds, population=args.population, generations=args.generations,
+                              heldout_images=real.heldout_images if real else None,
+                              calibration=real.calibration_description if real else None,
+                              seconds=seconds, population=args.population if evolution else None,
+                              generations=args.generations if evolution else None,
                               latency=None if latency is None else {"backend": args.backend, "table": latency.path,
                                                                     "table_id": latency.table_id})
-    document["channels_last"] = evaluator.channels_last
+    document["algorithm"] = args.algorithm
+    document["max_evaluations"] = args.max_evaluations
+    if args.algorithm == "guided":
+        document["predictor"].update(mode="guided", model="ridge (one-hot)",
+                                     loo_rmse=None if result.predictor is None else round(result.predictor.loo_rmse, 4))
+    _describe_evaluator(document, evaluate_many, real)
+    if args.verify_top:
+        _verify(args, document, result, device, console, quiet, world)
     if main_rank:
         write_json(args.out, document)
         if args.plot:
@@ -363,10 +427,89 @@ def _front(args: argparse.Namespace, evaluator: SubnetEvaluator, latency, prior,
     console.json(document)
     for line in front_table(result, seconds):
         console.result(line)
-    console.status(f"front: {len(result.front)} of {args.bins.count} bins, {len(result.history)} real evaluations "
+    kind = "real" if real else "surrogate"
+    console.status(f"front: {len(result.front)} of {args.bins.count} bins, {result.evaluations} {kind} evaluations "
                    f"-> {args.out}" + (f" (plot: {args.plot})" if args.plot else ""))
     distributed.barrier("finishing")
     return 0
+
+
+def _describe_evaluator(document: dict, evaluate_many, real: "_RealSetup | None") -> None:
+    """Say what the top-1 figures are: real measurements, or the surrogate's draws (never to be taken as accuracy)."""
+    if real:
+        document["evaluator"] = "real"
+        document["channels_last"] = real.evaluator.channels_last
+        return
+    described = evaluate_many.describe()
+    document["evaluator"] = "surrogate"
+    document["surrogate"] = {**described, "note": "top-1 figures are the AttentiveNAS predictor's (its scale: their "
+                                                  "supernet before fine-tuning), with simulated noise: not measured "
+                                                  "accuracy"}
+
+
+def _verify(args: argparse.Namespace, document: dict, result, device, console: Console, quiet: dict,
+            world: int) -> None:
+    """Evaluate for real K Pareto-optimal bins of a surrogate front, spread evenly over the range."""
+    from ..search.evolution import pareto_front
+
+    front = pareto_front(result.front)
+    if len(front) > args.verify_top:
+        step = (len(front) - 1) / max(1, args.verify_top - 1)
+        front = [front[round(k * step)] for k in range(args.verify_top)] if args.verify_top > 1 else [front[-1]]
+    real = _RealSetup.create(args, device, console, quiet, world)
+    real.load_images(args, console, quiet)
+    evaluate_many = evaluate_across_ranks(real.evaluator, count_flops)
+    measured = evaluate_many([c.arch for c in front])
+    by_arch = {c.arch: r.top1 for c, r in zip(front, measured)}
+    for row in document["bins"]:
+        if not row.get("empty"):
+            value = by_arch.get(ArchConfig.from_dict(row["architecture"]))
+            if value is not None:
+                row["verified_top1"] = float(value)
+    document["verified"] = {"bins": len(measured), "heldout_images": real.heldout_images,
+                            "calibration": dataclasses.asdict(real.calibration_description),
+                            "supernet": str(args.supernet)}
+    console.status(f"verified {len(measured)} bins with real evaluations on {real.heldout_images} held-out images")
+
+
+class _RealSetup:
+    """What real evaluations need: the supernet, calibration and held-out images, the evaluator."""
+
+    def __init__(self, supernet: Supernet, device) -> None:
+        self.supernet, self.device = supernet, device
+        self.evaluator: SubnetEvaluator | None = None
+
+    @classmethod
+    def create(cls, args: argparse.Namespace, device, console: Console, quiet: dict, world: int) -> "_RealSetup":
+        console.status(f"loading supernet {args.supernet}" + (f" ({world} processes)" if world > 1 else ""))
+        return cls(Supernet.from_checkpoint(args.supernet).to(device).eval(), device)
+
+    def load_images(self, args: argparse.Namespace, console: Console, quiet: dict) -> None:
+        samples, _ = labelled_samples(args.data, self.supernet.num_classes)
+        bad = sorted({s.target for s in samples if not 0 <= s.target < self.supernet.num_classes})
+        if bad:
+            raise InputError(f"{args.data}: class index {bad[0]} is outside the supernet's "
+                             f"{self.supernet.num_classes} classes")
+        batches = running.calibration_from_args(args, crop_size=args.crop_size)
+        self.calibration = load_calibration_images(
+            batches, lambda it: progress(it, total=args.calib_batches, desc="calibration images", unit="batch",
+                                         **quiet))
+        heldout = load_heldout_images(heldout_subset(samples, args.val_images, args.seed + 1), args.batch_size_used,
+                                      args.crop_size, args.workers,
+                                      lambda it: progress(it, desc="held-out images", **quiet))
+        self.heldout_count = len(samples)
+        self.heldout_images = int(heldout.images.shape[0])
+        self.calibration_description = batches.describe()
+        self.calibration_id = [batches.num_batches, batches.batch_size, len(batches.samples)]
+        self.evaluator = SubnetEvaluator(self.supernet, self.calibration, heldout, self.device,
+                                         resize=not args.no_resize)
+        if args.channels_last:
+            reference = self.supernet.space.smallest()
+            self.evaluator.channels_last = distributed.broadcast_or_raise(
+                lambda: self.evaluator.same_predictions(reference), "checking channels-last")
+            console.status("channels-last: " + ("same predictions as the default format, used"
+                                                if self.evaluator.channels_last
+                                                else "predictions differ from the default format, not used"))
 
 
 def _latency(args: argparse.Namespace, num_classes: int, console: Console, quiet: dict):

@@ -108,7 +108,7 @@ class EvolutionSearch:
                  parent_ratio: float = 0.25, mutation_ratio: float = 0.5, mutate_prob: float = 0.1, seed: int = 0,
                  space: SearchSpace = SEARCH_SPACE, budget: Budget | None = None,
                  evaluate_many: Callable[[Sequence[ArchConfig]], Sequence[Evaluation]] | None = None,
-                 known: Mapping[ArchConfig, Candidate] | None = None) -> None:
+                 known: Mapping[ArchConfig, Candidate] | None = None, max_evaluations: int | None = None) -> None:
         self.budget = budget if budget is not None else Budget.create(max_mflops, min_mflops, space=space)
         self.min_mflops, self.max_mflops = self.budget.min_mflops, self.budget.max_mflops
         if population < 2 or generations < 0:
@@ -130,6 +130,11 @@ class EvolutionSearch:
         for c in (known or {}).values():
             self.known.setdefault(c.generation, []).append(c)
         self.replayed = 0  # candidates taken from ``known`` instead of evaluated
+        self.max_evaluations = max_evaluations  # None: no cap
+
+    @property
+    def exhausted(self) -> bool:
+        return self.max_evaluations is not None and len(self.evaluated) >= self.max_evaluations
 
     def in_range(self, arch: ArchConfig) -> bool:
         return self.budget.fits(arch)
@@ -161,6 +166,8 @@ class EvolutionSearch:
     def evaluate_generation(self, archs: Sequence[ArchConfig], generation: int) -> list[Candidate]:
         """Candidates for ``archs`` (in order, repeats allowed); the new ones are evaluated together."""
         new = [a for a in dict.fromkeys(archs) if a not in self.evaluated]
+        if self.max_evaluations is not None:
+            new = new[:max(0, self.max_evaluations - len(self.evaluated))]
         known = self.known.pop(generation, None)
         if known is not None:
             if [c.arch for c in known] != new:
@@ -172,7 +179,7 @@ class EvolutionSearch:
             self.replayed += len(known)
         elif new:
             self._record(new, self.evaluate_many(new), generation)
-        return [self.evaluated[a] for a in archs]
+        return [self.evaluated[a] for a in archs if a in self.evaluated]
 
     def _child(self, make: Callable[[], ArchConfig], tries: int = 50) -> ArchConfig:
         for _ in range(tries):
@@ -193,6 +200,8 @@ class EvolutionSearch:
         if on_generation:
             on_generation(0, population)
         for g in range(1, self.generations + 1):
+            if self.exhausted:
+                break
             parents = sorted(population, key=lambda c: -c.top1)[:self.num_parents]
             mutants = [self._child(lambda: mutate(self.rng.choice(parents).arch, self.rng, self.mutate_prob,
                                                   self.space))

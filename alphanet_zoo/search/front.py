@@ -158,7 +158,8 @@ class FrontSearch:
                  prior: Sequence[tuple[ArchConfig, float]] = (), warmup: int | None = None, margin: float = 1.0,
                  known: Mapping[ArchConfig, Candidate] | None = None,
                  on_evaluated: Callable[[], None] | None = None, rounds: int | None = None,
-                 top1_step: float | None = None, bound: str = DEFAULT_BOUND, trust_z: float = TRUST_Z) -> None:
+                 top1_step: float | None = None, bound: str = DEFAULT_BOUND, trust_z: float = TRUST_Z,
+                 max_evaluations: int | None = None) -> None:
         if population < 2 or generations < 0:
             raise InputError(f"need population >= 2 and generations >= 0, got {population} and {generations}")
         if not 0 <= mutation_ratio <= 1 or not 0 <= mutate_prob <= 1:
@@ -183,6 +184,7 @@ class FrontSearch:
         self.rounds = rounds
         self.top1_step, self.bound, self.trust_z = top1_step, bound, trust_z
         self.untrusted_rounds = 0  # rounds in which the predictor had shown no skill: nothing ruled out
+        self.max_evaluations = max_evaluations  # None: no cap
         self.replayed = 0
         self.evaluated: dict[ArchConfig, Candidate] = {}
         self.pool: dict[ArchConfig, float | None] = {}  # every candidate drawn, in draw order
@@ -228,7 +230,14 @@ class FrontSearch:
     def _better(self, a: Candidate, b: Candidate | None) -> bool:
         return b is None or (a.top1, -self.cost(a.arch)) > (b.top1, -self.cost(b.arch))
 
+    @property
+    def exhausted(self) -> bool:
+        """Whether ``max_evaluations`` are spent (replayed ones count: they were spent before a resume)."""
+        return self.max_evaluations is not None and len(self.evaluated) >= self.max_evaluations
+
     def _evaluate(self, archs: Sequence[ArchConfig], generation: int) -> None:
+        if self.max_evaluations is not None:
+            archs = list(archs)[:max(0, self.max_evaluations - len(self.evaluated))]
         fresh = [a for a in archs if a not in self.known]
         results = dict(zip(fresh, self.evaluate_many(fresh))) if fresh else {}
         for arch in archs:
@@ -303,7 +312,7 @@ class FrontSearch:
             self._evaluate([a for a in new if a not in self.evaluated], generation)
             return
         rounds = 0
-        while generation == self.generations or self.rounds is None or rounds < self.rounds:
+        while (generation == self.generations or self.rounds is None or rounds < self.rounds) and not self.exhausted:
             self._refit()
             if self.model is None or (not self.prior and len(self.evaluated) < self.warmup):
                 batch = [a for a in self.pool if a not in self.evaluated][:max(1, self.warmup - len(self.evaluated))]
@@ -353,6 +362,8 @@ class FrontSearch:
         if on_generation:
             on_generation(0)
         for g in range(1, self.generations + 1):
+            if self.exhausted:
+                break
             parents = self.front()
             if not parents:
                 raise InputError("no candidate was evaluated in the first generation")

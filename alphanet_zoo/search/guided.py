@@ -112,6 +112,16 @@ class GuidedFrontSearch:
 
     # -- evaluating ------------------------------------------------------------------------------
     @property
+    def best(self) -> list[Candidate | None]:
+        """Per bin, the evaluated candidate with the highest measured top-1 so far (progress reports)."""
+        best: list[Candidate | None] = [None] * self.bins.count
+        for a, c in self.evaluated.items():
+            i = self._bin(a)
+            if i is not None and (best[i] is None or c.top1 > best[i].top1):
+                best[i] = c
+        return best
+
+    @property
     def remaining(self) -> int:
         return self.max_evaluations - len(self.evaluated)
 

@@ -82,6 +82,7 @@ class OfficialSearch:
         self.best: list[Candidate | None] = [None] * bins.count
         self.evaluated: dict[ArchConfig, Candidate] = {}
         self.calls = 0  # evaluations spent, repeats included
+        self.predicted_before: dict[ArchConfig, float] = {}  # nothing is predicted here (read by the history)
         self.replayed = 0
 
     def _inside(self, arch: ArchConfig) -> bool:

@@ -149,9 +149,9 @@ def front_document(result, *, predictor_mode: str, margin: float, world_size: in
 def front_table(result, seconds: float) -> list[str]:
     """The front bin by bin as table lines (top-1 real; ``~`` marks the prediction made before evaluating)."""
     bins = result.bins
-    evaluated = len(result.history)
+    evaluated = result.evaluations
     timed = any(c.latency_ms is not None for c in result.history)
-    lines = [f"Front over {bins.low:g}..{bins.high:g} {bins.unit} by {bins.step:g}: {evaluated} real evaluations, "
+    lines = [f"Front over {bins.low:g}..{bins.high:g} {bins.unit} by {bins.step:g}: {evaluated} evaluations, "
              f"{len(result.pool) - evaluated} candidates only predicted ({seconds:.0f} s)",
              f"{'bin':>15} {'MFLOPs':>9}" + (f" {'ms':>8}" if timed else "") + f" {'top-1 %':>8} {'~pred':>7}  "
              "architecture"]
