@@ -379,7 +379,7 @@ def _front(args: argparse.Namespace, evaluate_many, real: "_RealSetup | None", l
                        margin=args.predictor_margin, rounds=args.predictor_rounds, bound=args.predictor_bound)
     search = make_front_search(args.algorithm, args.bins, evaluate_many, cost=predicted_ms or count_flops,
                                latency=predicted_ms, seed=args.seed, max_evaluations=args.max_evaluations,
-                               known=known, top1_step=100.0 / images if images else None, **options)
+                               known=known, top1_step=100.0 / images if images else 0.0, **options)
     if args.algorithm == "guided":
         bar = progress(total=search.max_evaluations, desc="evaluations", unit="eval", **quiet)
     else:

@@ -39,14 +39,15 @@ from .predictor import AccuracyPredictor
 from .sampling import _get, _set, descend_into, genes, sample_where
 
 DEFAULT_EVALUATIONS = official_evaluations() // 10  # 537: a tenth of the official search's
+MIN_FIT = 8  # evaluations before the predictor is fit
 
 
 class GuidedFrontSearch:
     """Best subnet per bin of ``bins`` with at most ``max_evaluations`` calls of ``evaluate_many``.
 
     ``cost(arch)``: what the bins cut (MFLOPs by default); ``latency(arch)``: recorded on candidates.
-    ``top1_step``: 100 / held-out images when known (the measurement's noise follows from it;
-    otherwise it is estimated from the fit's residuals).
+    ``top1_step``: 100 / held-out images when known (the measurement's noise follows from it; 0: the
+    evaluator is exact; None: the noise is estimated from the fit's residuals).
     """
 
     def __init__(self, bins: Bins, evaluate_many: Callable[[Sequence[ArchConfig]], Sequence[Evaluation]], *,
@@ -54,6 +55,7 @@ class GuidedFrontSearch:
                  latency: Callable[[ArchConfig], float] | None = None, seed: int = 0,
                  space: SearchSpace = SEARCH_SPACE, max_evaluations: int | None = None, explore: float = 0.35,
                  round_size: int | None = None, children: int = 48, keep: int = 12, neighbours: int = 2,
+                 mutate_prob: float = 0.08, parents: int = 4,
                  top1_step: float | None = None, known: Mapping[ArchConfig, Candidate] | None = None,
                  on_evaluated: Callable[[], None] | None = None) -> None:
         self.max_evaluations = DEFAULT_EVALUATIONS if max_evaluations is None else int(max_evaluations)
@@ -67,6 +69,7 @@ class GuidedFrontSearch:
         self.explore = explore
         self.round_size = round_size or max(1, math.ceil(bins.count / 4))
         self.children, self.keep, self.neighbours = children, keep, neighbours
+        self.mutate_prob, self.parents = mutate_prob, parents
         self.top1_step = top1_step
         self.known = dict(known or {})
         self.on_evaluated = on_evaluated
@@ -149,7 +152,7 @@ class GuidedFrontSearch:
             self.on_evaluated()
 
     def _fit(self) -> None:
-        if len(self.evaluated) >= 8:
+        if len(self.evaluated) >= MIN_FIT:
             archs = list(self.evaluated)
             self.model = AccuracyPredictor.fit(archs, [self.evaluated[a].top1 for a in archs], space=self.space,
                                                encoding="onehot")
@@ -157,6 +160,8 @@ class GuidedFrontSearch:
     def _noise_var(self, top1: float) -> float:
         """Variance of a measured top-1 (points squared): binomial on the held-out images when their number
         is known, otherwise what the fit's residuals leave after the predictor's own error."""
+        if self.top1_step == 0:  # exact measurements (a noise-free evaluator)
+            return 1e-12
         if self.top1_step is not None:
             p = min(max(top1 / 100.0, 1e-4), 1 - 1e-4)
             return 100.0 * self.top1_step * p * (1 - p) * 100.0
@@ -191,7 +196,7 @@ class GuidedFrontSearch:
                 if (j := self._bin(a)) is not None and abs(j - i) <= self.neighbours]
         near.sort(key=lambda a: (-estimate[a], self.cost(a)))
         waiting = sorted(self.waiting[i], key=lambda a: -self.waiting[i][a])
-        return near[:4] + waiting[:4]
+        return near[:self.parents] + waiting[:self.parents]
 
     def _grow(self, i: int, estimate: Mapping[ArchConfig, float]) -> None:
         """New unevaluated candidates for bin ``i`` from its parents; the ``keep`` best predicted stay."""
@@ -206,7 +211,7 @@ class GuidedFrontSearch:
             if len(parents) > 1 and self.rng.random() < 0.3:
                 child = cross(self.rng.choice(parents), self.rng.choice(parents), self.rng, self.space)
             else:
-                child = mutate_other(self.rng.choice(parents), self.rng, 0.08, self.space)
+                child = mutate_other(self.rng.choice(parents), self.rng, self.mutate_prob, self.space)
             child = self._into_bin(child, i)
             if child is not None and child not in self.evaluated and child not in self.waiting[i]:
                 new.append(child)
@@ -218,6 +223,8 @@ class GuidedFrontSearch:
 
     def _refine_round(self) -> bool:
         self._fit()
+        if self.model is None:  # the exploration found too few subnets to fit on: nothing to refine with
+            return False
         estimate = self.estimates()
         best_estimate: list[float | None] = [None] * self.bins.count
         for a, e in estimate.items():
@@ -243,7 +250,8 @@ class GuidedFrontSearch:
         """Search; ``on_round(r)`` after each round of evaluations (r = 0: the exploration)."""
         order = list(range(self.bins.count))
         self.rng.shuffle(order)
-        explore = max(1, min(self.max_evaluations, round(self.explore * self.max_evaluations)))
+        # at least the rows the predictor needs before it is fit
+        explore = min(self.max_evaluations, max(MIN_FIT, round(self.explore * self.max_evaluations)))
         draws: list[ArchConfig] = []
         misses = 0
         k = 0

@@ -44,7 +44,7 @@ def make_front_search(algorithm: str, bins: Bins, evaluate_many: EvaluateMany, *
     if algorithm == "official":
         return OfficialSearch(bins, evaluate_many, **common, **options)
     if algorithm == "evolution":
-        return FrontSearch(bins, evaluate_many, top1_step=top1_step, **common, **options)
+        return FrontSearch(bins, evaluate_many, top1_step=top1_step or None, **common, **options)
     raise InputError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
 
 
@@ -53,14 +53,15 @@ def search_front(front: str | Bins, *, evaluator: str | EvaluateMany = "surrogat
                  top1_step: float | None = None, on_round: Callable[[int], None] | None = None,
                  **options: Any) -> FrontResult:
     """The best subnet per bin of ``front`` (``"MIN:MAX:STEP"`` MFLOPs, or `Bins`); see the module docstring.
-    With the surrogate, ``top1_step`` defaults to 100 / ``surrogate_images`` (the measurement's grain)."""
+    With the surrogate, ``top1_step`` defaults to 100 / ``surrogate_images`` (the measurement's grain; 0 when
+    noise-free)."""
     bins = front if isinstance(front, Bins) else Bins.parse(front)
     if isinstance(evaluator, str):
         if evaluator != "surrogate":
             raise InputError(f"evaluator must be 'surrogate' or a callable, got {evaluator!r}")
         evaluator = SurrogateEvaluator(surrogate_images, seed)
-        if top1_step is None and surrogate_images:
-            top1_step = 100.0 / surrogate_images
+        if top1_step is None:
+            top1_step = 100.0 / surrogate_images if surrogate_images else 0.0
     search = make_front_search(algorithm, bins, evaluator, seed=seed, max_evaluations=max_evaluations,
                                top1_step=top1_step, **options)
     return search.run(on_round)
