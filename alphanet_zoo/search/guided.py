@@ -42,6 +42,47 @@ DEFAULT_EVALUATIONS = official_evaluations() // 10  # 537: a tenth of the offici
 MIN_FIT = 8  # evaluations before the predictor is fit
 
 
+class ResidualKernel:
+    """What the linear predictor misses, learned near the evaluated subnets: kernel ridge regression of its
+    residuals with ``exp(-d / length)``, d the number of choices two subnets differ in (a Gaussian process
+    posterior mean with the linear fit as its mean). One-thread float64, as the predictor."""
+
+    def __init__(self, archs: Sequence[ArchConfig], residuals: Sequence[float], noise_var: Sequence[float],
+                 length: float, space: SearchSpace, residual_var: float) -> None:
+        import torch
+
+        from .predictor import _one_thread
+
+        self.length, self.space = length, space
+        with _one_thread():
+            self.x = torch.tensor([self._codes(a) for a in archs], dtype=torch.float64)
+            r = torch.tensor(list(residuals), dtype=torch.float64)
+            noise = torch.tensor(list(noise_var), dtype=torch.float64)
+            # the linear fit's out-of-sample error less the measurement noise: what a kernel can still explain
+            self.signal = max(residual_var - float(noise.mean()), 1e-6)
+            k = self.signal * torch.exp(-self._distance(self.x, self.x) / length)
+            self.alpha = torch.linalg.solve(k + torch.diag(noise + 1e-6 * self.signal), r)
+
+    def _codes(self, arch: ArchConfig) -> list[float]:
+        return [float(_get(arch, gene)) for gene, _ in genes(self.space)]
+
+    @staticmethod
+    def _distance(a, b):
+        return (a[:, None, :] != b[None, :, :]).sum(-1).to(a.dtype)
+
+    def predict(self, archs: Sequence[ArchConfig]) -> list[float]:
+        import torch
+
+        from .predictor import _one_thread
+
+        if not archs:
+            return []
+        with _one_thread():
+            x = torch.tensor([self._codes(a) for a in archs], dtype=torch.float64)
+            k = self.signal * torch.exp(-self._distance(x, self.x) / self.length)
+            return [float(v) for v in k @ self.alpha]
+
+
 class GuidedFrontSearch:
     """Best subnet per bin of ``bins`` with at most ``max_evaluations`` calls of ``evaluate_many``.
 
@@ -55,7 +96,7 @@ class GuidedFrontSearch:
                  latency: Callable[[ArchConfig], float] | None = None, seed: int = 0,
                  space: SearchSpace = SEARCH_SPACE, max_evaluations: int | None = None, explore: float = 0.35,
                  round_size: int | None = None, children: int = 48, keep: int = 12, neighbours: int = 2,
-                 mutate_prob: float = 0.08, parents: int = 4,
+                 mutate_prob: float = 0.08, parents: int = 4, kernel_length: float | None = 8.0,
                  top1_step: float | None = None, known: Mapping[ArchConfig, Candidate] | None = None,
                  on_evaluated: Callable[[], None] | None = None) -> None:
         self.max_evaluations = DEFAULT_EVALUATIONS if max_evaluations is None else int(max_evaluations)
@@ -70,6 +111,8 @@ class GuidedFrontSearch:
         self.round_size = round_size or max(1, math.ceil(bins.count / 4))
         self.children, self.keep, self.neighbours = children, keep, neighbours
         self.mutate_prob, self.parents = mutate_prob, parents
+        self.kernel_length = kernel_length  # None: the linear predictor alone
+        self.kernel: ResidualKernel | None = None
         self.top1_step = top1_step
         self.known = dict(known or {})
         self.on_evaluated = on_evaluated
@@ -154,8 +197,20 @@ class GuidedFrontSearch:
     def _fit(self) -> None:
         if len(self.evaluated) >= MIN_FIT:
             archs = list(self.evaluated)
-            self.model = AccuracyPredictor.fit(archs, [self.evaluated[a].top1 for a in archs], space=self.space,
-                                               encoding="onehot")
+            top1 = [self.evaluated[a].top1 for a in archs]
+            self.model = AccuracyPredictor.fit(archs, top1, space=self.space, encoding="onehot")
+            if self.kernel_length is not None:
+                linear = self.model.predict(archs)
+                self.kernel = ResidualKernel(archs, [t - p for t, p in zip(top1, linear)],
+                                             [self._noise_var(t) for t in top1], self.kernel_length, self.space,
+                                             self.model.loo_rmse ** 2)
+
+    def predict(self, archs: Sequence[ArchConfig]) -> list[float]:
+        """The predictor's top-1 for each subnet: the linear fit, plus the residual kernel's correction."""
+        linear = self.model.predict(archs)
+        if self.kernel is None:
+            return linear
+        return [p + c for p, c in zip(linear, self.kernel.predict(archs))]
 
     def _noise_var(self, top1: float) -> float:
         """Variance of a measured top-1 (points squared): binomial on the held-out images when their number
@@ -164,7 +219,7 @@ class GuidedFrontSearch:
             return 1e-12
         if self.top1_step is not None:
             p = min(max(top1 / 100.0, 1e-4), 1 - 1e-4)
-            return 100.0 * self.top1_step * p * (1 - p) * 100.0
+            return 100.0 * self.top1_step * p * (1 - p)  # (100 points)^2 p (1 - p) / images
         return 0.5 * self.model.loo_rmse ** 2 if self.model is not None else 1.0
 
     def _model_var(self) -> float:
@@ -181,7 +236,7 @@ class GuidedFrontSearch:
         archs = list(self.evaluated)
         if self.model is None:
             return {a: self.evaluated[a].top1 for a in archs}
-        predicted = self.model.predict(archs)
+        predicted = self.model.predict(archs)  # the linear fit alone: the kernel would echo the measurement
         model_var = self._model_var()
         out = {}
         for a, p in zip(archs, predicted):
@@ -217,7 +272,7 @@ class GuidedFrontSearch:
                 new.append(child)
         new = list(dict.fromkeys(new))
         pool = list(self.waiting[i]) + new
-        predicted = self.model.predict(pool)
+        predicted = self.predict(pool)
         ranked = sorted(zip(pool, predicted), key=lambda t: (-t[1], self.cost(t[0])))[:self.keep]
         self.waiting[i] = dict(ranked)
 
