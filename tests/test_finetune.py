@@ -15,6 +15,7 @@ import alphanet_zoo
 from alphanet_zoo import SEARCH_SPACE, AlphaNet, InputError
 from alphanet_zoo.commands.finetune import main as finetune_main
 from alphanet_zoo.commands.predict import main as predict_main
+from alphanet_zoo.export import export_model
 from alphanet_zoo.losses import AdaptiveAlphaDivergence, SoftTargetCrossEntropy
 from alphanet_zoo.train.finetune import auto_resolution, finetune
 from alphanet_zoo.train.step import build_optimizer, finetune_step
@@ -103,6 +104,22 @@ def test_the_folder_is_a_finetuned_model_that_load_predict_and_alphanet_predict_
     assert predict_main(["--weights", str(folder), str(red), "--topk", "1"]) == 0
     printed = capsys.readouterr()
     assert any(f"%  {name}" in printed.out for name in CLASSES), printed
+
+
+def test_alphanet_predict_shows_every_class_of_a_model_with_fewer_than_five(data, tuned, tmp_path, capsys):
+    folder, _ = tuned
+    red = str(sorted((data / "val" / "red").iterdir())[0])
+    assert predict_main(["--weights", str(folder), red]) == 0  # the command alphanet-finetune prints
+    printed = capsys.readouterr().out
+    assert "  2. " in printed and "  3. " not in printed and all(name in printed for name in CLASSES)
+    model = AlphaNet(TINY, num_classes=3)
+    exported = tmp_path / "three.onnx"
+    export_model(model, exported, "onnx", precision="fp32")
+    assert predict_main(["--model", str(exported), "--json", red]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(row["top"]) == 3
+    assert predict_main(["--weights", str(folder), "--topk", "3", red]) == 2
+    assert "--topk 3 is more than the model's 2 classes" in capsys.readouterr().err
 
 
 @pytest.mark.slow
