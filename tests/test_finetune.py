@@ -12,10 +12,13 @@ from _train_helpers import make_image_folder, read_log
 from safetensors.torch import load_file
 
 import alphanet_zoo
-from alphanet_zoo import SEARCH_SPACE, AlphaNet, InputError
+from alphanet_zoo import SEARCH_SPACE, AlphaNet, InputError, count_flops
 from alphanet_zoo.commands.finetune import main as finetune_main
+from alphanet_zoo.commands.export import main as export_main
 from alphanet_zoo.commands.predict import main as predict_main
-from alphanet_zoo.export import export_model
+from alphanet_zoo.errors import AlphaNetError
+from alphanet_zoo.export import BUILDERS, export_model, open_model
+from alphanet_zoo.export.builders import builder_for
 from alphanet_zoo.losses import AdaptiveAlphaDivergence, SoftTargetCrossEntropy
 from alphanet_zoo.train.finetune import auto_resolution, finetune
 from alphanet_zoo.train.step import build_optimizer, finetune_step
@@ -120,6 +123,63 @@ def test_alphanet_predict_shows_every_class_of_a_model_with_fewer_than_five(data
     assert len(row["top"]) == 3
     assert predict_main(["--weights", str(folder), "--topk", "3", red]) == 2
     assert "--topk 3 is more than the model's 2 classes" in capsys.readouterr().err
+
+
+def _installed(fmt: str) -> bool:
+    try:
+        return builder_for(fmt).supported("fp32") is None
+    except AlphaNetError:  # its optional library is not installed
+        return False
+
+
+def test_a_finetuned_model_is_a_model_of_its_training_resolution(tuned):
+    folder, _ = tuned
+    record = alphanet_zoo.load(folder).pretrained_cfg
+    assert record.arch.resolution == record.preprocessing.resolution == 32
+    assert record.mflops == pytest.approx(count_flops(dataclasses.replace(TINY, resolution=32), 2))
+    assert json.loads((folder / "config.json").read_text())["architecture"]["resolution"] == 32
+
+
+def test_a_finetuned_folder_of_alphanet_zoo_0_2_reads_as_a_model_of_its_preprocessing_resolution(tuned, tmp_path):
+    folder, _ = tuned
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    config["architecture"]["resolution"], config["mflops"] = 192, count_flops(TINY, 2)  # as 0.2 wrote it
+    (old / "config.json").write_text(json.dumps(config))
+    model = alphanet_zoo.load(old)
+    assert model.arch.resolution == 32 and model.pretrained_cfg.mflops < config["mflops"] / 10
+    assert model.pretrained_cfg == alphanet_zoo.load(folder).pretrained_cfg
+
+
+PHONE_FORMATS = ("executorch", "tflite")  # slow to build
+
+
+@pytest.mark.parametrize("fmt", [pytest.param(f, marks=pytest.mark.slow) if f in PHONE_FORMATS else f
+                                 for f in sorted(BUILDERS)])
+def test_alphanet_export_takes_a_finetuned_folder_at_its_resolution(data, tuned, tmp_path, capsys, fmt):
+    if not _installed(fmt):
+        pytest.skip(f"{fmt}: its optional library is not installed")
+    folder, _ = tuned
+    # the architecture comes from the folder; openvino's default (auto) times bf16 too: fp32 is enough here
+    assert export_main(["--weights", str(folder), "--format", fmt, "--precision", "fp32", "--out", str(tmp_path),
+                        "--json"]) == 0
+    printed = capsys.readouterr()
+    assert f"{folder.name}: input 32x32," in printed.err and "verified" in printed.err
+    result = json.loads(printed.out)
+    assert result["config"]["architecture"]["resolution"] == result["config"]["preprocessing"]["resolution"] == 32
+    exported = open_model(result["path"])
+    assert exported.resolution == 32 and exported.static_resolution() in (None, 32)
+    red = str(sorted((data / "val" / "red").iterdir())[0])
+    assert predict_main(["--model", result["path"], "--json", red]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r["name"] for r in row["top"]} == set(CLASSES)
+
+
+def test_alphanet_export_without_arch_needs_a_folder(capsys):
+    assert export_main(["--weights", "random", "--format", "onnx"]) == 2
+    assert "--arch is needed with --weights random" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -115,9 +115,11 @@ class FineTuner(Trainer):
 
     # ---- the model ------------------------------------------------------------------------------
     def _make_model(self) -> torch.nn.Module:
-        model, classes = self.base, self.data.classes
+        model, classes, crop = self.base, self.data.classes, self.config.data.crop_size
         if model.pretrained_cfg.labels is None or list(model.pretrained_cfg.labels) != classes:
             model.reset_classifier(len(classes), labels=classes)  # seeded: the trainer seeded torch just before
+        if model.arch.resolution != crop:  # trained at crop, it is a model of that resolution from now on
+            model.set_resolution(crop, eval_preprocessing(crop))
         if self.settings.freeze == "features":
             for module in _feature_modules(model):
                 module.requires_grad_(False)
