@@ -3,19 +3,22 @@
 ``--calib-*`` flags, the warning for an uncalibrated slice, the ``torchrun`` context).
 
 Exit status: 0 success; 2 bad usage or input; 1 a failure while working (verification, network,
-I/O); 130 interrupted; 141 stdout closed early (a broken pipe, as a shell reports it). Each failure
+I/O); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM); 141 stdout closed early (a broken pipe, as a shell reports it). Each failure
 is one line on stderr (``ALPHANET_DEBUG=1`` shows the traceback). `cli_main` catches the package's
 own `AlphaNetError` and the system's ``OSError``, never a programming error.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
 import os
+import signal
 import sys
-from typing import Any, Callable, Iterable, Sequence
+import threading
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -27,9 +30,32 @@ from .flags import CALIB_BATCH_SIZE, CALIB_BATCHES
 
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
+EXIT_TERMINATED = 143
 log = logging.getLogger("alphanet_zoo")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, as Ctrl-C raises ``KeyboardInterrupt``: ``finally`` and ``with``
+    blocks (temporary folders, staged files) clean up on the way out, and the command exits 143."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, the first SIGTERM raises `Terminated` (later ones are ignored while it unwinds).
+    Code that stops in its own way (the trainers' checkpoint at the next step) installs its own handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _quiet_stdout() -> None:
@@ -77,7 +103,11 @@ def cli_main(prog: str) -> Callable[[Callable[[Sequence[str] | None], int | None
             level = logger.level
             logger.setLevel(logging.INFO)
             try:
-                return int(main(argv) or 0)
+                with sigterm_as_interrupt():
+                    return int(main(argv) or 0)
+            except Terminated:
+                print(f"{prog}: terminated (SIGTERM)", file=sys.stderr)
+                return EXIT_TERMINATED
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted", file=sys.stderr)
                 return EXIT_INTERRUPTED
