@@ -14,7 +14,8 @@ real images (``--calib-data``, else the built-in test images) to ``--min-cosine`
 the fastest (`alphanet_zoo.export.deploy`). The file's ``export`` metadata records the outcome.
 
 Exit status: 0 exported and verified; 1 the file failed verification (nothing written) or could
-not be written; 2 bad arguments or unreadable inputs; 130 interrupted (nothing written).
+not be written; 2 bad arguments or unreadable inputs; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM):
+nothing written, the temporary folder removed.
 """
 from __future__ import annotations
 
