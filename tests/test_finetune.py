@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from _train_helpers import make_image_folder, read_log
+from _train_helpers import REPO, make_image_folder, read_log, wait_until
 from safetensors.torch import load_file
 
 import alphanet_zoo
@@ -209,6 +213,40 @@ def test_bad_input_is_one_clear_error(data, tmp_path, capsys):
     assert "needs an architecture" in capsys.readouterr().err
     with pytest.raises(InputError, match="the teacher has 1000 classes"):  # an ImageNet head for two colours
         finetune("random", data, tmp_path / "t", teacher="random", teacher_arch=TINY, **QUICK)
+
+
+def test_a_finished_folder_holds_no_lock_and_a_refused_run_leaves_no_folder(data, tuned, tmp_path):
+    folder, _ = tuned
+    assert not (folder / ".alphanet-train.lock").exists()
+    with pytest.raises(InputError, match="the teacher has 1000 classes"):
+        finetune("random", data, tmp_path / "refused", teacher="random", teacher_arch=TINY, **QUICK)
+    assert not (tmp_path / "refused").exists()
+    (tmp_path / "given").mkdir()  # a folder the user made stays
+    with pytest.raises(InputError, match="the teacher has 1000 classes"):
+        finetune("random", data, tmp_path / "given", teacher="random", teacher_arch=TINY, **QUICK)
+    assert (tmp_path / "given").is_dir()
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_a_run_stopped_while_setting_up_claims_no_checkpoint(data, tmp_path, sig, status):
+    out = tmp_path / "early"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("ALPHANET_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "alphanet_zoo.commands.finetune", "--weights", "random", "--arch",
+                             str(_arch_file(tmp_path)), "--data", str(data), "--out", str(out), "--epochs", "2",
+                             "--batch-size", "8", "--resolution", "32", "--workers", "0", "--json",
+                             *QUICK["overrides"]], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (out / ".alphanet-train.lock").exists(), 120, "the output folder", proc)
+        proc.send_signal(sig)  # while it reads the data, builds the model and calibrates: before step 1
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == status, stderr
+    result = json.loads(stdout)
+    assert result["stopped"] == sig.name and result["global_step"] == 0
+    assert result["checkpoint"] is None and not (out / "checkpoint.pt").exists()
+    assert "no checkpoint yet" in stderr and not (out / ".alphanet-train.lock").exists()
 
 
 def test_auto_resolution_does_not_upsample_small_images(data):

@@ -97,8 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.json(result)
     stopped = result["stopped"]
     if stopped:
+        saved = (f"checkpoint {result['checkpoint']}" if result["checkpoint"] else
+                 "no checkpoint yet (nothing to save)")
         console.status(f"alphanet-finetune: stopped ({stopped}) at step {result['global_step']} (epoch "
-                       f"{result['epoch'] + 1}); checkpoint {result['checkpoint']}. Run the same command"
+                       f"{result['epoch'] + 1}); {saved}. Run the same command"
                        f"{' without --max-steps' if stopped == 'max_steps' else ''} to go on.")
         return 0 if stopped == "max_steps" else EXIT_INTERRUPTED if stopped == "SIGINT" else EXIT_STOPPED
     metrics = result["validation"]["model"]
