@@ -3,8 +3,10 @@ exactly, distilled without NaNs, and taken by load, predict and alphanet-predict
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from safetensors.torch import load_file
 import alphanet_zoo
 from alphanet_zoo import SEARCH_SPACE, AlphaNet, InputError, count_flops
 from alphanet_zoo.commands.finetune import main as finetune_main
+from alphanet_zoo.commands import running
 from alphanet_zoo.commands.export import main as export_main
 from alphanet_zoo.commands.predict import main as predict_main
 from alphanet_zoo.errors import AlphaNetError
@@ -247,6 +250,28 @@ def test_a_run_stopped_while_setting_up_claims_no_checkpoint(data, tmp_path, sig
     assert result["stopped"] == sig.name and result["global_step"] == 0
     assert result["checkpoint"] is None and not (out / "checkpoint.pt").exists()
     assert "no checkpoint yet" in stderr and not (out / ".alphanet-train.lock").exists()
+
+
+def test_progress_is_one_line_per_epoch_off_a_terminal_and_a_bar_on_one(data, tmp_path, capsys, monkeypatch):
+    argv = ["--weights", "random", "--arch", str(_arch_file(tmp_path)), "--data", str(data), "--out",
+            str(tmp_path / "p"), "--epochs", "2", "--batch-size", "8", "--resolution", "32", "--workers", "0",
+            *QUICK["overrides"]]
+    assert finetune_main(argv) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if ": epoch " in line]
+    assert [line.split(" steps in ")[0] for line in lines] == ["alphanet-finetune: epoch 1/2: 3/3",
+                                                               "alphanet-finetune: epoch 2/2: 3/3"]
+    assert all(re.search(r"s \(\d+\.\d\d step/s\), loss \d\.\d{3}, lr ", line) for line in lines), lines
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    bar = running.epoch_progress("alphanet-finetune")(total=4, initial=0, desc="epoch 1/2", unit="step")
+    bar.update(2)
+    bar.close()
+    drawn = sys.stderr.getvalue()
+    assert "epoch 1/2" in drawn and "2/4" in drawn and "step/s" in drawn and "<" in drawn  # rate and ETA
 
 
 def test_auto_resolution_does_not_upsample_small_images(data):

@@ -9,7 +9,8 @@ to the folders' classes, BatchNorm is re-calibrated on the new images, and the m
 SGD, a warm-up and a cosine schedule, label smoothing and (with ``--teacher``) distillation. OUT
 becomes a ``save_pretrained`` folder every command takes (``alphanet-predict --weights OUT``); its
 checkpoints sit beside it, so rerunning the same command resumes. SIGTERM writes a checkpoint and
-exits 143 (Ctrl-C: 130); ``--max-steps`` stops the same way and exits 0.
+exits 143 (Ctrl-C: 130); ``--max-steps`` stops the same way and exits 0. Progress goes to stderr: a bar
+with rate and ETA on a terminal, else one line per epoch.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from ..errors import UsageError
 from ..train.finetune import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DISTILL_LOSSES, FREEZE_CHOICES, finetune
 from ..train.precision import PRECISIONS
 from . import flags, running
-from .running import Console, cli_main, progress
+from .running import Console, cli_main
 
 EXIT_STOPPED, EXIT_INTERRUPTED = 143, 130
 
@@ -93,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       teacher_arch=teacher_arch, distill=args.distill, resolution=args.resolution,
                       precision=args.precision, seed=args.seed, workers=args.workers, device=args.device,
                       max_steps=args.max_steps, resume=not args.no_resume, overrides=args.overrides,
-                      progress=lambda **kw: progress(None, **kw))
+                      progress=running.epoch_progress("alphanet-finetune"))
     console.json(result)
     stopped = result["stopped"]
     if stopped:

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
@@ -190,6 +191,47 @@ def progress(iterable: Iterable | None = None, **kwargs):
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("disable", None)  # tqdm: None -> off when not a TTY
     return tqdm(iterable, **kwargs)
+
+
+class EpochLine:
+    """`progress`'s stand-in where stderr is no terminal (a log file, a pipe): one line when the bar
+    closes (the epoch's steps, time, rate and last postfix), not a redrawn bar. tqdm's ``update``,
+    ``set_postfix`` and ``close``."""
+
+    def __init__(self, prog: str, total: int | None = None, desc: str = "", unit: str = "it", initial: int = 0,
+                 **_: Any) -> None:
+        self.prog, self.total, self.desc, self.unit, self.n = prog, total, desc, unit, initial
+        self.postfix: dict[str, Any] = {}
+        self.start = time.perf_counter()
+        self.closed = False
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_postfix(self, **values: Any) -> None:
+        self.postfix = values
+
+    def close(self) -> None:
+        if self.closed or not self.n:
+            return
+        self.closed = True
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        done = f"{self.n}/{self.total}" if self.total else str(self.n)
+        extra = "".join(f", {key} {value}" for key, value in self.postfix.items())
+        print(f"{self.prog}: {self.desc}: {done} {self.unit}s in {elapsed:.1f} s ({self.n / elapsed:.2f} "
+              f"{self.unit}/s){extra}", file=sys.stderr, flush=True)
+
+
+def epoch_progress(prog: str) -> Callable[..., Any]:
+    """A progress factory for a trainer: tqdm bars with rate and ETA on a terminal, else an `EpochLine` per bar."""
+
+    def make(**kwargs: Any):
+        stream = sys.stderr
+        if getattr(stream, "isatty", lambda: False)():
+            return progress(None, **kwargs)
+        return EpochLine(prog, **kwargs)
+
+    return make
 
 
 def calibration_from_args(args: argparse.Namespace, *, workers: int | None = None, crop_size: int = 224):
