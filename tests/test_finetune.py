@@ -274,6 +274,53 @@ def test_progress_is_one_line_per_epoch_off_a_terminal_and_a_bar_on_one(data, tm
     assert "epoch 1/2" in drawn and "2/4" in drawn and "step/s" in drawn and "<" in drawn  # rate and ETA
 
 
+def _one_line(capsys, *fragments: str) -> None:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(f in err[0] for f in fragments), err
+
+
+def test_input_silently_taken_before_is_refused_by_the_command_and_the_api(data, tmp_path, capsys):
+    one = tmp_path / "one"
+    make_image_folder(one / "train", ["red"], 12, size=32)
+    make_image_folder(one / "val", ["red"], 4, size=32)
+    out = tmp_path / "o"
+    base = ["--weights", "random", "--arch", str(_arch_file(tmp_path)), "--out", str(out), "--batch-size", "8",
+            "--resolution", "32", "--epochs", "1", "--workers", "0"]
+    assert finetune_main([*base, "--data", str(one)]) == 2
+    _one_line(capsys, "has one class folder (red)", "at least two classes")
+    with pytest.raises(InputError, match="has one class folder"):
+        finetune("random", one, out, **QUICK)
+    for override, argument in (("output_dir", "--out"), ("epochs", "--epochs")):
+        elsewhere = f"{override}={tmp_path / 'elsewhere' if override == 'output_dir' else 7}"
+        assert finetune_main([*base, "--data", str(data), elsewhere]) == 2
+        _one_line(capsys, f"override {elsewhere!r}", f"{override} is set by", argument)
+        with pytest.raises(InputError, match=f"{override} is set by"):
+            finetune("random", data, out, **{**QUICK, "overrides": [elsewhere]})
+    assert finetune_main([*base, "--data", str(data), "--teacher-arch", "a0"]) == 2
+    _one_line(capsys, "--teacher-arch needs --teacher")
+    with pytest.raises(InputError, match="teacher_arch .* give the teacher"):
+        finetune("random", data, out, teacher_arch="a0", **QUICK)
+    assert finetune_main([*base, "--data", str(data), "--resolution", "7"]) == 2
+    _one_line(capsys, "--resolution", "7 is outside")
+    for bad in ({"warmup_epochs": float("inf")}, {"resolution": 7}, {"epochs": 2.5}, {"lr": 0.0},
+                {"label_smoothing": 1.0}, {"batch_size": True}):
+        name = next(iter(bad))
+        with pytest.raises(InputError, match=rf"^{name} must be .* got {bad[name]!r}$"):
+            finetune("random", data, out, **{**QUICK, **bad})
+    assert not out.exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_a_class_name_with_control_characters_prints_on_its_own_line(data, tmp_path, capsys):
+    model = AlphaNet(TINY, num_classes=2)
+    model.reset_classifier(2, labels=["blue", "red\n  1.  99.99%  forged\x1b[2J"])
+    model.save_pretrained(tmp_path / "m")
+    red = str(sorted((data / "val" / "red").iterdir())[0])
+    assert predict_main(["--weights", str(tmp_path / "m"), red]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and "\x1b" not in "".join(lines)
+    assert any(line.endswith("red\\n  1.  99.99%  forged\\x1b[2J") for line in lines), lines
+
+
 def test_auto_resolution_does_not_upsample_small_images(data):
     from alphanet_zoo.data import class_folder_samples
 

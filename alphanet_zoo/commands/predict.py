@@ -87,9 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             row = {"path": str(path), "top": top}
             rows.append(row)
             console.json_line(row)
-            console.result(str(path))
+            console.result(running.printable(str(path)))
             for rank, r in enumerate(top, 1):
-                label = r["name"] or f"class {r['index']}"
+                label = running.printable(r["name"]) if r["name"] else f"class {r['index']}"
                 label += f" ({r['synset']})" if r["synset"] else ""
                 console.result(f"  {rank}. {r['probability'] * 100:6.2f}%  {label}")
     if args.out:

@@ -59,6 +59,12 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``): a name read from disk (a class folder, an
+    image file) cannot start a line of its own in a command's output, or send a terminal escape."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _quiet_stdout() -> None:
     """Point stdout at /dev/null, so the interpreter's final flush cannot fail again."""
     try:
