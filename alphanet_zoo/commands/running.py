@@ -48,15 +48,21 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
         return
 
+    fired: list[int] = []
+
     def handler(signum, frame) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated()
+        if not fired:
+            fired.append(signum)
+            raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # code inside may have set its own for what follows (a stopped torchrun process ignores the launcher's
+        # SIGTERM while it finishes): restore only our own
+        if signal.getsignal(signal.SIGTERM) is handler:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def printable(text: str) -> str:
