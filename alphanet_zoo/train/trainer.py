@@ -409,12 +409,18 @@ class Trainer:
 
     def _remove_refused_output(self) -> None:
         """A run refused for its input before training began leaves no output folder it made."""
-        if not (self.created_out_dir and not self.started and self.saved_step is None):
+        holding = self.lock is not None and self.lock.fd is not None  # not when another run holds the folder
+        if not (holding and self.created_out_dir and not self.started and self.saved_step is None):
             return
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
-        shutil.rmtree(self.out_dir, ignore_errors=True)
+        for entry in self.out_dir.iterdir():  # all but the lock, still held: no other run is here meanwhile
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            elif entry.name != LOCK_NAME:
+                entry.unlink(missing_ok=True)
+        self.lock.release()
+        self.lock = None
+        with contextlib.suppress(OSError):
+            self.out_dir.rmdir()  # unless a run that started since has written into it
 
     def _run(self, stop: _StopRequest) -> dict:
         self._prepare_output()
