@@ -3,8 +3,8 @@
 ``--calib-*`` flags, the warning for an uncalibrated slice, the ``torchrun`` context).
 
 Exit status: 0 success; 2 bad usage or input; 1 a failure while working (verification, network,
-I/O); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM); 141 stdout closed early (a broken pipe, as a shell reports it). Each failure
-is one line on stderr (``ALPHANET_DEBUG=1`` shows the traceback). `cli_main` catches the package's
+I/O); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM); 141 stdout closed early (a broken pipe, as
+a shell reports it). Each failure is one line on stderr (``ALPHANET_DEBUG=1`` shows the traceback). `cli_main` catches the package's
 own `AlphaNetError` and the system's ``OSError``, never a programming error.
 """
 from __future__ import annotations
