@@ -22,6 +22,8 @@ NUM_WIDTHS = NUM_MB_STAGES + 2  # first conv, seven MB stages, last conv
 WIDTH_STAGES = ("first_conv", "mb1", "mb2", "mb3", "mb4", "mb5", "mb6", "mb7", "last_conv")
 #: Stage names in order, for the 7 entries of ``depth``, ``kernel_size`` and ``expand_ratio``.
 MB_STAGES = WIDTH_STAGES[1:-1]
+#: The input sides a standalone model may have (`ArchConfig.validate` with ``standalone``): what fine-tuning takes.
+MODEL_RESOLUTIONS = (32, 1024)
 
 _ARCH_LENGTHS = {"width": NUM_WIDTHS, "depth": NUM_MB_STAGES, "kernel_size": NUM_MB_STAGES,
                  "expand_ratio": NUM_MB_STAGES}
@@ -96,9 +98,13 @@ class ArchConfig:
     def from_json(cls, text: str) -> "ArchConfig":
         return cls.from_dict(parse_json(text, "architecture JSON"))
 
-    def validate(self, space: "SearchSpace | None" = None) -> "ArchConfig":
-        """Raise ``ValueError`` naming the field, stage and allowed values if outside ``space``."""
-        (space or SEARCH_SPACE).check(self)
+    def validate(self, space: "SearchSpace | None" = None, *, standalone: bool = False) -> "ArchConfig":
+        """Raise ``ValueError`` naming the field, stage and allowed values if outside ``space``.
+
+        ``standalone``: a model on its own, not a subnet of a supernet, whose resolution may be any side in
+        `MODEL_RESOLUTIONS` (a model fine-tuned on small images runs at theirs); its layers are the space's.
+        """
+        (space or SEARCH_SPACE).check(self, standalone=standalone)
         return self
 
 
@@ -128,11 +134,15 @@ class SearchSpace:
     def mb_stages(self) -> tuple[StageSpace, ...]:
         return self.stages[1:-1]
 
-    def check(self, arch: ArchConfig) -> None:
-        """Raise ``ValueError`` for the first field of ``arch`` outside the space."""
+    def check(self, arch: ArchConfig, *, standalone: bool = False) -> None:
+        """Raise ``ValueError`` for the first field of ``arch`` outside the space (``standalone``: any
+        resolution in `MODEL_RESOLUTIONS`, see `ArchConfig.validate`)."""
         if not isinstance(arch, ArchConfig):
             raise InputTypeError(f"expected an ArchConfig, got {type(arch).__name__}")
-        if arch.resolution not in self.resolutions:
+        low, high = MODEL_RESOLUTIONS
+        if standalone and not low <= arch.resolution <= high:
+            raise InputError(f"resolution {arch.resolution} is outside {low}..{high}, the input sides a model takes")
+        if not standalone and arch.resolution not in self.resolutions:
             raise InputError(f"resolution {arch.resolution} is not in the search space; "
                              f"allowed: {list(self.resolutions)}")
         for stage, w in zip(self.stages, arch.width):

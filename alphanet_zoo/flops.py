@@ -17,12 +17,12 @@ from .registry import resolve_arch
 
 def count_params(arch: ArchConfig | str | Mapping, num_classes: int = 1000) -> int:
     """Parameters of the standalone subnet (every one of them runs; no dead shortcut weights)."""
-    return cost.params(resolve_arch(arch).validate(), num_classes)
+    return cost.params(resolve_arch(arch).validate(standalone=True), num_classes)
 
 
 def count_flops(arch: ArchConfig | str | Mapping, num_classes: int = 1000) -> float:
     """MFLOPs of a subnet at its own resolution, as the paper counts them (conv and linear multiply-adds)."""
-    return cost.mflops(resolve_arch(arch).validate(), num_classes)
+    return cost.mflops(resolve_arch(arch).validate(standalone=True), num_classes)
 
 
 def count_flops_fvcore(model: nn.Module, resolution: int | None = None) -> dict[str, float]:

@@ -13,6 +13,7 @@ from .errors import InputError
 from .feature_info import TAP_STAGES, feature_dicts, take_indices
 from .layers import ConvBNAct, MBBlock
 from .layout import NetLayout, subnet_layout
+from .preprocessing import Preprocessing
 from .pretrained import PretrainedMixin
 from .record import ModelRecord, Origin
 from .registry import resolve_arch
@@ -134,7 +135,7 @@ class AlphaNet(NetworkModules, PretrainedMixin):
 
     def __init__(self, arch: ArchConfig | str | Mapping, num_classes: int = 1000, *,
                  drop_rate: float = 0.0, drop_connect_rate: float = 0.0, global_pool: str = "avg") -> None:
-        arch = resolve_arch(arch).validate()
+        arch = resolve_arch(arch).validate(standalone=True)
         _check_num_classes(num_classes)
         _check_global_pool(global_pool, num_classes)
         for name, rate in (("drop_rate", drop_rate), ("drop_connect_rate", drop_connect_rate)):
@@ -188,6 +189,12 @@ class AlphaNet(NetworkModules, PretrainedMixin):
         self.classifier = _classifier(self.head_hidden_size, num_classes, self.stem.conv.weight)
         self.num_classes = num_classes
         self._record = self._record.with_head(num_classes, labels)
+
+    def set_resolution(self, resolution: int, preprocessing: Preprocessing | None = None) -> None:
+        """Take inputs of side ``resolution`` (fine-tuning at another size): the architecture and the record
+        say it, with ``preprocessing`` (see `ModelRecord.with_resolution`); no layer depends on it."""
+        record = self._record.with_resolution(resolution, preprocessing)
+        self.arch, self._record = record.arch, record
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each MB stage's activations in the backward pass instead of keeping them."""

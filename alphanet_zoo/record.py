@@ -186,6 +186,18 @@ class ModelRecord:
                                    source=f"{self.source}; new {num_classes}-class classifier (untrained)")
         return dataclasses.replace(fresh, preprocessing=self.preprocessing)
 
+    def with_resolution(self, resolution: int, preprocessing: Preprocessing | None = None) -> "ModelRecord":
+        """The record of the same weights taking inputs of side ``resolution`` (a fine-tuning at another size):
+        the architecture says it, ``preprocessing`` (default: the evaluation crop of that side) ends at it, and
+        numbers measured or published at another resolution are dropped."""
+        arch = dataclasses.replace(self.arch, resolution=resolution).validate(standalone=True)
+        preprocessing = preprocessing or Preprocessing(resolution=resolution)
+        if preprocessing.resolution != resolution:
+            raise InputError(f"the preprocessing ends at {preprocessing.resolution}, not at resolution {resolution}")
+        fresh = ModelRecord.create(arch, self.num_classes, name=self.name, labels=self.labels, license=self.license,
+                                   calibration=self.calibration, origin=self.origin, source=self.source)
+        return dataclasses.replace(fresh, label_set=self.label_set, preprocessing=preprocessing)
+
     def __post_init__(self) -> None:
         if not isinstance(self.origin, Origin):
             object.__setattr__(self, "origin", check(Origin, self.origin, "origin"))
@@ -284,7 +296,7 @@ def _read(data: Any) -> ModelRecord:
         body["preprocessing"] = {"resolution": architecture.get("resolution")}
     fields = read_fields(ModelRecord, body, extra=_ENVELOPE_KEYS)
     arch, num_classes, labels, label_set = (fields[k] for k in ("arch", "num_classes", "labels", "label_set"))
-    arch.validate()
+    arch.validate(standalone=True)
     if labels is not None and len(labels) != num_classes:
         raise InputError(f"labels must be a list of {num_classes} strings or null")
     if label_set is not None and label_set != IMAGENET_LABELS:
@@ -320,7 +332,23 @@ def _upgraded(data: Any) -> Any:
         data = _from_format_1(data)
     if isinstance(data, Mapping) and data.get("format") == FORMAT_2:
         data = _from_format_2(data)
-    return data
+    return _finetuned_resolution(data)
+
+
+def _finetuned_resolution(data: Any) -> Any:
+    """A fine-tuned record of alphanet_zoo 0.2 kept the starting architecture's resolution beside the
+    preprocessing of the resolution it was trained at: the model's is the preprocessing's (its MFLOPs follow)."""
+    if not isinstance(data, Mapping) or data.get("origin") != Origin.FINETUNED.value:
+        return data
+    architecture, preprocessing = data.get("architecture"), data.get("preprocessing")
+    if not (isinstance(architecture, Mapping) and isinstance(preprocessing, Mapping)):
+        return data
+    side = preprocessing.get("resolution")
+    if not isinstance(side, int) or isinstance(side, bool) or side == architecture.get("resolution"):
+        return data
+    upgraded = {k: v for k, v in data.items() if k != "mflops"}
+    upgraded["architecture"] = {**architecture, "resolution": side}
+    return upgraded
 
 
 def _origin_of(source: Any, license: Any) -> Origin:

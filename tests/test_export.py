@@ -6,8 +6,10 @@ import copy
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -284,6 +286,29 @@ def test_interrupted_export_leaves_nothing(tmp_path, capsys, monkeypatch, small_
     code, _, err = run_cli(["--arch", small_arch_file, "--random-init", "--out", tmp_path / "m.onnx"], capsys)
     assert code == 130 and "interrupted" in err
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_a_signalled_export_exits_with_its_status_and_leaves_no_temporary_folder(tmp_path, sig, status):
+    temp, out = tmp_path / "tmp", tmp_path / "out"
+    temp.mkdir(), out.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("ALPHANET_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "alphanet_zoo.commands.export", "--arch", "a0", "--weights",
+                             "random", "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(temp.glob("alphanet_export_*")):  # the export has begun
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == status, err
+    assert not list(temp.glob("alphanet_export_*")) and not list(out.iterdir())
+    assert err.splitlines()[-1] in ("alphanet-export: interrupted", "alphanet-export: terminated (SIGTERM)")
 
 
 def test_no_verify_skips_the_runtime_but_writes_atomically(tmp_path, capsys, monkeypatch, small_arch_file):

@@ -3,18 +3,29 @@ exactly, distilled without NaNs, and taken by load, predict and alphanet-predict
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from _train_helpers import make_image_folder, read_log
+from _train_helpers import REPO, make_image_folder, read_log, wait_until
 from safetensors.torch import load_file
 
 import alphanet_zoo
-from alphanet_zoo import SEARCH_SPACE, AlphaNet, InputError
+from alphanet_zoo import SEARCH_SPACE, AlphaNet, InputError, count_flops
 from alphanet_zoo.commands.finetune import main as finetune_main
+from alphanet_zoo.commands import running
+from alphanet_zoo.commands.export import main as export_main
 from alphanet_zoo.commands.predict import main as predict_main
+from alphanet_zoo.errors import AlphaNetError
+from alphanet_zoo.export import BUILDERS, export_model, open_model
+from alphanet_zoo.export.builders import builder_for
 from alphanet_zoo.losses import AdaptiveAlphaDivergence, SoftTargetCrossEntropy
 from alphanet_zoo.train.finetune import auto_resolution, finetune
 from alphanet_zoo.train.step import build_optimizer, finetune_step
@@ -105,6 +116,79 @@ def test_the_folder_is_a_finetuned_model_that_load_predict_and_alphanet_predict_
     assert any(f"%  {name}" in printed.out for name in CLASSES), printed
 
 
+def test_alphanet_predict_shows_every_class_of_a_model_with_fewer_than_five(data, tuned, tmp_path, capsys):
+    folder, _ = tuned
+    red = str(sorted((data / "val" / "red").iterdir())[0])
+    assert predict_main(["--weights", str(folder), red]) == 0  # the command alphanet-finetune prints
+    printed = capsys.readouterr().out
+    assert "  2. " in printed and "  3. " not in printed and all(name in printed for name in CLASSES)
+    model = AlphaNet(TINY, num_classes=3)
+    exported = tmp_path / "three.onnx"
+    export_model(model, exported, "onnx", precision="fp32")
+    assert predict_main(["--model", str(exported), "--json", red]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(row["top"]) == 3
+    assert predict_main(["--weights", str(folder), "--topk", "3", red]) == 2
+    assert "--topk 3 is more than the model's 2 classes" in capsys.readouterr().err
+
+
+def _installed(fmt: str) -> bool:
+    try:
+        return builder_for(fmt).supported("fp32") is None
+    except AlphaNetError:  # its optional library is not installed
+        return False
+
+
+def test_a_finetuned_model_is_a_model_of_its_training_resolution(tuned):
+    folder, _ = tuned
+    record = alphanet_zoo.load(folder).pretrained_cfg
+    assert record.arch.resolution == record.preprocessing.resolution == 32
+    assert record.mflops == pytest.approx(count_flops(dataclasses.replace(TINY, resolution=32), 2))
+    assert json.loads((folder / "config.json").read_text())["architecture"]["resolution"] == 32
+
+
+def test_a_finetuned_folder_of_alphanet_zoo_0_2_reads_as_a_model_of_its_preprocessing_resolution(tuned, tmp_path):
+    folder, _ = tuned
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    config["architecture"]["resolution"], config["mflops"] = 192, count_flops(TINY, 2)  # as 0.2 wrote it
+    (old / "config.json").write_text(json.dumps(config))
+    model = alphanet_zoo.load(old)
+    assert model.arch.resolution == 32 and model.pretrained_cfg.mflops < config["mflops"] / 10
+    assert model.pretrained_cfg == alphanet_zoo.load(folder).pretrained_cfg
+
+
+PHONE_FORMATS = ("executorch", "tflite")  # slow to build
+
+
+@pytest.mark.parametrize("fmt", [pytest.param(f, marks=pytest.mark.slow) if f in PHONE_FORMATS else f
+                                 for f in sorted(BUILDERS)])
+def test_alphanet_export_takes_a_finetuned_folder_at_its_resolution(data, tuned, tmp_path, capsys, fmt):
+    if not _installed(fmt):
+        pytest.skip(f"{fmt}: its optional library is not installed")
+    folder, _ = tuned
+    # the architecture comes from the folder; openvino's default (auto) times bf16 too: fp32 is enough here
+    assert export_main(["--weights", str(folder), "--format", fmt, "--precision", "fp32", "--out", str(tmp_path),
+                        "--json"]) == 0
+    printed = capsys.readouterr()
+    assert f"{folder.name}: input 32x32," in printed.err and "verified" in printed.err
+    result = json.loads(printed.out)
+    assert result["config"]["architecture"]["resolution"] == result["config"]["preprocessing"]["resolution"] == 32
+    exported = open_model(result["path"])
+    assert exported.resolution == 32 and exported.static_resolution() in (None, 32)
+    red = str(sorted((data / "val" / "red").iterdir())[0])
+    assert predict_main(["--model", result["path"], "--json", red]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r["name"] for r in row["top"]} == set(CLASSES)
+
+
+def test_alphanet_export_without_arch_needs_a_folder(capsys):
+    assert export_main(["--weights", "random", "--format", "onnx"]) == 2
+    assert "--arch is needed with --weights random" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_frozen_features_keep_their_weights_and_a_teacher_is_distilled(data, tuned, tmp_path):
     teacher, _ = tuned
@@ -132,6 +216,109 @@ def test_bad_input_is_one_clear_error(data, tmp_path, capsys):
     assert "needs an architecture" in capsys.readouterr().err
     with pytest.raises(InputError, match="the teacher has 1000 classes"):  # an ImageNet head for two colours
         finetune("random", data, tmp_path / "t", teacher="random", teacher_arch=TINY, **QUICK)
+
+
+def test_a_finished_folder_holds_no_lock_and_a_refused_run_leaves_no_folder(data, tuned, tmp_path):
+    folder, _ = tuned
+    assert not (folder / ".alphanet-train.lock").exists()
+    with pytest.raises(InputError, match="the teacher has 1000 classes"):
+        finetune("random", data, tmp_path / "refused", teacher="random", teacher_arch=TINY, **QUICK)
+    assert not (tmp_path / "refused").exists()
+    (tmp_path / "given").mkdir()  # a folder the user made stays
+    with pytest.raises(InputError, match="the teacher has 1000 classes"):
+        finetune("random", data, tmp_path / "given", teacher="random", teacher_arch=TINY, **QUICK)
+    assert (tmp_path / "given").is_dir()
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_a_run_stopped_while_setting_up_claims_no_checkpoint(data, tmp_path, sig, status):
+    out = tmp_path / "early"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("ALPHANET_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "alphanet_zoo.commands.finetune", "--weights", "random", "--arch",
+                             str(_arch_file(tmp_path)), "--data", str(data), "--out", str(out), "--epochs", "2",
+                             "--batch-size", "8", "--resolution", "32", "--workers", "0", "--json",
+                             *QUICK["overrides"]], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: (out / ".alphanet-train.lock").exists(), 120, "the output folder", proc)
+        proc.send_signal(sig)  # while it reads the data, builds the model and calibrates: before step 1
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == status, stderr
+    result = json.loads(stdout)
+    assert result["stopped"] == sig.name and result["global_step"] == 0
+    assert result["checkpoint"] is None and not (out / "checkpoint.pt").exists()
+    assert "no checkpoint yet" in stderr and not (out / ".alphanet-train.lock").exists()
+
+
+def test_progress_is_one_line_per_epoch_off_a_terminal_and_a_bar_on_one(data, tmp_path, capsys, monkeypatch):
+    argv = ["--weights", "random", "--arch", str(_arch_file(tmp_path)), "--data", str(data), "--out",
+            str(tmp_path / "p"), "--epochs", "2", "--batch-size", "8", "--resolution", "32", "--workers", "0",
+            *QUICK["overrides"]]
+    assert finetune_main(argv) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if ": epoch " in line]
+    assert [line.split(" steps in ")[0] for line in lines] == ["alphanet-finetune: epoch 1/2: 3/3",
+                                                               "alphanet-finetune: epoch 2/2: 3/3"]
+    assert all(re.search(r"s \(\d+\.\d\d step/s\), loss \d\.\d{3}, lr ", line) for line in lines), lines
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    bar = running.epoch_progress("alphanet-finetune")(total=4, initial=0, desc="epoch 1/2", unit="step")
+    bar.update(2)
+    bar.close()
+    drawn = sys.stderr.getvalue()
+    assert "epoch 1/2" in drawn and "2/4" in drawn and "step/s" in drawn and "<" in drawn  # rate and ETA
+
+
+def _one_line(capsys, *fragments: str) -> None:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(f in err[0] for f in fragments), err
+
+
+def test_input_silently_taken_before_is_refused_by_the_command_and_the_api(data, tmp_path, capsys):
+    one = tmp_path / "one"
+    make_image_folder(one / "train", ["red"], 12, size=32)
+    make_image_folder(one / "val", ["red"], 4, size=32)
+    out = tmp_path / "o"
+    base = ["--weights", "random", "--arch", str(_arch_file(tmp_path)), "--out", str(out), "--batch-size", "8",
+            "--resolution", "32", "--epochs", "1", "--workers", "0"]
+    assert finetune_main([*base, "--data", str(one)]) == 2
+    _one_line(capsys, "has one class folder (red)", "at least two classes")
+    with pytest.raises(InputError, match="has one class folder"):
+        finetune("random", one, out, **QUICK)
+    for override, argument in (("output_dir", "--out"), ("epochs", "--epochs")):
+        elsewhere = f"{override}={tmp_path / 'elsewhere' if override == 'output_dir' else 7}"
+        assert finetune_main([*base, "--data", str(data), elsewhere]) == 2
+        _one_line(capsys, f"override {elsewhere!r}", f"{override} is set by", argument)
+        with pytest.raises(InputError, match=f"{override} is set by"):
+            finetune("random", data, out, **{**QUICK, "overrides": [elsewhere]})
+    assert finetune_main([*base, "--data", str(data), "--teacher-arch", "a0"]) == 2
+    _one_line(capsys, "--teacher-arch needs --teacher")
+    with pytest.raises(InputError, match="teacher_arch .* give the teacher"):
+        finetune("random", data, out, teacher_arch="a0", **QUICK)
+    assert finetune_main([*base, "--data", str(data), "--resolution", "7"]) == 2
+    _one_line(capsys, "--resolution", "7 is outside")
+    for bad in ({"warmup_epochs": float("inf")}, {"resolution": 7}, {"epochs": 2.5}, {"lr": 0.0},
+                {"label_smoothing": 1.0}, {"batch_size": True}):
+        name = next(iter(bad))
+        with pytest.raises(InputError, match=rf"^{name} must be .* got {bad[name]!r}$"):
+            finetune("random", data, out, **{**QUICK, **bad})
+    assert not out.exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_a_class_name_with_control_characters_prints_on_its_own_line(data, tmp_path, capsys):
+    model = AlphaNet(TINY, num_classes=2)
+    model.reset_classifier(2, labels=["blue", "red\n  1.  99.99%  forged\x1b[2J"])
+    model.save_pretrained(tmp_path / "m")
+    red = str(sorted((data / "val" / "red").iterdir())[0])
+    assert predict_main(["--weights", str(tmp_path / "m"), red]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and "\x1b" not in "".join(lines)
+    assert any(line.endswith("red\\n  1.  99.99%  forged\\x1b[2J") for line in lines), lines
 
 
 def test_auto_resolution_does_not_upsample_small_images(data):

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from alphanet_zoo import SEARCH_SPACE, AlphaNet, InputError, Measurement, ModelRecord
 from alphanet_zoo.record import DERIVED_KEYS, RECORD_FORMAT, Origin
@@ -81,3 +82,21 @@ def test_format_2_config_json_still_loads_with_its_origin_read_from_its_source(f
         assert record.calibration.num_batches == 2 and record.measured[0].top1 == 12.5
         assert not record.needs_calibration
     assert ModelRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
+
+
+def test_a_model_of_another_resolution_says_it_in_one_place():
+    model = AlphaNet("a0")
+    record = model.pretrained_cfg
+    assert record.published is not None
+    model.set_resolution(64)
+    moved = model.pretrained_cfg
+    assert model.arch.resolution == moved.arch.resolution == moved.preprocessing.resolution == 64
+    assert moved.published is None and moved.mflops < record.mflops / 5 and moved.params == record.params
+    assert ModelRecord.from_dict(json.loads(json.dumps(moved.to_dict()))) == moved
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 1000)
+    with pytest.raises(InputError, match="resolution 7 is outside 32..1024"):
+        model.set_resolution(7)
+    with pytest.raises(InputError, match="ends at 192, not at resolution 96"):
+        record.with_resolution(96, record.preprocessing)
+    with pytest.raises(InputError, match=r"resolution 64 is not in the search space"):
+        moved.arch.validate()  # a supernet samples only the space's resolutions

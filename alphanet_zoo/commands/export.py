@@ -5,6 +5,7 @@
     alphanet-export --arch a0 --format onnx --precision int8 --calib-data /data/imagenet/train
     alphanet-export --arch a5 --weights alphanet_pretrained.pth.tar --format pt2
     alphanet-export --arch my_arch.json --weights random --batch-axis 1     # a latency study of any architecture
+    alphanet-export --weights runs/ft --format onnx                         # a fine-tuned folder, at its resolution
 
 ``--precision`` (default ``auto`` for OpenVINO, ``fp32`` otherwise): ``fp32`` matches PyTorch to
 ``--tolerance``; ``bf16`` (OpenVINO) and ``int8`` (ONNX, OpenVINO) must agree with the fp32 model on
@@ -13,7 +14,8 @@ real images (``--calib-data``, else the built-in test images) to ``--min-cosine`
 the fastest (`alphanet_zoo.export.deploy`). The file's ``export`` metadata records the outcome.
 
 Exit status: 0 exported and verified; 1 the file failed verification (nothing written) or could
-not be written; 2 bad arguments or unreadable inputs; 130 interrupted (nothing written).
+not be written; 2 bad arguments or unreadable inputs; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM):
+nothing written, the temporary folder removed.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ from ..export.deploy import PRECISIONS, check_precision, default_precision, expo
 from ..export.images import DEFAULT_CALIB_IMAGES, DEFAULT_VERIFY_IMAGES
 from ..export.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from ..export.verify import DEFAULT_TOLERANCE
-from ..weights import WeightsLoader
+from ..weights import HUB, PATH, WeightsLoader, WeightsSpec
 from . import flags, running
 from .running import Console, cli_main
 
@@ -44,7 +46,7 @@ def build_parser() -> flags.ArgumentParser:
         PROG, "Export an AlphaNet model to ONNX, OpenVINO IR, torch.export (pt2), TorchScript, or for phones "
               "ExecuTorch (.pte) and TFLite/LiteRT (.tflite), in fp32, bf16 or int8. Every file is checked and run "
               "against the PyTorch model before it is written under its name.",
-        [flags.arch_flags(required=True, many=False), flags.weights_flags(),
+        [flags.arch_flags(many=False), flags.weights_flags(),
          flags.output_flags("output file, or an existing folder (default: alphanet_<name>.onnx, .xml, .pt2, .pt, "
                           ".pte or .tflite here)"),
          flags.threads_flags(), flags.seed_flags("seed of the draw of --calib-data images"), flags.json_flags()])
@@ -148,19 +150,26 @@ def _output_path(out: str | None, name: str, fmt: str) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(args.json)
-    name, arch = flags.single_arch(args.arch)
+    spec = WeightsSpec.parse(args.weights)
+    if args.arch is None and spec.kind not in (PATH, HUB):
+        raise UsageError(f"--arch is needed with --weights {spec} (it may be left out for a model folder, whose "
+                         "config.json names its architecture)")
+    if args.arch:
+        name, arch = flags.single_arch(args.arch)
+    else:  # the file is named after the folder (or Hub repository)
+        name, arch = spec.path.resolve().name if spec.kind == PATH else spec.repo_id.rsplit("/", 1)[-1], None
     fmt = _resolve_format(args)
     batch = parse_batch_axis(args.batch_axis)
     out = _output_path(args.out, name, fmt)
     running.set_threads(args.threads)
 
-    model = WeightsLoader(args.weights).load(arch, name)
+    model = WeightsLoader(spec).load(arch, name if args.arch else None)
     running.warn_if_uncalibrated(model)
-    record = model.pretrained_cfg
+    record, side = model.pretrained_cfg, model.arch.resolution
     if args.license:
         record = dataclasses.replace(record, license=args.license)
         model.pretrained_cfg = record
-    console.status(f"{name}: input {arch.resolution}x{arch.resolution}, {record.mflops:.2f} MFLOPs, "
+    console.status(f"{name}: input {side}x{side}, {record.mflops:.2f} MFLOPs, "
                    f"{record.params:,} parameters, {record.num_classes} classes; weights: {record.source}; "
                    f"license: {record.license or 'none'}")
     verify = not args.no_verify

@@ -9,7 +9,8 @@ to the folders' classes, BatchNorm is re-calibrated on the new images, and the m
 SGD, a warm-up and a cosine schedule, label smoothing and (with ``--teacher``) distillation. OUT
 becomes a ``save_pretrained`` folder every command takes (``alphanet-predict --weights OUT``); its
 checkpoints sit beside it, so rerunning the same command resumes. SIGTERM writes a checkpoint and
-exits 143 (Ctrl-C: 130); ``--max-steps`` stops the same way and exits 0.
+exits 143 (Ctrl-C: 130); ``--max-steps`` stops the same way and exits 0. Progress goes to stderr: a bar
+with rate and ETA on a terminal, else one line per epoch.
 """
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from typing import Sequence
 from ..allocator import keep_freed_memory
 from ..device import parse_device
 from ..errors import UsageError
-from ..train.finetune import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DISTILL_LOSSES, FREEZE_CHOICES, finetune
+from ..train.finetune import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DISTILL_LOSSES, FREEZE_CHOICES, RANGES,
+                              finetune)
 from ..train.precision import PRECISIONS
 from . import flags, running
-from .running import Console, cli_main, progress
+from .running import Console, cli_main
 
 EXIT_STOPPED, EXIT_INTERRUPTED = 143, 130
 
@@ -44,13 +46,14 @@ def _parser() -> flags.ArgumentParser:
     parser.add_argument("--data", metavar="DIR", required=True,
                         help="class folders: DIR/train and DIR/val, or the training folder when --val is given")
     parser.add_argument("--val", metavar="DIR", help="validation class folders (default: DATA/val)")
-    parser.add_argument("--epochs", type=flags.integer(1, 100_000), default=DEFAULT_EPOCHS, metavar="N",
+    parser.add_argument("--epochs", type=flags.integer(*RANGES["epochs"][:2]), default=DEFAULT_EPOCHS, metavar="N",
                         help="passes over the training images")
-    parser.add_argument("--lr", type=flags.number(0, 100, open_low=True), default=DEFAULT_LR, metavar="LR",
+    parser.add_argument("--lr", type=flags.number(*RANGES["lr"][:2], open_low=True), default=DEFAULT_LR, metavar="LR",
                         help="peak learning rate at --batch-size (scaled linearly with more processes under torchrun)")
-    parser.add_argument("--warmup-epochs", type=flags.number(0, 100_000), default=1.0, metavar="E",
+    parser.add_argument("--warmup-epochs", type=flags.number(*RANGES["warmup_epochs"][:2]), default=1.0, metavar="E",
                         help="linear warm-up before the cosine decay")
-    parser.add_argument("--label-smoothing", type=flags.number(0, 0.999), default=0.1, metavar="S",
+    parser.add_argument("--label-smoothing", type=flags.number(*RANGES["label_smoothing"][:2]), default=0.1,
+                        metavar="S",
                         help="label smoothing of the cross entropy")
     parser.add_argument("--freeze", choices=FREEZE_CHOICES, default="none",
                         help="features: train only the head (feature mix and classifier), the features keep their "
@@ -62,13 +65,13 @@ def _parser() -> flags.ArgumentParser:
     parser.add_argument("--distill", choices=DISTILL_LOSSES, default=None,
                         help="alpha: the adaptive alpha-divergence; kl: KL(teacher || student); none (default: alpha "
                              "with --teacher, else none)")
-    parser.add_argument("--resolution", type=flags.integer(32, 1024), metavar="N",
+    parser.add_argument("--resolution", type=flags.integer(*RANGES["resolution"][:2]), metavar="N",
                         help="training and evaluation resolution (default: the model's, or the training images' "
                              "median short side, rounded down to a multiple of 32, when smaller)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto: bfloat16 autocast where the hardware has it natively (GPU, CPU with AVX512-BF16 "
                              "or AMX), else float32")
-    parser.add_argument("--max-steps", type=flags.integer(1, 10 ** 9), metavar="N",
+    parser.add_argument("--max-steps", type=flags.integer(*RANGES["max_steps"][:2]), metavar="N",
                         help="stop after N steps in all, with a checkpoint (rerun without it to go on)")
     parser.add_argument("--no-resume", action="store_true",
                         help="refuse to continue an existing checkpoint in OUT (default: resume it)")
@@ -84,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     teacher_arch = flags.single_arch(args.teacher_arch)[1] if args.teacher_arch else None
     if args.distill in ("alpha", "kl") and not args.teacher:
         raise UsageError(f"--distill {args.distill} needs --teacher")
+    if args.teacher_arch and not args.teacher:
+        raise UsageError("--teacher-arch needs --teacher (it is the teacher's architecture)")
     running.set_threads(args.threads)
     if parse_device(args.device).type == "cpu":
         keep_freed_memory()  # activations reused, not mapped afresh: a training step's system time halved
@@ -93,12 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                       teacher_arch=teacher_arch, distill=args.distill, resolution=args.resolution,
                       precision=args.precision, seed=args.seed, workers=args.workers, device=args.device,
                       max_steps=args.max_steps, resume=not args.no_resume, overrides=args.overrides,
-                      progress=lambda **kw: progress(None, **kw))
+                      progress=running.epoch_progress("alphanet-finetune"))
     console.json(result)
     stopped = result["stopped"]
     if stopped:
+        saved = (f"checkpoint {result['checkpoint']}" if result["checkpoint"] else
+                 "no checkpoint yet (nothing to save)")
         console.status(f"alphanet-finetune: stopped ({stopped}) at step {result['global_step']} (epoch "
-                       f"{result['epoch'] + 1}); checkpoint {result['checkpoint']}. Run the same command"
+                       f"{result['epoch'] + 1}); {saved}. Run the same command"
                        f"{' without --max-steps' if stopped == 'max_steps' else ''} to go on.")
         return 0 if stopped == "max_steps" else EXIT_INTERRUPTED if stopped == "SIGINT" else EXIT_STOPPED
     metrics = result["validation"]["model"]

@@ -76,7 +76,7 @@ def load_arch_file(path: str | os.PathLike):
     if isinstance(data, dict) and "architecture" in data and "format" in data:
         data = data["architecture"]
     try:
-        return ArchConfig.from_dict(data).validate()
+        return ArchConfig.from_dict(data).validate(standalone=True)
     except InputError as e:
         raise InputError(f"{path}: {e}") from None
 

@@ -15,6 +15,7 @@ from ..weights import WeightsLoader
 from . import flags, running
 
 log = logging.getLogger("alphanet_zoo")
+DEFAULT_TOPK = 5
 
 
 @running.cli_main("alphanet-predict")
@@ -30,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="an exported file (.onnx, OpenVINO .xml, TorchScript .pt, torch.export .pt2, .pte, "
                              ".tflite) to run instead of PyTorch weights; its metadata gives the preprocessing and "
                              "labels (--arch and --weights do not apply; --device auto means cpu)")
-    parser.add_argument("--topk", type=flags.integer(1, 1000), default=5, metavar="K", help="classes per image")
+    parser.add_argument("--topk", type=flags.integer(1, 1000), metavar="K",
+                        help=f"classes per image (default: {DEFAULT_TOPK}, or the model's classes when fewer)")
     parser.add_argument("--skip-bad-images", action="store_true",
                         help="report unreadable images and go on (default: stop at the first)")
     args = parser.parse_args(argv)
@@ -52,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_classes = exported.record().num_classes
 
         def classify(images):
-            return exported.predict(images, topk=args.topk, batch_size=args.batch_size)
+            return exported.predict(images, topk=topk, batch_size=args.batch_size)
     else:
         weights = args.weights or "pretrained"
         if arch is None and weights in ("pretrained", "random"):
@@ -62,9 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_classes = model.num_classes
 
         def classify(images):
-            return predict(model, images, topk=args.topk, batch_size=args.batch_size)
-    if args.topk > num_classes:
+            return predict(model, images, topk=topk, batch_size=args.batch_size)
+    if num_classes == 0:
+        raise InputError("the model has no classifier (0 classes, an embedding): there are no classes to predict")
+    if args.topk is not None and args.topk > num_classes:
         raise InputError(f"--topk {args.topk} is more than the model's {num_classes} classes")
+    topk = args.topk or min(DEFAULT_TOPK, num_classes)
     rows, bad = [], 0
     for start in range(0, len(args.images), args.batch_size):
         chunk, opened = args.images[start:start + args.batch_size], []
@@ -82,9 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             row = {"path": str(path), "top": top}
             rows.append(row)
             console.json_line(row)
-            console.result(str(path))
+            console.result(running.printable(str(path)))
             for rank, r in enumerate(top, 1):
-                label = r["name"] or f"class {r['index']}"
+                label = running.printable(r["name"]) if r["name"] else f"class {r['index']}"
                 label += f" ({r['synset']})" if r["synset"] else ""
                 console.result(f"  {rank}. {r['probability'] * 100:6.2f}%  {label}")
     if args.out:

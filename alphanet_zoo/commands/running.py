@@ -3,19 +3,23 @@
 ``--calib-*`` flags, the warning for an uncalibrated slice, the ``torchrun`` context).
 
 Exit status: 0 success; 2 bad usage or input; 1 a failure while working (verification, network,
-I/O); 130 interrupted; 141 stdout closed early (a broken pipe, as a shell reports it). Each failure
-is one line on stderr (``ALPHANET_DEBUG=1`` shows the traceback). `cli_main` catches the package's
+I/O); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM); 141 stdout closed early (a broken pipe, as
+a shell reports it). Each failure is one line on stderr (``ALPHANET_DEBUG=1`` shows the traceback). `cli_main` catches the package's
 own `AlphaNetError` and the system's ``OSError``, never a programming error.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
 import os
+import signal
 import sys
-from typing import Any, Callable, Iterable, Sequence
+import threading
+import time
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -27,9 +31,44 @@ from .flags import CALIB_BATCH_SIZE, CALIB_BATCHES
 
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
+EXIT_TERMINATED = 143
 log = logging.getLogger("alphanet_zoo")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, as Ctrl-C raises ``KeyboardInterrupt``: ``finally`` and ``with``
+    blocks (temporary folders, staged files) clean up on the way out, and the command exits 143."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, the first SIGTERM raises `Terminated` (later ones are ignored while it unwinds).
+    Code that stops in its own way (the trainers' checkpoint at the next step) installs its own handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    fired: list[int] = []
+
+    def handler(signum, frame) -> None:
+        if not fired:
+            fired.append(signum)
+            raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        # code inside may have set its own for what follows (a stopped torchrun process ignores the launcher's
+        # SIGTERM while it finishes): restore only our own
+        if signal.getsignal(signal.SIGTERM) is handler:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``): a name read from disk (a class folder, an
+    image file) cannot start a line of its own in a command's output, or send a terminal escape."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _quiet_stdout() -> None:
@@ -77,7 +116,11 @@ def cli_main(prog: str) -> Callable[[Callable[[Sequence[str] | None], int | None
             level = logger.level
             logger.setLevel(logging.INFO)
             try:
-                return int(main(argv) or 0)
+                with sigterm_as_interrupt():
+                    return int(main(argv) or 0)
+            except Terminated:
+                print(f"{prog}: terminated (SIGTERM)", file=sys.stderr)
+                return EXIT_TERMINATED
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted", file=sys.stderr)
                 return EXIT_INTERRUPTED
@@ -160,6 +203,47 @@ def progress(iterable: Iterable | None = None, **kwargs):
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("disable", None)  # tqdm: None -> off when not a TTY
     return tqdm(iterable, **kwargs)
+
+
+class EpochLine:
+    """`progress`'s stand-in where stderr is no terminal (a log file, a pipe): one line when the bar
+    closes (the epoch's steps, time, rate and last postfix), not a redrawn bar. tqdm's ``update``,
+    ``set_postfix`` and ``close``."""
+
+    def __init__(self, prog: str, total: int | None = None, desc: str = "", unit: str = "it", initial: int = 0,
+                 **_: Any) -> None:
+        self.prog, self.total, self.desc, self.unit, self.n = prog, total, desc, unit, initial
+        self.postfix: dict[str, Any] = {}
+        self.start = time.perf_counter()
+        self.closed = False
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+
+    def set_postfix(self, **values: Any) -> None:
+        self.postfix = values
+
+    def close(self) -> None:
+        if self.closed or not self.n:
+            return
+        self.closed = True
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        done = f"{self.n}/{self.total}" if self.total else str(self.n)
+        extra = "".join(f", {key} {value}" for key, value in self.postfix.items())
+        print(f"{self.prog}: {self.desc}: {done} {self.unit}s in {elapsed:.1f} s ({self.n / elapsed:.2f} "
+              f"{self.unit}/s){extra}", file=sys.stderr, flush=True)
+
+
+def epoch_progress(prog: str) -> Callable[..., Any]:
+    """A progress factory for a trainer: tqdm bars with rate and ETA on a terminal, else an `EpochLine` per bar."""
+
+    def make(**kwargs: Any):
+        stream = sys.stderr
+        if getattr(stream, "isatty", lambda: False)():
+            return progress(None, **kwargs)
+        return EpochLine(prog, **kwargs)
+
+    return make
 
 
 def calibration_from_args(args: argparse.Namespace, *, workers: int | None = None, crop_size: int = 224):

@@ -81,9 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if main_process:
         console.json(result)
         if result["stopped"]:
+            saved = (f"checkpoint {result['checkpoint']}" if result["checkpoint"] else
+                     "no checkpoint yet (nothing to save)")
             console.status(f"alphanet-train: stopped by {result['stopped']} at step {result['global_step']} "
-                           f"(epoch {result['epoch'] + 1}); checkpoint {result['checkpoint']}. "
-                           f"Run the same command to resume.")
+                           f"(epoch {result['epoch'] + 1}); {saved}. Run the same command to resume.")
         else:
             for name, metrics in result["validation"].items():
                 console.result(f"{name:>8} subnet: top-1 {metrics['top1']:.2f} %  top-5 {metrics['top5']:.2f} %  "

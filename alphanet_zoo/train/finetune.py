@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from PIL import Image
 
 from .._version import __version__
 from ..calibration import calibrate
-from ..config import ArchConfig
+from ..config import MODEL_RESOLUTIONS, ArchConfig
 from ..data import LabelledImages, batch_indices
 from ..data.batches import CalibrationBatches
 from ..errors import InputError
@@ -43,7 +44,7 @@ from ..preprocessing import EvalCrop, resize_to_resolution
 from ..record import Calibration, Measurement, ModelRecord, Origin
 from ..registry import resolve_arch
 from ..weights import RANDOM, WeightsLoader, WeightsSpec
-from .config import TrainConfig, apply_overrides
+from .config import TrainConfig, apply_overrides, parse_override
 from .data import eval_preprocessing, training_data
 from .precision import autocast_dtype, use_training_layout
 from .step import finetune_step
@@ -56,6 +57,18 @@ DEFAULT_EPOCHS = 10
 DEFAULT_LR = 0.02
 DEFAULT_BATCH_SIZE = 32
 MIN_AUTO_RESOLUTION = 32
+#: `finetune`'s numeric settings: (low, high, whether low itself is excluded); the command's flags take the same
+RANGES = {"epochs": (1, 100_000, False), "lr": (0, 100, True), "batch_size": (1, 65536, False),
+          "warmup_epochs": (0, 100_000, False), "label_smoothing": (0, 0.999, False),
+          "resolution": (*MODEL_RESOLUTIONS, False), "max_steps": (1, 10 ** 9, False)}
+_INTEGERS = ("epochs", "batch_size", "resolution", "max_steps")
+#: Config keys `finetune` sets from its own arguments: a key=value override of one would contradict them.
+ARGUMENT_KEYS = {"output_dir": "out (--out)", "epochs": "epochs (--epochs)", "seed": "seed (--seed)",
+                 "device": "device (--device)", "data.train": "data (--data)", "data.val": "val (--val)",
+                 "data.batch_size": "batch_size (--batch-size)", "data.workers": "workers (--workers)",
+                 "data.crop_size": "resolution (--resolution)", "optim.lr_per_256": "lr (--lr)",
+                 "optim.warmup_epochs": "warmup_epochs (--warmup-epochs)",
+                 "sandwich.label_smoothing": "label_smoothing (--label-smoothing)"}
 log = logging.getLogger("alphanet_zoo")
 
 
@@ -115,9 +128,11 @@ class FineTuner(Trainer):
 
     # ---- the model ------------------------------------------------------------------------------
     def _make_model(self) -> torch.nn.Module:
-        model, classes = self.base, self.data.classes
+        model, classes, crop = self.base, self.data.classes, self.config.data.crop_size
         if model.pretrained_cfg.labels is None or list(model.pretrained_cfg.labels) != classes:
             model.reset_classifier(len(classes), labels=classes)  # seeded: the trainer seeded torch just before
+        if model.arch.resolution != crop:  # trained at crop, it is a model of that resolution from now on
+            model.set_resolution(crop, eval_preprocessing(crop))
         if self.settings.freeze == "features":
             for module in _feature_modules(model):
                 module.requires_grad_(False)
@@ -286,6 +301,29 @@ def _split_data(data: str | os.PathLike, val: str | os.PathLike | None) -> tuple
                      f"the training folder and the validation folder (--val)")
 
 
+def _check_settings(**values: Any) -> None:
+    """Each numeric setting a finite number (an integer where it counts) within its `RANGES` (None: unset)."""
+    for name, value in values.items():
+        if value is None:
+            continue
+        low, high, open_low = RANGES[name]
+        integral = name in _INTEGERS
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not (number and (low < value if open_low else low <= value) and value <= high
+                and (not integral or isinstance(value, int))):
+            kind = "an integer" if integral else "a finite number"
+            raise InputError(f"{name} must be {kind} in {'(' if open_low else '['}{low:g}, {high:g}], "
+                             f"got {value!r}")
+
+
+def _check_overrides(overrides: Sequence[str]) -> None:
+    """No override may set what an argument of `finetune` sets (two values, one silently lost)."""
+    for text in overrides:
+        key = ".".join(parse_override(text)[0])
+        if key in ARGUMENT_KEYS:
+            raise InputError(f"override {text!r}: {key} is set by {ARGUMENT_KEYS[key]}; give it there, once")
+
+
 def finetune(weights: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, *,
              arch: "str | ArchConfig | None" = None, val: str | os.PathLike | None = None,
              epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -309,13 +347,21 @@ def finetune(weights: str | os.PathLike, data: str | os.PathLike, out: str | os.
 
     Returns the run's summary: ``folder`` (None when stopped), ``top1``, ``classes``, ``stopped``, ...
     """
+    _check_settings(epochs=epochs, lr=lr, batch_size=batch_size, warmup_epochs=warmup_epochs,
+                    label_smoothing=label_smoothing, resolution=resolution, max_steps=max_steps)
+    _check_overrides(overrides)
+    if teacher_arch is not None and teacher is None:
+        raise InputError("teacher_arch (--teacher-arch) is the architecture of a teacher: give the teacher "
+                         "(teacher=..., --teacher SPEC) or leave it out")
     train_dir, val_dir = _split_data(data, val)
     distill = distill or ("alpha" if teacher is not None else "none")
     settings = FinetuneSettings(weights=str(weights), data=str(train_dir), val=str(val_dir), distill=distill,
                                 teacher=str(teacher) if teacher is not None else None, freeze=freeze,
                                 max_steps=max_steps).check()
-    if not (isinstance(batch_size, int) and batch_size > 0) or not lr > 0:
-        raise InputError(f"batch_size and lr must be positive, got {batch_size} and {lr}")
+    train_data = training_data(train_dir)
+    if len(train_data.classes) < 2:
+        raise InputError(f"{train_dir} has one class folder ({train_data.classes[0]}): a classifier needs at least "
+                         "two classes, one sub-folder of images each")
     config = TrainConfig.from_dict(apply_overrides({
         "output_dir": str(out), "epochs": epochs, "seed": seed, "device": device, "amp": False, "log_every": 1,
         "checkpoint_every_steps": 50,
@@ -329,8 +375,7 @@ def finetune(weights: str | os.PathLike, data: str | os.PathLike, out: str | os.
     model = _load(str(weights), arch, seed, "weights")
     teacher_model = _load(str(teacher), teacher_arch, seed, "teacher") if teacher is not None else None
     if resolution is None:
-        resolution = auto_resolution(model.pretrained_cfg.preprocessing.resolution,
-                                     training_data(train_dir).samples)
+        resolution = auto_resolution(model.pretrained_cfg.preprocessing.resolution, train_data.samples)
     config.data.crop_size = int(resolution)
     settings = dataclasses.replace(settings, precision=autocast_dtype_name(precision, device))
     tuner = FineTuner(config.check(), settings, model, teacher_model, resume=resume, progress=progress)

@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import signal
 import threading
 import time
@@ -169,20 +170,30 @@ class _OutputLock:
     def acquire(self) -> None:
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            owner = os.read(fd, 64).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise InputError(f"another alphanet-train (pid {owner}) is using {self.path.parent}: wait for it to end, "
-                             f"or choose another output_dir") from None
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                owner = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise InputError(f"another alphanet-train (pid {owner}) is using {self.path.parent}: wait for it to "
+                                 f"end, or choose another output_dir") from None
+            try:
+                if os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # the run that held it removed the file as it ended: lock the file there now
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
 
     def release(self) -> None:
+        """Unlock, removing the lock file first (while still holding it): a finished folder has none."""
         if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
             os.close(self.fd)
             self.fd = None
 
@@ -209,6 +220,8 @@ class Trainer:
         self.epoch, self.consumed, self.global_step = 0, 0, 0
         self.checkpoint_path: Path | None = None
         self.saved_step: int | None = None
+        self.created_out_dir = False  # this run made the output folder
+        self.started = False  # training began (its start is logged)
 
     # ---- set-up -------------------------------------------------------------------------------
     def _prepare_output(self) -> None:
@@ -217,6 +230,7 @@ class Trainer:
         self.log = JsonLinesLog(self.out_dir / LOG_NAME, self.ctx.is_main)
         if not self.ctx.is_main:
             return
+        self.created_out_dir = not self.out_dir.exists()
         make_folder(self.out_dir, "output_dir")
         for name in (CHECKPOINT_NAME, PREVIOUS_NAME, LOG_NAME, *self.output_files):
             check_writable_file(self.out_dir / name)
@@ -381,6 +395,8 @@ class Trainer:
                                        note="before training started: nothing new to save")
                     return self._summary(stop.requested, resumed=self.saved_step is not None)
         except BaseException as e:
+            if isinstance(e, InputError):
+                self._remove_refused_output()
             failure = self._failure(e)
             if failure is None:
                 raise
@@ -390,6 +406,21 @@ class Trainer:
                 self.lock.release()
             peer_watch.stop_watching()
             distributed.teardown()
+
+    def _remove_refused_output(self) -> None:
+        """A run refused for its input before training began leaves no output folder it made."""
+        holding = self.lock is not None and self.lock.fd is not None  # not when another run holds the folder
+        if not (holding and self.created_out_dir and not self.started and self.saved_step is None):
+            return
+        for entry in self.out_dir.iterdir():  # all but the lock, still held: no other run is here meanwhile
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            elif entry.name != LOCK_NAME:
+                entry.unlink(missing_ok=True)
+        self.lock.release()
+        self.lock = None
+        with contextlib.suppress(OSError):
+            self.out_dir.rmdir()  # unless a run that started since has written into it
 
     def _run(self, stop: _StopRequest) -> dict:
         self._prepare_output()
@@ -412,6 +443,7 @@ class Trainer:
                        consumed=self.consumed, global_step=self.global_step, num_classes=self.num_classes,
                        labels=self.data.labels, classes=self.data.classes[:20],
                        amp=str(self.amp_dtype) if self.amp_dtype else None, config=self.config.to_dict())
+        self.started = True
         peer_watch.set_progress(self.global_step)
         self.tick = time.perf_counter()
         stop.immediate = False
@@ -430,7 +462,9 @@ class Trainer:
 
     def _summary(self, stopped: str | None, resumed: bool) -> dict:
         return {"stopped": stopped, "epoch": self.epoch, "global_step": self.global_step, "resumed": resumed,
-                "checkpoint": str(self.checkpoint_path) if self.checkpoint_path else None,
+                # None when there is none (stopped before the first one): never a path that does not exist
+                "checkpoint": str(self.checkpoint_path) if self.checkpoint_path and self.checkpoint_path.is_file()
+                else None,
                 "validation": getattr(self, "last_validation", {}),
                 "world_size": self.ctx.world_size, "device": str(self.ctx.device),
                 "base_lr": getattr(self, "base_lr", None), "output_dir": str(self.config.output_dir)}
