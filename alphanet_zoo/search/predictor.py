@@ -42,7 +42,7 @@ import torch
 from ..config import SEARCH_SPACE, ArchConfig, SearchSpace
 from ..errors import InputError
 from ..flops import count_flops
-from .sampling import genes
+from .sampling import _get, genes
 
 #: ridge strengths tried (on standardised features), the best by leave-one-out error kept
 ALPHAS = tuple(10.0 ** (k / 2) for k in range(-6, 9))
@@ -60,8 +60,8 @@ def encode(arch: ArchConfig, space: SearchSpace = SEARCH_SPACE) -> list[float]:
 @functools.lru_cache(maxsize=1 << 16)
 def _encoded(arch: ArchConfig, space: SearchSpace) -> tuple[float, ...]:
     values = []
-    for (field, index), options in genes(space):
-        value = getattr(arch, field) if index is None else getattr(arch, field)[index]
+    for gene, options in genes(space):
+        value = _get(arch, gene)
         ordered = sorted(options)
         position = ordered.index(value) if value in ordered else min(range(len(ordered)),
                                                                       key=lambda i: abs(ordered[i] - value))
@@ -81,10 +81,7 @@ def encode_onehot(arch: ArchConfig, space: SearchSpace = SEARCH_SPACE) -> list[f
 
 @functools.lru_cache(maxsize=1 << 16)
 def _onehot(arch: ArchConfig, space: SearchSpace) -> tuple[float, ...]:
-    values = []
-    for (field, index), options in genes(space):
-        value = getattr(arch, field) if index is None else getattr(arch, field)[index]
-        values += [1.0 if value == o else 0.0 for o in options]
+    values = [1.0 if _get(arch, gene) == o else 0.0 for gene, options in genes(space) for o in options]
     f = count_flops(arch) / 1000.0
     return tuple(values + [f, f * f, math.log(f)])
 
