@@ -115,6 +115,7 @@ def main(argv=None) -> int:
         import matplotlib
 
         matplotlib.use("Agg")
+        import matplotlib.ticker
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -123,6 +124,8 @@ def main(argv=None) -> int:
             ys = [statistics.median(r[key][k][1] for r in rows) for k in range(len(xs))]
             ax.plot(xs, ys, style, label=name)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_xlabel("evaluations")
         ax.set_ylabel("mean noise-free surrogate top-1 of bin winners")
         ax.set_title(f"front {args.front}, {args.images} images, median of {len(rows)} seeds")

@@ -6,13 +6,19 @@
     torchrun --nproc_per_node 8 --no-python alphanet-search ... --history history.jsonl
     alphanet-search ... --history history.jsonl --resume          # after an interruption
     alphanet-search ... --front 200:1200:10 --predictor auto --population 1000 --out front.json
+    alphanet-search --front 200:1200:10 --evaluator surrogate --seed 0 --out front.json   # no supernet, seconds
+    alphanet-search --front 200:1200:10 --evaluator surrogate --algorithm official --out official.json
 
 ``best.json`` (`alphanet_zoo.search.report`) holds the architecture under ``architecture`` with
 what the search knows of it; ``alphanet-extract --arch best.json``, ``alphanet-eval --arch
 best.json`` and ``alphanet-export --arch best.json`` take it. Each candidate is calibrated and
 scored exactly as ``alphanet-extract`` and ``alphanet-eval`` would with the same ``--calib-*``,
 ``--seed`` and ``--batch-size`` flags. Under ``torchrun`` each generation's candidates are split
-across the processes and the result is the same as in one process.
+across the processes and the result is the same as in one process. ``--front`` searches with the
+guided algorithm (`alphanet_zoo.search.guided`) unless ``--predictor``, ``--population`` or
+``--generations`` ask for the evolution; ``--evaluator surrogate`` evaluates on the AttentiveNAS
+authors' accuracy predictor (`alphanet_zoo.search.surrogate`). The front search itself is the
+library's `alphanet_zoo.search.run.make_front_search` (``alphanet_zoo.search_front``).
 """
 from __future__ import annotations
 
