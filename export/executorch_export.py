@@ -15,7 +15,6 @@ ExecuTorch is imported only here and in `runtime`, only when used: ``pip install
 """
 from __future__ import annotations
 
-import json
 import shutil
 import warnings
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from alphanet_zoo.errors import AlphaNetError
 
 from .builders import Builder, Candidate, ExportJob, register
-from .metadata import CONFIG_KEY, EXPORT_KEY, sidecar_path
+from .metadata import sidecar_path, sidecar_record
 from .pt2_export import exported_program, fold_batchnorm
 from .runtime import ExecuTorchModel
 from .verify import Verification, verify_runner
@@ -150,7 +149,7 @@ class ExecuTorchBuilder(Builder):
         out = folder / "model.pte"
         shutil.copyfile(candidate.files[0], out)
         record = sidecar_path(out)
-        record.write_text(json.dumps({CONFIG_KEY: job.metadata, EXPORT_KEY: export_info}), encoding="utf-8")
+        record.write_text(sidecar_record(out, job.metadata, export_info), encoding="utf-8")
         return [out, record]
 
     def open(self, job: ExportJob, candidate: Candidate, files=None) -> ExecuTorchModel:

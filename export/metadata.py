@@ -25,7 +25,8 @@ Where they live:
 | TFLite / LiteRT (``.tflite``) | flatbuffer metadata ``alphanet_zoo/config`` | ``alphanet_zoo/export`` |
 | ExecuTorch (``.pte``) | sidecar ``NAME.pte.json`` key ``config`` | the same file, key ``export`` |
 
-(a ``.pte`` holds no free-form metadata, so its record travels beside it, written and renamed with it.)
+(a ``.pte`` holds no free-form metadata, so its record travels beside it, written and renamed with it,
+with the program's sha256 under ``file_sha256``: a record beside another program is refused.)
 
 Both are JSON strings. Reading needs neither OpenVINO nor torch: an IR's ``.xml`` is parsed as XML,
 TorchScript and pt2 files are zip archives, a ``.pte``'s record is plain JSON; a ``.tflite``'s
@@ -33,7 +34,9 @@ flatbuffer is read with LiteRT's schema (``pip install 'alphanet_zoo[litert]'``)
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -46,8 +49,11 @@ from alphanet_zoo.errors import InputError
 from alphanet_zoo.features import AlphaNetFeatures
 from alphanet_zoo.record import ModelRecord
 
+log = logging.getLogger("alphanet_zoo")
+
 CONFIG_KEY = "config"
 EXPORT_KEY = "export"
+SIDECAR_HASH_KEY = "file_sha256"  # in a NAME.pte.json: the sha256 of the program it describes
 TORCHSCRIPT_METADATA_FILE = "config.json"
 EXPORT_METADATA_FILE = "export.json"
 OPENVINO_SECTION = "alphanet_zoo"  # rt_info section of an OpenVINO IR: alphanet_zoo/config, alphanet_zoo/export
@@ -56,6 +62,7 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 FORMATS = ("onnx", "openvino", "torchscript", "pt2", "executorch", "tflite")
 TFLITE_METADATA = {CONFIG_KEY: f"{OPENVINO_SECTION}/{CONFIG_KEY}", EXPORT_KEY: f"{OPENVINO_SECTION}/{EXPORT_KEY}"}
+TFLITE_CONTENT_KEY = f"{OPENVINO_SECTION}/content_sha256"  # sha256 of a .tflite's weights (`tflite_content_sha256`)
 TFLITE_MAGIC = b"TFL3"  # a TFLite flatbuffer's file identifier (bytes 4-8)
 PTE_MAGIC = b"ET"  # an ExecuTorch program's (bytes 4-6: ET12, ET13...)
 MAX_XML_BYTES = 64 << 20  # an IR's .xml holds the graph only (weights are in the .bin)
@@ -97,6 +104,8 @@ def file_format(path: str | os.PathLike) -> str:
         raise InputError(f"{path} is the record beside an ExecuTorch program: give its {path.name[:-5]}")
     if not path.is_file():
         raise InputError(f"no such file: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty (0 bytes): not a model file (an interrupted copy or export?)")
     if path.suffix.lower() == ".xml":
         return "openvino"
     if zipfile.is_zipfile(path):
@@ -119,6 +128,10 @@ def file_format(path: str | os.PathLike) -> str:
         return "executorch"
     if head.lstrip().startswith(b"<"):
         return "openvino"
+    expected = {".pte": "an ExecuTorch program", ".tflite": "a TFLite model"}.get(path.suffix.lower())
+    if expected:
+        raise InputError(f"{path} is not {expected}: its header lacks the format's identifier (a damaged or "
+                         "truncated file?)")
     return "onnx"
 
 
@@ -150,8 +163,24 @@ def _read_entries(path: Path, fmt: str) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props if p.key in (CONFIG_KEY, EXPORT_KEY)}
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sidecar_record(path: str | os.PathLike, metadata: dict[str, Any], export_info: dict[str, Any]) -> str:
+    """The ``NAME.pte.json`` text for the program at ``path``: its record, how it was made, and the sha256 of
+    the program it describes (`SIDECAR_HASH_KEY`), so a record copied beside another program is refused."""
+    return json.dumps({CONFIG_KEY: metadata, EXPORT_KEY: export_info, SIDECAR_HASH_KEY: file_sha256(path)})
+
+
 def _read_sidecar(path: Path) -> dict[str, str]:
-    """``config`` and ``export`` of the ``NAME.pte.json`` beside an ExecuTorch program (none: no entries)."""
+    """``config`` and ``export`` of the ``NAME.pte.json`` beside an ExecuTorch program (none: no entries),
+    refused when the sha256 it records is not the program's."""
     sidecar = sidecar_path(path)
     if not sidecar.is_file():
         return {}
@@ -160,11 +189,39 @@ def _read_sidecar(path: Path) -> dict[str, str]:
     data = parse_json(sidecar.read_text(encoding="utf-8", errors="replace"), str(sidecar))
     if not isinstance(data, dict):
         raise InputError(f"{sidecar} must hold a JSON object")
+    recorded = data.get(SIDECAR_HASH_KEY)
+    if recorded is None:
+        log.warning("%s records no sha256 of %s (an export older than alphanet_zoo 0.4): not checked", sidecar.name,
+                    path.name)
+    elif recorded != file_sha256(path):
+        raise InputError(f"{sidecar.name} is not the record of {path.name}: it describes a file with sha256 "
+                         f"{str(recorded)[:12]}..., and {path.name} is {file_sha256(path)[:12]}...; export the model "
+                         "again, or put its own record beside it")
     return {key: json.dumps(data[key]) for key in (CONFIG_KEY, EXPORT_KEY) if data.get(key) is not None}
 
 
+def tflite_content_sha256(data: bytes) -> str:
+    """The sha256 of a TFLite flatbuffer's buffers (its weights and constants) other than its metadata: what a
+    ``.tflite`` records of itself, since a file cannot hold its own hash."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(data, 0)
+    metadata = {model.Metadata(i).Buffer() for i in range(model.MetadataLength())}
+    digest = hashlib.sha256()
+    for i in range(model.BuffersLength()):
+        if i in metadata:
+            continue
+        buffer = model.Buffers(i)
+        if buffer.DataLength():
+            digest.update(buffer.DataAsNumpy().tobytes())
+        elif buffer.Offset() > 1:  # a large model's buffers live after the flatbuffer
+            digest.update(data[buffer.Offset():buffer.Offset() + buffer.Size()])
+    return digest.hexdigest()
+
+
 def _read_tflite_metadata(path: Path) -> dict[str, str]:
-    """The ``alphanet_zoo/config`` and ``alphanet_zoo/export`` metadata buffers of a TFLite flatbuffer."""
+    """The ``alphanet_zoo/config`` and ``alphanet_zoo/export`` metadata buffers of a TFLite flatbuffer, refused
+    when its weights are not those whose sha256 it recorded."""
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:
@@ -173,14 +230,20 @@ def _read_tflite_metadata(path: Path) -> dict[str, str]:
     try:
         model = schema.Model.GetRootAs(data, 0)
         names = {TFLITE_METADATA[k]: k for k in TFLITE_METADATA}
+        names[TFLITE_CONTENT_KEY] = TFLITE_CONTENT_KEY
         found = {}
         for i in range(model.MetadataLength()):
             entry = model.Metadata(i)
             key = names.get((entry.Name() or b"").decode("utf-8", errors="replace"))
             if key is not None:
                 found[key] = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode("utf-8", errors="replace")
+        recorded = found.pop(TFLITE_CONTENT_KEY, None)
+        actual = tflite_content_sha256(data) if recorded is not None else None
     except Exception as e:  # a corrupt flatbuffer raises IndexError, struct.error...
         raise InputError(f"{path} is not a readable TFLite file: {type(e).__name__}") from None
+    if recorded is not None and recorded != actual:
+        raise InputError(f"{path}: its weights are not those it was exported with (sha256 {actual[:12]}..., "
+                         f"recorded {recorded[:12]}...): a damaged file; export it again")
     return found
 
 

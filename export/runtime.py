@@ -160,6 +160,20 @@ class ExportedModel:
             return int(self.metadata["preprocessing"]["resolution"])
         return self.static_resolution()
 
+    def check_record(self, classes: int | None) -> None:
+        """Refuse a record that does not describe this file: another input side, or another class count
+        (``classes``: the file's output width, None where the runtime does not say)."""
+        if self.metadata is None or not self.images:
+            return
+        record, side = self.record(), self.static_resolution()
+        wanted = record.preprocessing.resolution
+        if side is not None and side != wanted:
+            raise ModelOpenError(f"{self.path}: its record says {wanted}x{wanted} inputs, the file takes {side}x{side} "
+                                 "(a record of another model?)")
+        if classes is not None and record.num_classes and classes != record.num_classes:
+            raise ModelOpenError(f"{self.path}: its record says {record.num_classes} classes, the file gives "
+                                 f"{classes} (a record of another model?)")
+
     def static_resolution(self) -> int | None:
         """The input side when the file's input height and width are static (and equal), else None."""
         h, w = self.input_shape[2:4]
@@ -552,6 +566,8 @@ class ExecuTorchModel(ExportedModel):
         if images and (len(self._shape) != 4 or self._shape[1] != 3):
             raise ModelOpenError(f"{path}: input has shape {self._shape}; expected (N, 3, H, W)")
         self.max_batch = max(1, int(self._shape[0]))  # the upper bound of a dynamic batch
+        if meta.num_outputs() >= 1:
+            self.check_record(int(list(meta.output_tensor_meta(0).sizes())[-1]))
         self._lock = threading.RLock()
         self._method, self._generation = None, -1
         self._ready()
@@ -626,6 +642,7 @@ class LiteRtModel(ExportedModel):
         if images and (len(self._shape) != 4 or self._shape[1] != 3):
             raise ModelOpenError(f"{path}: input has shape {self._shape}; expected (N, 3, H, W)")
         self.fixed_batch = self._shape[0]
+        self.check_record(int(self._output["shape"][-1]) if len(self._output["shape"]) else None)
         self._lock = threading.RLock()
 
     @property

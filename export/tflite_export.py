@@ -30,7 +30,7 @@ import torch
 from alphanet_zoo.errors import AlphaNetError
 
 from .builders import Builder, Candidate, ExportJob, register
-from .metadata import CONFIG_KEY, EXPORT_KEY, TFLITE_METADATA
+from .metadata import CONFIG_KEY, EXPORT_KEY, TFLITE_CONTENT_KEY, TFLITE_METADATA, tflite_content_sha256
 from .pt2_export import fold_batchnorm
 from .runtime import LiteRtModel
 from .verify import Verification, verify_runner
@@ -169,9 +169,10 @@ class LiteRtBuilder(Builder):
 
     def write(self, job: ExportJob, candidate: Candidate, export_info: dict[str, Any], folder: Path) -> list[Path]:
         out = folder / "model.tflite"
-        out.write_bytes(with_metadata(candidate.files[0].read_bytes(),
-                                      {TFLITE_METADATA[CONFIG_KEY]: json.dumps(job.metadata),
-                                       TFLITE_METADATA[EXPORT_KEY]: json.dumps(export_info)}))
+        content = candidate.files[0].read_bytes()
+        out.write_bytes(with_metadata(content, {TFLITE_METADATA[CONFIG_KEY]: json.dumps(job.metadata),
+                                                TFLITE_METADATA[EXPORT_KEY]: json.dumps(export_info),
+                                                TFLITE_CONTENT_KEY: tflite_content_sha256(content)}))
         return [out]
 
     def open(self, job: ExportJob, candidate: Candidate, files=None) -> LiteRtModel:

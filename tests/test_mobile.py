@@ -24,7 +24,7 @@ from alphanet_zoo.export.metadata import sidecar_path
 from alphanet_zoo.export.verify import ExportResult
 from PIL import Image
 
-from alphanet_zoo import SEARCH_SPACE
+from alphanet_zoo import SEARCH_SPACE, ArchConfig
 from alphanet_zoo.errors import AlphaNetError, InputError
 from alphanet_zoo.search.latency_runtimes import make_runtime
 
@@ -103,6 +103,39 @@ def test_a_pte_record_is_read_from_beside_it_without_executorch(monkeypatch, tmp
         open_model(path)
 
 
+def test_a_pte_and_its_record_are_tied_by_the_programs_sha256(tmp_path, tiny_model):
+    from alphanet_zoo.export.metadata import file_sha256, sidecar_record
+
+    meta = export_metadata(tiny_model)
+    path, other = tmp_path / "tiny.pte", tmp_path / "other.pte"
+    path.write_bytes(b"\x1c\x00\x00\x00ET12" + bytes(56))
+    other.write_bytes(b"\x1c\x00\x00\x00ET12" + bytes(55) + b"\x01")
+    sidecar_path(path).write_text(sidecar_record(path, meta, {"precision": "fp32"}))
+    assert json.loads(sidecar_path(path).read_text())["file_sha256"] == file_sha256(path)
+    assert read_metadata(path) == meta
+    sidecar_path(other).write_text(sidecar_path(path).read_text())  # another program's record copied over
+    with pytest.raises(InputError, match="other.pte.json is not the record of other.pte"):
+        read_metadata(other)
+    with pytest.raises(InputError, match="is not the record of other.pte"):
+        open_model(other)
+    path.write_bytes(path.read_bytes()[:-1] + b"\x07")  # the program changed after its record was written
+    with pytest.raises(InputError, match="export the model again"):
+        read_export_info(path)
+
+
+@pytest.mark.parametrize("suffix", [".pte", ".tflite", ".onnx"])
+def test_empty_and_mislabelled_files_are_named_as_such(tmp_path, suffix):
+    empty = tmp_path / f"m{suffix}"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match=r"is empty \(0 bytes\)"):
+        open_model(empty)
+    if suffix != ".onnx":
+        junk = tmp_path / f"junk{suffix}"
+        junk.write_bytes(bytes(range(64)))
+        with pytest.raises(InputError, match="lacks the format's identifier"):
+            open_model(junk)
+
+
 def test_bf16_is_refused_with_a_hint(tiny_model, tmp_path):
     for fmt in SUFFIX:
         with pytest.raises(InputError, match="--format openvino runs bf16"):
@@ -143,6 +176,41 @@ def test_fp32_files_compute_the_pytorch_logits_with_their_record(exported, tiny_
             model(np.zeros((1, 3, 224, 224), np.float32))
     info = read_export_info(result.path)
     assert info["file_format"] == fmt and info["verification"]["tolerance"] == TOLERANCE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", SUFFIX)
+def test_a_record_that_does_not_describe_the_file_is_refused(exported, tmp_path, fmt):
+    import shutil
+
+    from alphanet_zoo.export.metadata import sidecar_record
+
+    source = exported[fmt].path
+    copy = tmp_path / source.name
+    shutil.copyfile(source, copy)
+    # 4 KiB of flipped bytes in the middle of the file (its weights): refused, not run
+    damaged = tmp_path / f"damaged{source.suffix}"
+    data = bytearray(source.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4096] = bytes(b ^ 0xFF for b in data[middle:middle + 4096])
+    damaged.write_bytes(bytes(data))
+    if fmt == "executorch":
+        shutil.copyfile(sidecar_path(source), sidecar_path(damaged))
+    with pytest.raises(InputError, match="export the model again|not those it was exported with"):
+        open_model(damaged)
+    if fmt != "executorch":
+        return  # the tflite record is inside the file
+    from alphanet_zoo import AlphaNet
+
+    meta = json.loads(sidecar_path(source).read_text())["config"]
+    three = export_metadata(AlphaNet(ArchConfig.from_dict(meta["architecture"]), num_classes=3))  # a coherent record
+    bigger = {**meta, "preprocessing": {**meta["preprocessing"], "resolution": 224, "crop_size": 224,
+                                        "resize_size": 256}}
+    for record, message in ((three, "record says 3 classes, the file gives 1000"),
+                            (bigger, "record says 224x224 inputs, the file takes 192x192")):
+        sidecar_path(copy).write_text(sidecar_record(copy, record, {"precision": "fp32"}))
+        with pytest.raises(AlphaNetError, match=message):
+            open_model(copy)
 
 
 @pytest.mark.slow
