@@ -63,10 +63,26 @@ class WeightsIntegrityError(AlphaNetError, RuntimeError):
 
 def how_to_get_weights(name: str | None) -> str:
     arch = name or "NAME"
+    if name is not None and not _published(name):
+        return (f"They are not published on the Hub yet, so no connection will bring them: build them from the "
+                f"authors' supernet checkpoint alphanet_pretrained.pth.tar with `alphanet-extract --supernet "
+                f"alphanet_pretrained.pth.tar --arch {arch} --calib-data TRAIN_DIR --out weights` and load them with "
+                f"alphanet_zoo.load({arch!r}, weights='weights/{arch}') (or --weights weights/{arch}); "
+                f"`--weights random` gives untrained weights of the same shape")
     return (f"To get them: connect to the Hugging Face Hub (or set HF_ENDPOINT to a mirror) and retry; or "
             f"build them from the authors' supernet checkpoint alphanet_pretrained.pth.tar with "
             f"`alphanet-extract --supernet alphanet_pretrained.pth.tar --arch {arch} --calib-data TRAIN_DIR "
             f"--out weights` and load them with alphanet_zoo.load({arch!r}, weights='weights/{arch}')")
+
+
+def _published(name: str) -> bool:
+    """Whether the registry pins published weights for the model ``name`` (unknown names: assume so)."""
+    from .registry import model_info
+
+    try:
+        return bool(model_info(name).weights.revision)
+    except InputError:
+        return True
 
 
 def parse_hub_id(value: str) -> tuple[str, str | None]:

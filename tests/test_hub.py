@@ -504,3 +504,13 @@ def test_every_keyword_passed_to_huggingface_hub_exists_in_the_installed_client(
         assert hasattr(huggingface_hub.errors, error)
     declared = next(line for line in (REPO / "setup.cfg").read_text().splitlines() if "huggingface-hub>=" in line)
     assert declared.strip() == "huggingface-hub>=0.25"
+
+
+def test_unpublished_weights_say_how_to_build_them_not_to_retry(monkeypatch):
+    """The package's models have no published weights yet: the error says to build them, not to reconnect."""
+    monkeypatch.setenv("HF_ENDPOINT", _closed_port_url())
+    with pytest.raises(WeightsUnavailableError) as raised:
+        load("a0", pretrained=True)
+    message = str(raised.value)
+    assert "not published on the Hub yet" in message and "alphanet-extract --supernet" in message
+    assert "and retry" not in message

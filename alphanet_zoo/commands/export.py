@@ -54,7 +54,8 @@ def build_parser() -> flags.ArgumentParser:
                         help="output format: " + "; ".join(f"{fmt}: {b.description}" for fmt, b in BUILDERS.items())
                              + " (default: from --out's suffix, else onnx)")
     parser.add_argument("--precision", choices=PRECISIONS,
-                        help="fp32; bf16 (openvino); int8 (onnx, openvino; calibrated on --calib-data); auto: the "
+                        help="fp32; bf16 (openvino); int8 (onnx, openvino, executorch, tflite; calibrated on "
+                             "--calib-data); auto: the "
                              "fastest precision that passes verification on this machine (default: auto for "
                              "openvino, fp32 otherwise)")
     parser.add_argument("--calib-data", metavar="DIR",

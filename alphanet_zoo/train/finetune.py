@@ -124,7 +124,9 @@ class FineTuner(Trainer):
         self.base, self.teacher = model, teacher
         self.calibration = None
         if (teacher is None) != (settings.distill == "none"):
-            raise InputError("a teacher is distilled from exactly when distill is alpha or kl")
+            raise InputError(f"distill={settings.distill} needs a teacher: give --teacher, or set distill=none"
+                             if teacher is None else
+                             "a teacher was given but distill=none: set distill=alpha or distill=kl, or drop --teacher")
 
     # ---- the model ------------------------------------------------------------------------------
     def _make_model(self) -> torch.nn.Module:
