@@ -234,6 +234,16 @@ class ModelRecord:
     def __getitem__(self, key: str) -> Any:
         return self.timm_cfg()[key]
 
+    def keys(self):
+        """`timm_cfg`'s keys: with `__getitem__`, ``dict(model.pretrained_cfg)`` copies it as timm's scripts do."""
+        return self.timm_cfg().keys()
+
+    def __iter__(self):
+        return iter(self.timm_cfg())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.timm_cfg()
+
     # ---- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The JSON form, key for key what `from_dict` reads (derived keys included for readers)."""

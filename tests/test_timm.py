@@ -38,6 +38,9 @@ def test_create_model_and_pretrained_cfg(timm_name):
     assert f"{cfg.first_conv}.weight" in state and f"{cfg.classifier}.weight" in state
     assert model.default_cfg["input_size"] == cfg.input_size
     assert timm.data.resolve_model_data_config(model)["input_size"] == cfg.input_size
+    copied = dict(getattr(model, "pretrained_cfg", {}))  # what timm's inference.py does with it
+    assert copied["input_size"] == cfg.input_size and copied == model.pretrained_cfg.timm_cfg()
+    assert "mean" in model.pretrained_cfg and sorted(model.pretrained_cfg) == sorted(copied)
 
 
 def test_features_only_shapes_strides_and_feature_info():
