@@ -26,6 +26,7 @@ from alphanet_zoo.errors import AlphaNetError
 
 from .builders import Builder, Candidate, ExportJob, register
 from .metadata import sidecar_path, sidecar_record
+from .native_quiet import to_log
 from .pt2_export import exported_program, fold_batchnorm
 from .runtime import ExecuTorchModel
 from .verify import Verification, verify_runner
@@ -38,8 +39,9 @@ DELEGATE = "XnnpackBackend"
 def require_executorch():
     """The ``executorch`` module, or an error that says how to install it."""
     try:
-        import executorch
-        import executorch.exir  # noqa: F401  (the exporter, beside the runtime)
+        with to_log():
+            import executorch
+            import executorch.exir  # noqa: F401  (the exporter, beside the runtime)
     except ImportError:
         raise AlphaNetError("--format executorch needs ExecuTorch: pip install 'alphanet_zoo[executorch]'") from None
     return executorch
@@ -72,7 +74,7 @@ def lower(program: torch.export.ExportedProgram) -> tuple[bytes, tuple[str, ...]
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), to_log():
         warnings.simplefilter("ignore")
         edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
         graph = edge.exported_program().graph_module.graph

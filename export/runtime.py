@@ -56,6 +56,7 @@ from alphanet_zoo.record import IMAGENET_LABELS, ModelRecord
 
 from .metadata import (CONFIG_KEY, EXPORT_METADATA_FILE, TORCHSCRIPT_METADATA_FILE, export_metadata, file_format,
                        read_export_info, read_metadata)
+from .native_quiet import to_log
 from .timing import cpu_name, torch_threads
 
 log = logging.getLogger("alphanet_zoo")
@@ -523,10 +524,12 @@ _EXECUTORCH_POOL = {"generation": 0}  # bumped each time ExecuTorch's process-wi
 def executorch_runtime():
     """ExecuTorch's Python runtime, or an error that says how to install it."""
     try:
-        from executorch.runtime import Runtime
+        with to_log():
+            from executorch.runtime import Runtime
     except ImportError:
         raise ModelOpenError("running a .pte needs ExecuTorch: pip install 'alphanet_zoo[executorch]'") from None
-    return Runtime.get()
+    with to_log():  # its first use probes the CPU, printing from C++
+        return Runtime.get()
 
 
 def executorch_threads(threads: int) -> None:
@@ -534,11 +537,12 @@ def executorch_threads(threads: int) -> None:
 
     Replacing the pool frees the old one, which the XNNPACK runtimes of methods loaded before hold:
     `ExecuTorchModel` reloads its method after any replacement (`_EXECUTORCH_POOL`)."""
-    from executorch.extension.pybindings import portable_lib
+    with to_log():  # the pool's first use probes the CPU, printing from C++
+        from executorch.extension.pybindings import portable_lib
 
-    if portable_lib._threadpool_get_thread_count() != threads:
-        portable_lib._unsafe_reset_threadpool(threads)
-        _EXECUTORCH_POOL["generation"] += 1
+        if portable_lib._threadpool_get_thread_count() != threads:
+            portable_lib._unsafe_reset_threadpool(threads)
+            _EXECUTORCH_POOL["generation"] += 1
 
 
 class ExecuTorchModel(ExportedModel):
@@ -556,7 +560,8 @@ class ExecuTorchModel(ExportedModel):
         runtime = executorch_runtime()
         self.pool_threads = threads or available_cores()
         try:
-            self.program = runtime.load_program(Path(path))
+            with to_log():
+                self.program = runtime.load_program(Path(path))
             meta = self.program.metadata("forward")
         except Exception as e:  # ExecuTorch raises RuntimeError/ValueError for a bad program
             raise ModelOpenError(f"cannot load {path} with ExecuTorch: {brief(e)}") from None
@@ -582,7 +587,8 @@ class ExecuTorchModel(ExportedModel):
         if self._method is None or self._generation != _EXECUTORCH_POOL["generation"]:
             self._method = None
             try:
-                self._method = self.program.load_method("forward")
+                with to_log():
+                    self._method = self.program.load_method("forward")
             except Exception as e:
                 raise ModelOpenError(f"ExecuTorch cannot load the method of {self.name}: {brief(e)}") from None
             self._generation = _EXECUTORCH_POOL["generation"]

@@ -214,6 +214,18 @@ def test_a_record_that_does_not_describe_the_file_is_refused(exported, tmp_path,
 
 
 @pytest.mark.slow
+def test_third_party_chatter_stays_off_the_terminal(exported):
+    """ExecuTorch's C++ CPU probing and torch's pytree warning go to our logger, not to the user's stderr."""
+    import subprocess
+
+    done = subprocess.run([str(Path(sys.executable).parent / "alphanet-predict"), "--model",
+                           str(exported["executorch"].path), str(PHOTO)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "%" in done.stdout
+    assert "cpuinfo_utils" not in done.stderr and "_pytree" not in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.slow
 def test_predict_and_eval_commands_take_mobile_files(exported, tiny_model, tmp_path, capsys):
     from alphanet_zoo.commands import eval as eval_cli
     from alphanet_zoo.commands import predict_main
