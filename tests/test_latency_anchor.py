@@ -153,3 +153,23 @@ def test_a_budget_the_stale_table_calls_infeasible_is_searched_and_met(tmp_path,
     assert code == 0, capsys.readouterr().err
     assert best["latency"]["measured_ms"] <= budget
     assert true_ms(ArchConfig.from_dict(best["architecture"])) <= budget
+
+
+def test_a_front_in_milliseconds_is_searched_on_the_re_anchored_table(tmp_path, fake_machine, capsys):
+    """The stale table (x1.3) puts a0 above the front's top; re-anchored, the front's bins hold subnets."""
+    from alphanet_zoo.commands.search import main
+
+    table = tmp_path / "table.json"
+    stale = _table(table, 1.3)
+    a0 = SEARCH_SPACE.smallest()
+    low, high = true_ms(a0), 1.25 * true_ms(a0)
+    assert LatencyPredictor(stale)(a0) > high
+    out = tmp_path / "front.json"
+    code = main(["--front", f"{low:.3f}:{high:.3f}:{(high - low) / 4:.3f}", "--evaluator", "surrogate",
+                 "--max-evaluations", "24", "--latency-ms", f"{high:.3f}", "--backend", "onnxruntime",
+                 "--threads", "1", "--batch-size", "1", "--latency-table", str(table), "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    document = json.loads(out.read_text())
+    anchor = document["latency"]["anchor"]
+    assert anchor["scale"] == pytest.approx(1 / 1.3, rel=0.1)
+    assert [r["name"] for r in anchor["references"]] == ["smallest", "middle", "largest"]
