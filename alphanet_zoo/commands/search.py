@@ -101,7 +101,8 @@ def _parser() -> flags.ArgumentParser:
                         help="search only subnets with at least this many MFLOPs (default: no floor)")
     parser.add_argument("--latency-ms", type=flags.number(0, open_low=True), metavar="MS",
                         help="budget: at most this many milliseconds per batch on this machine with --backend, "
-                             "--threads and --batch-size (predicted from a latency table; the best is measured)")
+                             "--threads and --batch-size (predicted from a latency table, re-anchored each run to the "
+                             "smallest, a middle and the largest subnet measured now; the best is measured)")
     parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
                         help="runtime latency is measured on: ONNX Runtime or OpenVINO running the file "
                              "alphanet-export writes, PyTorch eager on the CPU, CUDA, or the phone runtimes "
