@@ -7,6 +7,11 @@ end, in turns, as a deployer runs them; the table's predictions are then mapped 
 milliseconds: exact at each reference, linear in the table's prediction between two of them, and in
 proportion below the smallest and above the largest (`Anchor.map`).
 
+A reference's figure is the median of its quietest turn (`latency.robust_ms`), the statistic the
+table is built and fitted on: the anchor follows the machine's drift, not the load of the minute
+(the median of all its calls is recorded beside it; the winner of a search is still checked on the
+median of its calls).
+
     anchor = measure_anchor(runtime, predictor, reference_subnets(max_mflops=260))
     today = AnchoredPredictor(predictor, anchor)       # today(arch) -> ms on this machine, now
 """
@@ -83,8 +88,8 @@ class Anchor:
         return min(self.references, key=lambda r: r["mflops"])
 
     def describe(self) -> str:
-        parts = ", ".join(f"{r['name']} {r['measured_ms']:.2f} ms (table {r['predicted_ms']:.2f})"
-                          for r in self.references)
+        parts = ", ".join(f"{r['name']} {r['measured_ms']:.2f} ms (median {r.get('median_ms', r['measured_ms']):.2f}, "
+                          f"table {r['predicted_ms']:.2f})" for r in self.references)
         return f"latency table re-anchored to this machine now: {parts}; scale x{self.scale:.3f}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,7 +105,7 @@ def measure_anchor(runtime, predictor: Callable[[ArchConfig], float], references
     names, archs = zip(*references)
     timed = measure_models(runtime, list(archs), num_classes, rounds=rounds)
     rows = [{"name": name, "mflops": round(count_flops(arch, num_classes), 2),
-             "predicted_ms": predictor(arch), "measured_ms": t["median_ms"],
+             "predicted_ms": predictor(arch), "measured_ms": t["ms"], "median_ms": t["median_ms"],
              "spread_ms": t.get("p75_ms", t["median_ms"]) - t.get("p25_ms", t["median_ms"]),
              "arch": arch.to_dict()} for name, arch, t in zip(names, archs, timed)]
     return Anchor(rows)

@@ -90,7 +90,8 @@ class LatencySetup:
         smallest = self.anchor.smallest()
         if budget_ms < smallest["measured_ms"]:
             raise InputError(f"no subnet fits in {budget_ms:g} ms: the smallest measures {smallest['measured_ms']:.2f} "
-                             f"ms end to end on this runtime now ({self.table.describe()})")
+                             f"ms end to end on this runtime now, in its quietest turns (median of its calls "
+                             f"{smallest.get('median_ms', smallest['measured_ms']):.2f} ms; {self.table.describe()})")
 
     def describe(self) -> str:
         """One line on the table and its predictor's measured error."""
