@@ -7,8 +7,9 @@ then, ``--runs`` times: a0 is timed in a process of its own (exported as ``alpha
 it, opened with ONNX Runtime as the package opens it, the median of its calls), the budget is set to
 ``--factor`` (1.25) times that, ``alphanet-search --latency-ms`` runs on the same table (surrogate
 evaluator, its own process), and the subnet it returns is timed in a process of its own. Printed per
-run: a0, the budget, the search's anchor scale, the winner's predicted / search-measured /
-own-process milliseconds and own-process / budget; then how many runs were refused and how many
+run: a0, the budget, a0 in the search's anchor (quietest turn), the anchor's scale, the winner's
+predicted / search-measured milliseconds, whether the search's check met the budget, its own-process
+milliseconds and own-process / budget; then how many runs were refused and how many
 winners measured within the budget (+ ``--tolerance``, 5 %). ``--table-scale`` multiplies the table's
 milliseconds first (a table built on a busy machine). ``--json FILE`` keeps the rows.
 """
@@ -105,8 +106,8 @@ def main() -> int:
     table = build_table(args.table, args.threads, args.table_scale)
     a0 = MODELS["a0"].arch.to_dict()
     rows = []
-    print(f"{'run':>3} {'a0 ms':>7} {'budget':>7} {'scale':>6} {'pred':>7} {'search':>7} {'own':>7} {'own/bud':>8}",
-          flush=True)
+    print(f"{'run':>3} {'a0 ms':>7} {'budget':>7} {'a0 srch':>7} {'scale':>6} {'pred':>7} {'search':>7} {'meets':>5} "
+          f"{'own':>7} {'own/bud':>8}", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         for run in range(args.runs):
             a0_ms = own_process_ms(a0, args.threads, args.calls)["median_ms"]
@@ -116,12 +117,15 @@ def main() -> int:
             if best is not None:
                 lat = best["latency"]
                 own = own_process_ms(best["architecture"], args.threads, args.calls)
-                row.update(scale=lat["anchor"]["scale"], predicted_ms=lat["predicted_ms"],
+                smallest = lat["anchor"]["references"][0]
+                row.update(scale=lat["anchor"]["scale"], predicted_ms=lat["predicted_ms"], meets=lat["meets_budget"],
+                           a0_search_ms=smallest["measured_ms"], a0_search_median_ms=smallest["median_ms"],
                            search_measured_ms=lat["measured_ms"], own_ms=own["median_ms"],
                            own_quartiles_ms=own["quartiles_ms"], ratio=own["median_ms"] / budget,
                            mflops=best["mflops"], anchor=lat["anchor"])
-                print(f"{run:>3} {a0_ms:7.3f} {budget:7.3f} {row['scale']:6.3f} {row['predicted_ms']:7.3f} "
-                      f"{row['search_measured_ms']:7.3f} {row['own_ms']:7.3f} {row['ratio']:8.3f}", flush=True)
+                print(f"{run:>3} {a0_ms:7.3f} {budget:7.3f} {row['a0_search_ms']:7.3f} {row['scale']:6.3f} "
+                      f"{row['predicted_ms']:7.3f} {row['search_measured_ms']:7.3f} {str(row['meets']):>5} "
+                      f"{row['own_ms']:7.3f} {row['ratio']:8.3f}", flush=True)
             rows.append(row)
     done = [r for r in rows if not r["refused"]]
     within = [r for r in done if r["ratio"] <= 1 + args.tolerance]
