@@ -107,7 +107,8 @@ def _parser() -> flags.ArgumentParser:
                         help="search only subnets with at least this many MFLOPs (default: no floor)")
     parser.add_argument("--latency-ms", type=flags.number(0, open_low=True), metavar="MS",
                         help="budget: at most this many milliseconds per batch on this machine with --backend, "
-                             "--threads and --batch-size (predicted from a latency table; the best is measured)")
+                             "--threads and --batch-size (predicted from a latency table, re-anchored each run to the "
+                             "smallest, a middle and the largest subnet measured now; the best is measured)")
     parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
                         help="runtime latency is measured on: ONNX Runtime or OpenVINO running the file "
                              "alphanet-export writes, PyTorch eager on the CPU, CUDA, or the phone runtimes "
@@ -365,7 +366,8 @@ def _search(args: argparse.Namespace, device) -> int:
         console.result(line)
     what = f"{chosen.mflops:.2f} MFLOPs"
     if checked:
-        what += f", {checked['predicted_ms']:.2f} ms predicted, {checked['measured_ms']:.2f} ms measured"
+        what += (f", {checked['measured_ms']:.2f} ms measured (quartiles {checked['spread_ms']:.2f} ms apart), "
+                 f"{checked['predicted_ms']:.2f} ms predicted ({100 * checked['prediction_error']:+.1f} %)")
     on = f"on {real.heldout_images} held-out images" if real else "(surrogate)"
     console.status(f"best: {what}, top-1 {chosen.top1:.2f} % {on} "
                    f"-> {args.out}" + (f" (plot: {args.plot})" if args.plot else ""))
@@ -417,7 +419,8 @@ def _front(args: argparse.Namespace, evaluate_many, real: "_RealSetup | None", l
                               seconds=seconds, population=args.population if evolution else None,
                               generations=args.generations if evolution else None,
                               latency=None if latency is None else {"backend": args.backend, "table": latency.path,
-                                                                    "table_id": latency.table_id})
+                                                                    "table_id": latency.table_id,
+                                                                    "anchor": latency.anchor and latency.anchor.to_dict()})
     document["algorithm"] = args.algorithm
     document["max_evaluations"] = args.max_evaluations
     if args.algorithm == "guided":
@@ -523,6 +526,9 @@ def _latency(args: argparse.Namespace, num_classes: int, console: Console, quiet
                                 table_path=args.latency_table, max_mflops=args.flops, num_classes=num_classes,
                                 progress=progress if not quiet else None)
     console.status(setup.describe())
+    if setup.anchor is not None:
+        console.status(setup.anchor.describe())
+    setup.refuse_below(args.latency_ms)
     return setup
 
 

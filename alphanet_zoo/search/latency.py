@@ -180,10 +180,17 @@ def _ms(turns: Sequence[Sequence[float]]) -> list[list[float]]:
 
 def time_in_turns(runs: Sequence[Callable[[], Any]], rounds: int = 8) -> list[dict[str, float]]:
     """Time the calls in turns of `BLOCK` calls each (`timing.time_in_turns`, with its pause before each
-    turn; load that comes and goes falls on all alike): per call ``ms`` (`robust_ms` of its turns) and
-    ``median_ms`` (of all its calls)."""
+    turn; load that comes and goes falls on all alike): per call ``ms`` (`robust_ms` of its turns),
+    ``median_ms`` (of all its calls) and their quartiles ``p25_ms``, ``p75_ms``."""
     turns = [_ms(t) for t in timing.time_in_turns(runs, rounds=rounds, calls=BLOCK, warmup=2, first_warmup=7)]
-    return [{"ms": robust_ms(t), "median_ms": statistics.median(timing.flat(t))} for t in turns]
+    return [{"ms": robust_ms(t), "median_ms": statistics.median(timing.flat(t)), **_quartiles(timing.flat(t))}
+            for t in turns]
+
+
+def _quartiles(values: Sequence[float]) -> dict[str, float]:
+    """``p25_ms`` and ``p75_ms`` of the calls (their spread)."""
+    q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
+    return {"p25_ms": q1, "p75_ms": q3}
 
 
 def measure_models(runtime: Runtime, archs: Sequence[ArchConfig], num_classes: int = 1000, rounds: int = 8,

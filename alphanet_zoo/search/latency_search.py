@@ -1,6 +1,6 @@
 """The latency side of a search under a latency budget (``alphanet-search --latency-ms``): the table
-(rank 0 loads or builds it, every process gets the same), the predictor, and the end-to-end check of
-the best candidates."""
+(rank 0 loads or builds it, every process gets the same), re-anchored to this machine now
+(`latency_anchor`), the predictor, and the end-to-end check of the best candidates."""
 from __future__ import annotations
 
 import hashlib
@@ -12,9 +12,11 @@ from typing import Any, Callable
 import torch
 
 from .. import distributed
+from ..errors import InputError
 from ..registry import MODELS
 from .evolution import Candidate, SearchResult, rank_key
 from .latency import LatencyPredictor, LatencyTable, load_or_build, time_in_turns
+from .latency_anchor import Anchor, AnchoredPredictor, measure_anchor, reference_subnets
 from .latency_runtimes import Runtime, make_runtime
 
 log = logging.getLogger("alphanet_zoo")
@@ -31,14 +33,16 @@ class _NoBar:
 
 @dataclass
 class LatencySetup:
-    """The runtime (on rank 0), the table every process shares, and its predictor."""
+    """The runtime (on rank 0), the table every process shares, and its predictor (re-anchored to
+    today's machine when ``anchor`` is set: what the search and its budget use)."""
 
     runtime: Runtime | None
     table: LatencyTable
-    predictor: LatencyPredictor
+    predictor: LatencyPredictor | AnchoredPredictor
     path: str
     num_classes: int
     built: bool = False
+    anchor: Anchor | None = None
 
     @property
     def table_id(self) -> str:
@@ -48,23 +52,46 @@ class LatencySetup:
 
     @classmethod
     def create(cls, backend: str, *, threads: int | None, batch_size: int, table_path: str | None,
-               max_mflops: float | None, num_classes: int, progress: Callable | None = None) -> "LatencySetup":
-        """Rank 0 loads the table at ``table_path`` or builds it on ``backend`` (``progress`` wraps its loops);
-        every process gets the same table and predictor. A failure on rank 0 is one error on every rank."""
+               max_mflops: float | None, num_classes: int, progress: Callable | None = None,
+               anchor: bool = True) -> "LatencySetup":
+        """Rank 0 loads the table at ``table_path`` or builds it on ``backend`` (``progress`` wraps its loops)
+        and, with ``anchor``, times the reference subnets (`reference_subnets`) to re-anchor it; every
+        process gets the same table and predictor. A failure on rank 0 is one error on every rank."""
         threads = threads or torch.get_num_threads()
         made: dict[str, Any] = {}
 
-        def make() -> tuple[dict, str, bool]:
-            made["runtime"] = make_runtime(backend, threads, batch_size)
-            table, path, built = load_or_build(made["runtime"], table_path, num_classes=num_classes,
+        def make() -> tuple[dict, str, bool, list | None]:
+            made["runtime"] = runtime = make_runtime(backend, threads, batch_size)
+            table, path, built = load_or_build(runtime, table_path, num_classes=num_classes,
                                                max_mflops=max_mflops, progress=progress)
-            return table.to_dict(), str(path), built
+            references = None
+            if anchor:
+                references = measure_anchor(runtime, LatencyPredictor(table, num_classes),
+                                            reference_subnets(max_mflops=max_mflops), num_classes).references
+            return table.to_dict(), str(path), built, references
 
-        data, path, built = distributed.broadcast_or_raise(make, "making the latency table")
-        setup = cls(made.get("runtime"), LatencyTable.from_dict(data), None, path, num_classes)  # type: ignore[arg-type]
-        setup.predictor = LatencyPredictor(setup.table, num_classes)
-        setup.built = built
+        data, path, built, references = distributed.broadcast_or_raise(make, "making the latency table")
+        table = LatencyTable.from_dict(data)
+        setup = cls(made.get("runtime"), table, LatencyPredictor(table, num_classes), path, num_classes, built)
+        if references is not None:
+            setup.anchor = Anchor(references)
+            setup.predictor = AnchoredPredictor(setup.predictor, setup.anchor)
         return setup
+
+    def table_ms(self, arch) -> float:
+        """The table's own prediction (before re-anchoring)."""
+        predictor = self.predictor
+        return getattr(predictor, "table_predictor", predictor)(arch)
+
+    def refuse_below(self, budget_ms: float) -> None:
+        """An `InputError` when ``budget_ms`` is below the smallest subnet's latency measured now."""
+        if self.anchor is None:
+            return
+        smallest = self.anchor.smallest()
+        if budget_ms < smallest["measured_ms"]:
+            raise InputError(f"no subnet fits in {budget_ms:g} ms: the smallest measures {smallest['measured_ms']:.2f} "
+                             f"ms end to end on this runtime now, in its quietest turns (median of its calls "
+                             f"{smallest.get('median_ms', smallest['measured_ms']):.2f} ms; {self.table.describe()})")
 
     def describe(self) -> str:
         """One line on the table and its predictor's measured error."""
@@ -103,7 +130,9 @@ class LatencySetup:
                 timed, ref = time_in_turns([self.runtime.model(c.arch, self.num_classes), reference_run])
             bar.update(1)
             tried.append({"top1": c.top1, "mflops": round(c.mflops, 4), "predicted_ms": round(c.latency_ms, 4),
-                          "measured_ms": round(timed["median_ms"], 4), "fastest_turn_ms": round(timed["ms"], 4),
+                          "table_ms": round(self.table_ms(c.arch), 4), "measured_ms": round(timed["median_ms"], 4),
+                          "spread_ms": round(timed.get("p75_ms", 0.0) - timed.get("p25_ms", 0.0), 4),
+                          "fastest_turn_ms": round(timed["ms"], 4),
                           "reference_ms": round(ref["median_ms"], 4), "order": order, "arch": c.arch.to_dict()})
             measured.append(c)
             return timed["median_ms"] <= budget_ms
@@ -139,10 +168,13 @@ class LatencySetup:
         checked = {
             "budget_ms": budget_ms, "backend": key["runtime"], "version": key["version"], "threads": key["threads"],
             "batch_size": key["batch_size"], "machine": key["machine"], "table": self.path,
-            "predicted_ms": row["predicted_ms"], "measured_ms": row["measured_ms"],
+            "predicted_ms": row["predicted_ms"], "table_ms": row["table_ms"], "measured_ms": row["measured_ms"],
+            "spread_ms": row["spread_ms"], "prediction_error": round(row["predicted_ms"] / row["measured_ms"] - 1, 4),
             "fastest_turn_ms": row["fastest_turn_ms"], "meets_budget": row["measured_ms"] <= budget_ms,
             "reference": {"name": REFERENCE, "measured_ms": row["reference_ms"],
-                          "predicted_ms": round(self.predictor(reference), 4)},
+                          "predicted_ms": round(self.predictor(reference), 4),
+                          "table_ms": round(self.table_ms(reference), 4)},
+            "anchor": None if self.anchor is None else self.anchor.to_dict(),
             "predictor": {"scale": self.table.scale, "offset_ms": self.table.offset_ms,
                           "median_rel_error": validation.get("median_rel_error"),
                           "worst_rel_error": validation.get("worst_rel_error"),

@@ -1,0 +1,198 @@
+"""Re-anchoring a cached latency table to today's machine (issue 33): the mapping, and
+``alphanet-search --latency-ms`` with a runtime whose timings are a known table (deterministic: no clock)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from _search_helpers import one_thread  # noqa: F401 (autouse)
+
+from alphanet_zoo import SEARCH_SPACE, count_flops
+from alphanet_zoo.config import ArchConfig
+from alphanet_zoo.search import latency, latency_search
+from alphanet_zoo.search.latency import LatencyPredictor, LatencyTable
+from alphanet_zoo.search.latency_anchor import Anchor, reference_subnets
+from alphanet_zoo.search.latency_layers import arch_layers, space_layers
+from alphanet_zoo.search.latency_runtimes import Runtime
+
+
+def _anchor(points):
+    return Anchor([{"name": str(i), "mflops": float(i), "predicted_ms": p, "measured_ms": m}
+                   for i, (p, m) in enumerate(points)])
+
+
+def test_the_anchor_is_exact_at_the_references_linear_between_and_proportional_beyond():
+    anchor = _anchor([(5.0, 4.0), (10.0, 9.0), (20.0, 16.0)])
+    assert [anchor.map(p) for p in (5.0, 10.0, 20.0)] == [4.0, 9.0, 16.0]
+    assert anchor.map(7.5) == pytest.approx(6.5) and anchor.map(15.0) == pytest.approx(12.5)
+    assert anchor.map(2.5) == pytest.approx(2.0) and anchor.map(40.0) == pytest.approx(32.0)
+    assert anchor.scale == pytest.approx(0.8)
+    # noise that inverts two references does not make the map decrease
+    noisy = _anchor([(5.0, 4.0), (10.0, 3.9), (20.0, 16.0)])
+    grid = [1 + 0.5 * i for i in range(60)]
+    assert all(a <= b for a, b in zip(map(noisy.map, grid), map(noisy.map, grid[1:])))
+
+
+def test_the_references_are_the_smallest_a_middle_one_and_the_largest_under_the_cap():
+    refs = dict(reference_subnets())
+    assert refs["smallest"] == SEARCH_SPACE.smallest() and refs["largest"] == SEARCH_SPACE.largest()
+    capped = dict(reference_subnets(max_mflops=260))
+    flops = [count_flops(capped[k]) for k in ("smallest", "middle", "largest")]
+    assert flops == sorted(flops) and flops[-1] <= 260 and flops[-1] > 240
+    assert dict(reference_subnets(max_mflops=260)) == capped  # the same subnets every run
+
+
+# -- the command, on a runtime whose subnets take a known time -------------------------------------------
+
+def _layer_ms(layer) -> float:
+    return 0.02 + 0.002 * layer.out_channels * layer.side / 100
+
+
+def true_ms(arch: ArchConfig) -> float:
+    """What a subnet measures end to end on the fake machine today."""
+    return 0.95 * sum(_layer_ms(lay) for lay in arch_layers(arch)) + 0.02
+
+
+class TableRuntime(Runtime):
+    """A runtime whose subnets 'take' `true_ms`; the timing function below reads it (no clock)."""
+
+    name = "fake"
+    timed: list = []
+    load = 1.0  # the median of a subnet's calls over its quietest turn's (1: a quiet machine)
+
+    @property
+    def version(self) -> str:
+        return "1.0"
+
+    def machine(self) -> str:
+        return "fake machine"
+
+    def model(self, arch, num_classes=1000):
+        def run():
+            pass
+        run.ms = true_ms(arch)
+        return run
+
+
+def _time_in_turns(runs, rounds=8):
+    TableRuntime.timed.append(len(runs))
+    median = TableRuntime.load
+    return [{"ms": r.ms, "median_ms": r.ms * median, "p25_ms": r.ms * 0.98, "p75_ms": r.ms * median * 1.02}
+            for r in runs]
+
+
+@pytest.fixture
+def fake_machine(monkeypatch):
+    TableRuntime.timed, TableRuntime.load = [], 1.0
+    monkeypatch.setattr(latency_search, "make_runtime", lambda name, threads, batch: TableRuntime(threads, batch))
+    monkeypatch.setattr(latency, "time_in_turns", _time_in_turns)
+    monkeypatch.setattr(latency_search, "time_in_turns", _time_in_turns)
+
+
+def _table(path, factor: float) -> LatencyTable:
+    """A table of every layer, its milliseconds ``factor`` times the quiet machine's (1.3: built under load)."""
+    table = LatencyTable(TableRuntime(1, 1).key(), {lay.key: factor * _layer_ms(lay) for lay in space_layers()},
+                         validation={"subnets": 8, "median_rel_error": 0.065, "worst_rel_error": 0.2})
+    table.save(path)
+    return table
+
+
+def _search(tmp_path, table_file, budget, name="best.json", *extra) -> tuple[int, dict | None]:
+    from alphanet_zoo.commands.search import main
+
+    out = tmp_path / name
+    code = main(["--evaluator", "surrogate", "--seed", "3", "--population", "8", "--generations", "2",
+                 "--latency-ms", f"{budget:.4f}", "--backend", "onnxruntime", "--threads", "1", "--batch-size", "1",
+                 "--latency-table", str(table_file), "--measure-top", "4", "--out", str(out), *extra])
+    return code, json.loads(out.read_text()) if out.is_file() else None
+
+
+def test_a_table_built_under_load_gives_the_quiet_tables_answer(tmp_path, fake_machine, capsys):
+    """Milliseconds scaled by 1.3 (a table built on a busy machine): the search corrects them."""
+    a0 = SEARCH_SPACE.smallest()
+    budget = 1.25 * true_ms(a0)
+    quiet, loaded = tmp_path / "quiet.json", tmp_path / "loaded.json"
+    _table(quiet, 1.0)
+    assert LatencyPredictor(_table(loaded, 1.3))(a0) > budget  # the stale table alone calls it infeasible
+    code, first = _search(tmp_path, quiet, budget, "quiet_best.json")
+    assert code == 0, capsys.readouterr().err
+    code, second = _search(tmp_path, loaded, budget, "loaded_best.json")
+    assert code == 0, capsys.readouterr().err
+    assert second["architecture"] == first["architecture"] and second["top1"] == first["top1"]
+    for best in (first, second):
+        lat = best["latency"]
+        assert lat["measured_ms"] == pytest.approx(true_ms(ArchConfig.from_dict(best["architecture"])), abs=1e-3)
+        assert lat["measured_ms"] <= budget and lat["meets_budget"]
+        assert lat["spread_ms"] > 0 and lat["prediction_error"] == pytest.approx(
+            lat["predicted_ms"] / lat["measured_ms"] - 1, abs=1e-3)
+        anchor = lat["anchor"]
+        assert [r["name"] for r in anchor["references"]] == ["smallest", "middle", "largest"]
+        for ref in anchor["references"]:
+            assert ref["measured_ms"] == pytest.approx(true_ms(ArchConfig.from_dict(ref["arch"])), abs=1e-3)
+    factor = [r["predicted_ms"] / f["predicted_ms"] for r, f in zip(second["latency"]["anchor"]["references"],
+                                                                   first["latency"]["anchor"]["references"])]
+    assert factor == pytest.approx([1.3] * 3, rel=1e-3)
+    assert second["latency"]["anchor"]["scale"] == pytest.approx(first["latency"]["anchor"]["scale"] / 1.3, rel=1e-3)
+    assert "re-anchored" in capsys.readouterr().out
+
+
+def test_a_budget_below_the_smallest_measured_is_refused_with_the_measured_figure(tmp_path, fake_machine, capsys):
+    table = tmp_path / "table.json"
+    _table(table, 0.7)  # the table says a0 is faster than it is today: the measurement decides
+    smallest = true_ms(SEARCH_SPACE.smallest())
+    code, best = _search(tmp_path, table, 0.97 * smallest)
+    err = capsys.readouterr().err
+    assert code == 2 and best is None
+    assert f"the smallest measures {smallest:.2f} ms" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_budget_the_stale_table_calls_infeasible_is_searched_and_met(tmp_path, fake_machine, capsys):
+    table = tmp_path / "table.json"
+    stale = _table(table, 1.25)
+    a0 = SEARCH_SPACE.smallest()
+    budget = 1.1 * true_ms(a0)
+    assert LatencyPredictor(stale)(a0) > budget
+    code, best = _search(tmp_path, table, budget)
+    assert code == 0, capsys.readouterr().err
+    assert best["latency"]["measured_ms"] <= budget
+    assert true_ms(ArchConfig.from_dict(best["architecture"])) <= budget
+
+
+def test_a_front_in_milliseconds_is_searched_on_the_re_anchored_table(tmp_path, fake_machine, capsys):
+    """The stale table (x1.3) puts a0 above the front's top; re-anchored, the front's bins hold subnets."""
+    from alphanet_zoo.commands.search import main
+
+    table = tmp_path / "table.json"
+    stale = _table(table, 1.3)
+    a0 = SEARCH_SPACE.smallest()
+    low, high = true_ms(a0), 1.25 * true_ms(a0)
+    assert LatencyPredictor(stale)(a0) > high
+    out = tmp_path / "front.json"
+    code = main(["--front", f"{low:.3f}:{high:.3f}:{(high - low) / 4:.3f}", "--evaluator", "surrogate",
+                 "--max-evaluations", "24", "--latency-ms", f"{high:.3f}", "--backend", "onnxruntime",
+                 "--threads", "1", "--batch-size", "1", "--latency-table", str(table), "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    document = json.loads(out.read_text())
+    anchor = document["latency"]["anchor"]
+    assert anchor["scale"] == pytest.approx(1 / 1.3, rel=0.1)
+    assert [r["name"] for r in anchor["references"]] == ["smallest", "middle", "largest"]
+
+
+def test_on_a_busy_machine_the_quietest_turns_anchor_and_decide_feasibility(tmp_path, fake_machine, capsys):
+    """Load that comes and goes inflates the medians by 30 %: the anchor, like the table, takes the quietest
+    turns, so a budget a0 meets in them is searched (the answer is still checked on medians)."""
+    TableRuntime.load = 1.3
+    table = tmp_path / "table.json"
+    _table(table, 1.0)
+    a0 = SEARCH_SPACE.smallest()
+    budget = 1.2 * true_ms(a0)
+    code, best = _search(tmp_path, table, budget)
+    assert code == 0, capsys.readouterr().err
+    smallest = best["latency"]["anchor"]["references"][0]
+    assert smallest["measured_ms"] == pytest.approx(true_ms(a0), abs=1e-3)
+    assert smallest["median_ms"] == pytest.approx(1.3 * true_ms(a0), abs=1e-3)
+    lat = best["latency"]  # searched; the answer is still checked on medians, which none meets here
+    assert not lat["meets_budget"] and lat["measured_ms"] == min(t["measured_ms"] for t in lat["tried"])
+    code, _ = _search(tmp_path, table, 0.95 * true_ms(a0), "refused.json")
+    err = capsys.readouterr().err
+    assert code == 2 and f"measures {true_ms(a0):.2f} ms" in err and f"{1.3 * true_ms(a0):.2f} ms" in err
