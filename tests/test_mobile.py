@@ -89,7 +89,8 @@ def test_the_formats_are_registered_by_suffix_and_told_from_their_bytes(tmp_path
 
 
 def test_a_pte_record_is_read_from_beside_it_without_executorch(monkeypatch, tmp_path, tiny_model):
-    monkeypatch.setitem(sys.modules, "executorch", None)
+    for name in [m for m in sys.modules if m == "executorch" or m.startswith("executorch.")] + ["executorch"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if never installed, whatever ran before
     path = tmp_path / "tiny.pte"
     path.write_bytes(b"\x1c\x00\x00\x00ET12" + bytes(56))
     with pytest.raises(InputError, match="has no record tiny.pte.json beside it"):
