@@ -1,8 +1,9 @@
 """Third-party chatter routed to the ``alphanet_zoo`` logger instead of the user's terminal.
 
-ExecuTorch's runtime prints its CPU probing (``[cpuinfo_utils.cpp:71] Reading file ...``) from C++ straight
-to file descriptor 2, and importing its exporter makes torch warn, through torch's own log handler, about
-an Enum registered with pytree. Neither says anything a user can act on. `to_log` captures both while a
+ExecuTorch's runtime prints its CPU probing (``[cpuinfo_utils.cpp:71] Reading file ...``) and LiteRT its
+absl/oneDNN/XNNPACK start-up lines (``I0000 00:00:... port.cc:153] oneDNN custom operations are on``)
+from C++ straight to file descriptor 2, and importing either exporter makes torch warn, through torch's
+own log handler, about an Enum registered with pytree. None says anything a user can act on. `to_log` captures both while a
 block runs and hands each line to our logger at DEBUG (``--verbose`` shows them); anything else written
 to stderr meanwhile is passed on as it was.
 """
@@ -11,12 +12,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
 from typing import Iterator
 
 log = logging.getLogger("alphanet_zoo")
-CHATTER = ("[cpuinfo_utils.cpp",)  # native lines known to be noise
+# native lines known to be noise: cpuinfo's probing, absl/glog INFO and WARNING lines, LiteRT's delegate notice
+CHATTER = re.compile(r"^(\[cpuinfo_utils\.cpp|WARNING: All log messages before absl::InitializeLog"
+                     r"|[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\]|INFO: Created TensorFlow Lite XNNPACK delegate)")
 LOGGERS = ("torch.utils._pytree",)  # third-party Python loggers whose warnings are noise here
 
 
@@ -56,8 +60,8 @@ def to_log() -> Iterator[None]:
             capture.close()
             passed = []
             for line in text.splitlines():
-                if line.startswith(CHATTER):
-                    log.debug("executorch: %s", line)
+                if CHATTER.match(line):
+                    log.debug("native: %s", line)
                 else:
                     passed.append(line)
             if passed:

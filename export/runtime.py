@@ -634,8 +634,9 @@ class LiteRtModel(ExportedModel):
         if device not in ("cpu", "CPU"):
             raise InputError(f"LiteRT files run on the cpu here, not {device!r}")
         try:
-            self.interpreter = litert_interpreter(path, content, threads)
-            self.interpreter.allocate_tensors()
+            with to_log():
+                self.interpreter = litert_interpreter(path, content, threads)
+                self.interpreter.allocate_tensors()
         except ModelOpenError:
             raise
         except Exception as e:  # LiteRT raises ValueError/RuntimeError for a bad flatbuffer

@@ -31,6 +31,7 @@ from alphanet_zoo.errors import AlphaNetError
 
 from .builders import Builder, Candidate, ExportJob, register
 from .metadata import CONFIG_KEY, EXPORT_KEY, TFLITE_CONTENT_KEY, TFLITE_METADATA, tflite_content_sha256
+from .native_quiet import to_log
 from .pt2_export import fold_batchnorm
 from .runtime import LiteRtModel
 from .verify import Verification, verify_runner
@@ -42,8 +43,9 @@ PROGRESS_VARIABLE = "LITERT_TORCH_SHOW_PROGRESS"  # litert-torch prints each con
 def require_litert():
     """The ``litert_torch`` module, or an error that says how to install it."""
     try:
-        import ai_edge_litert  # noqa: F401  (the interpreter)
-        import litert_torch
+        with to_log():
+            import ai_edge_litert  # noqa: F401  (the interpreter)
+            import litert_torch
     except ImportError:
         raise AlphaNetError("--format tflite needs litert-torch and LiteRT: pip install 'alphanet_zoo[litert]'") \
             from None
@@ -78,7 +80,7 @@ def convert(model: torch.nn.Module, example: torch.Tensor | None = None) -> byte
     if example is None:
         side = model.arch.resolution
         example = torch.zeros(BATCH, 3, side, side)
-    with _quiet():
+    with _quiet(), to_log():
         converted = litert_torch.convert(fold_batchnorm(model).eval(), (example,))
         return bytes(converted.model_content())
 
@@ -87,7 +89,7 @@ def quantize(fp32: bytes, calibration: torch.Tensor) -> bytes:
     """The int8 ``.tflite`` of ``fp32`` by LiteRT's quantizer (``static_wi8_ai8``), calibrated on ``calibration``."""
     from ai_edge_quantizer import quantizer, recipe
 
-    with _quiet():
+    with _quiet(), to_log():
         interpreter = LiteRtModel(None, None, None, None, "cpu", content=fp32).interpreter
         signature, spec = next(iter(interpreter.get_signature_list().items()))
         name = spec["inputs"][0]
