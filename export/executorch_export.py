@@ -138,7 +138,7 @@ class ExecuTorchBuilder(Builder):
         path = job.staging / f"{precision}.pte"
         path.write_bytes(buffer)
         what = f"executorch {executorch_version()} (XNNPACK)"
-        verification = Verification("executorch", f"{what}, int8", (), 0.0, None, checks, "int8")
+        verification = Verification("executorch", what, (), 0.0, None, checks, "int8")
         if precision == "fp32" and job.verify:
             with ExecuTorchModel(path, None, None, job.threads, "cpu") as runner:
                 verification = verify_runner(runner, job.model, "executorch", what, batch_sizes=job.verify_batch_sizes,

@@ -159,7 +159,7 @@ class LiteRtBuilder(Builder):
         path.write_bytes(content)
         what = litert_version()
         checks = ("LiteRT loaded the flatbuffer (XNNPACK delegate)",)
-        verification = Verification("tflite", f"{what}, int8", (), 0.0, None, checks, "int8")
+        verification = Verification("tflite", what, (), 0.0, None, checks, "int8")
         if precision == "fp32":
             verification = None
             if job.verify:

@@ -282,6 +282,8 @@ def test_int8_files_record_their_agreement_and_recipe(tiny_model, tmp_path, fmt)
     info = read_export_info(path)
     assert info["precision"] == "int8" and info["quantization"]["static"] is True
     assert info["agreement"]["cosine_min"] == result.verification.agreement["cosine_min"] >= 0.9
+    summary = result.verification.summary()
+    assert summary.count("int8") == 1, summary  # the precision said once
     x = torch.randn(2, 3, 192, 192, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         expected = tiny_model(x).numpy()
