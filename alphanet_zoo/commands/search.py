@@ -37,7 +37,7 @@ from ..errors import InputError, UsageError
 from ..flops import count_flops
 from ..search.budget import Budget
 from ..search.evaluate import SubnetEvaluator, heldout_subset, load_calibration_images, load_heldout_images
-from ..search.evolution import EvolutionSearch
+from ..search.evolution import EvolutionSearch, pareto_front
 from ..config import SEARCH_SPACE, ArchConfig
 from ..search.front import BOUNDS, DEFAULT_BOUND, Bins
 from ..search.history import fingerprint, front_history_rows, history_rows, read_history, write_history
@@ -459,8 +459,6 @@ def _describe_evaluator(document: dict, evaluate_many, real: "_RealSetup | None"
 def _verify(args: argparse.Namespace, document: dict, result, device, console: Console, quiet: dict,
             world: int) -> None:
     """Evaluate for real K Pareto-optimal bins of a surrogate front, spread evenly over the range."""
-    from ..search.evolution import pareto_front
-
     front = pareto_front(result.front)
     if len(front) > args.verify_top:
         step = (len(front) - 1) / max(1, args.verify_top - 1)

@@ -36,7 +36,7 @@ from .evolution import Candidate, Evaluation
 from .front import Bins, FrontResult, _gap
 from .official import cross, mutate_other, official_evaluations
 from .predictor import AccuracyPredictor
-from .sampling import _get, _set, descend_into, genes, sample_where
+from .sampling import _descend, _get, descend_into, genes, sample_where
 
 DEFAULT_EVALUATIONS = official_evaluations() // 10  # 537: a tenth of the official search's
 MIN_FIT = 8  # evaluations before the predictor is fit
@@ -106,7 +106,6 @@ class GuidedFrontSearch:
             raise InputError(f"explore must be in (0, 1], got {explore}")
         self.bins, self.evaluate_many, self.cost, self.latency = bins, evaluate_many, cost, latency
         self.rng, self.space = random.Random(seed), space
-        self._genes = genes(space)
         self.explore = explore
         self.round_size = round_size or max(1, math.ceil(bins.count / 4))
         self.children, self.keep, self.neighbours = children, keep, neighbours
@@ -140,21 +139,9 @@ class GuidedFrontSearch:
     def _into_bin(self, arch: ArchConfig, i: int, tries: int = 24) -> ArchConfig | None:
         """``arch`` walked into bin ``i`` by at most ``tries`` random single-choice changes, each kept if it
         brings the subnet closer (None: it did not get there)."""
-        if self._bin(arch) == i:
-            return arch
         low, high = self.bins.bounds(i)
-        distance = _gap(low, high, self.cost)
-        gap = distance(arch)
-        for _ in range(tries):
-            gene, options = self.rng.choice(self._genes)
-            current = _get(arch, gene)
-            candidate = _set(arch, gene, self.rng.choice([o for o in options if o != current]))
-            candidate_gap = distance(candidate)
-            if candidate_gap == 0.0:
-                return candidate if self._bin(candidate) == i else None
-            if candidate_gap < gap:
-                arch, gap = candidate, candidate_gap
-        return None
+        arch = _descend(arch, _gap(low, high, self.cost), self.rng, self.space, tries)
+        return arch if arch is not None and self._bin(arch) == i else None
 
     # -- evaluating ------------------------------------------------------------------------------
     @property

@@ -69,11 +69,12 @@ def _check_band(low: float, high: float, space: SearchSpace) -> None:
 
 
 def _descend(start: ArchConfig, distance: Callable[[ArchConfig], float], rng: random.Random,
-             space: SearchSpace) -> ArchConfig | None:
-    """Random single-choice changes, each kept if it brings ``distance`` (0: inside the budget) closer to 0."""
+             space: SearchSpace, proposals: int = _DESCENT_PROPOSALS) -> ArchConfig | None:
+    """Random single-choice changes (at most ``proposals``), each kept if it brings ``distance`` (0: inside
+    the budget) closer to 0; None if it did not get there."""
     table = genes(space)
     arch, gap = start, distance(start)
-    for _ in range(_DESCENT_PROPOSALS):
+    for _ in range(proposals):
         if gap == 0.0:
             return arch
         gene, options = rng.choice(table)
