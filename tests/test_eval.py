@@ -591,7 +591,8 @@ def test_ctrl_c_reports_and_writes_partial_results(tmp_path, pytorch_run, offici
                 raise KeyboardInterrupt
             return super().__call__(images)
 
-    monkeypatch.setattr(cli, "TorchClassifier", InterruptedClassifier)
+    import alphanet_zoo.eval.loop as loop
+    monkeypatch.setattr(loop, "TorchClassifier", InterruptedClassifier)
     out, preds = tmp_path / "r.json", tmp_path / "p.jsonl"
     code, stdout, err = run_cli(["--arch", "all", "--supernet", official_checkpoint, "--data", data,
                                  "--batch-size", 4, "--workers", 0, "--output", out, "--save-predictions", preds],

@@ -17,9 +17,8 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -32,14 +31,13 @@ from ..data import (
     GROUND_TRUTH_FILE,
     EvalResult,
     Sample,
-    TorchClassifier,
-    batch_indices,
     evaluate,
     find_ground_truth,
     labelled_batches,
     labelled_samples,
 )
 from ..errors import AlphaNetError, InputError, UsageError
+from ..eval.loop import Subject, file_subject, gather_or_raise, quiet, rank_error, shard
 from ..eval.report import (
     format_table,
     model_result,
@@ -49,12 +47,11 @@ from ..eval.report import (
     write_json,
     write_predictions,
 )
-from ..export import open_model
 from ..flops import count_flops_fvcore
 from ..imagenet import NUM_CLASSES
 from ..model import AlphaNet
-from ..preprocessing import EvalCrop, Preprocessing
-from ..record import ModelRecord, Origin
+from ..preprocessing import EvalCrop
+from ..record import ModelRecord
 from ..weights import WeightsLoader, WeightsSpec
 from . import flags, running
 from .running import EXIT_INTERRUPTED, Console, cli_main, progress
@@ -96,18 +93,6 @@ def build_parser() -> flags.ArgumentParser:
     return p
 
 
-@dataclass
-class Subject:
-    """One model ready to evaluate, and what the report says about it."""
-
-    name: str
-    record: ModelRecord | None
-    classifier: Callable[[torch.Tensor], torch.Tensor]
-    preprocessing: Preprocessing
-    backend: str
-    weights: str
-
-
 def _check_args(args: argparse.Namespace) -> None:
     if args.model:
         if args.calib_data:
@@ -139,39 +124,16 @@ def _pytorch_subjects(args: argparse.Namespace, device: torch.device, calibratio
         record = model.pretrained_cfg
         if calibration is not None:
             calibrate(model, progress(calibration, total=len(calibration), desc=f"calibrating {name or 'model'}",
-                                      unit="batch", leave=False, **_quiet()),
+                                      unit="batch", leave=False, **quiet()),
                       arch.resolution if arch else record.arch.resolution)
             record = dataclasses.replace(record, calibration=calibration.describe())
             model.pretrained_cfg = record
-        label = name or record.name or Path(str(spec)).name
-        yield Subject(label, record, TorchClassifier(model, device), record.preprocessing, "pytorch", str(spec))
+        yield Subject.of_model(model, device, name or record.name or Path(str(spec)).name, str(spec))
 
 
 def _file_subject(args: argparse.Namespace, device: torch.device) -> Subject:
-    """The ``--model`` file (ONNX, OpenVINO IR, TorchScript or pt2, run by `alphanet_zoo.export.open_model`):
-    its record (metadata) gives the architecture and preprocessing; ``--arch`` must agree with it, or
-    stands in for it when the file has none."""
-
-    classifier = open_model(args.model, threads=args.threads, device=device)
-    record = classifier.record()
     name, arch = flags.single_arch(args.arch) if args.arch else (None, None)
-    if record is not None and arch is not None and arch != record.arch:
-        raise InputError(f"--arch {args.arch} is not the architecture stored in {args.model}")
-    if record is None and arch is not None:
-        record = ModelRecord.create(arch, origin=Origin.FILE, source=f"the file {Path(args.model).name} (no metadata)")
-    static = classifier.static_resolution()
-    if record is not None:
-        preprocessing = record.preprocessing
-        if static is not None and static != preprocessing.resolution:
-            raise InputError(f"{args.model}: input size {static} disagrees with its preprocessing resolution "
-                             f"{preprocessing.resolution}")
-    elif static is not None:
-        preprocessing = Preprocessing(resolution=static)
-    else:
-        raise InputError(f"cannot tell the input resolution of {args.model} (dynamic input size and no "
-                         "'config' metadata): give --arch")
-    label = name or (record.name if record else None) or Path(args.model).stem
-    return Subject(label, record, classifier, preprocessing, classifier.backend, f"file:{args.model}")
+    return file_subject(args.model, device, threads=args.threads, arch=arch, name=name)
 
 
 @functools.lru_cache(maxsize=None)
@@ -208,55 +170,20 @@ class _Samples:
         return self._cache[key]
 
 
-def _quiet() -> dict[str, Any]:
-    """Progress-bar arguments: bars on rank 0 only."""
-
-    return {} if distributed.rank_and_world()[0] == 0 else {"disable": True}
-
-
-def _shard(count: int, batch_size: int) -> list[list[int]] | None:
-    """This process's share of a distributed run: batch k of the fixed order goes to rank k mod world
-    size (whole batches, so every image is computed in the batch it has in one process); None alone."""
-
-    rank, world = distributed.rank_and_world()
-    if world == 1:
-        return None
-    return [b for k, b in enumerate(batch_indices(count, batch_size)) if k % world == rank]
-
-
-def _gather(result: EvalResult, samples: Sequence[Sample], error: tuple[int, str] | None = None) -> EvalResult:
-    """Every process's counts, bad images and predictions, merged in the images' order (a no-op alone).
-    A process's ``error`` (exit code, message) is raised on every process, so all stop with it."""
-
-    if not distributed.is_distributed():
-        return result
-    parts = distributed.all_gather_object((result, error), "gathering the evaluation counts")
-    failed = [e for _, e in parts if e is not None]
-    if failed:
-        code, message = failed[0]
-        raise (InputError if code == InputError.exit_code else AlphaNetError)(message)
-    merged = EvalResult()
-    for part, _ in parts:
-        merged.merge(part)
-    order = {str(s.path): i for i, s in enumerate(samples)}
-    merged.bad_images.sort(key=lambda bad: order.get(str(bad[0]), -1))
-    return merged
-
-
 def _run(subject: Subject, samples: Sequence[Sample], args: argparse.Namespace, device: torch.device) -> EvalResult:
     """Evaluate with a progress bar; on Ctrl-C the result so far comes back marked interrupted.
 
     Under torchrun each process evaluates its share of whole batches (`_shard`) and the counts and
-    predictions of all are gathered (`_gather`): the same numbers as one process, bit for bit.
+    predictions of all are gathered (`alphanet_zoo.eval.loop`): the same numbers as one process, bit for bit.
     """
 
     p = subject.preprocessing
-    share = _shard(len(samples), args.batch_size)
+    share = shard(len(samples), args.batch_size)
     batches = labelled_batches(samples, EvalCrop(p), p.crop_size, batch_size=args.batch_size, workers=args.workers,
                                pin_memory=device.type == "cuda", batches=share)
     result = EvalResult()
     total = len(samples) if share is None else sum(len(b) for b in share)
-    bar = progress(total=total, desc=subject.name, unit="img", **_quiet())
+    bar = progress(total=total, desc=subject.name, unit="img", **quiet())
 
     def on_batch(r: EvalResult, n: int) -> None:
         bar.update(n)
@@ -266,7 +193,7 @@ def _run(subject: Subject, samples: Sequence[Sample], args: argparse.Namespace, 
     error = None
     try:
         evaluate(subject.classifier, batches, resolution=p.resolution, mean=p.mean, std=p.std,
-                 device=device if subject.backend == "pytorch" else "cpu", result=result,
+                 device=subject.device, result=result,
                  skip_bad_images=args.skip_bad_images, keep_predictions=bool(args.save_predictions),
                  on_batch=on_batch)
     except KeyboardInterrupt:
@@ -276,10 +203,15 @@ def _run(subject: Subject, samples: Sequence[Sample], args: argparse.Namespace, 
     except AlphaNetError as e:
         if not distributed.is_distributed():
             raise
-        error = (e.exit_code, f"rank {distributed.rank_and_world()[0]}: {e}")
+        error = rank_error(e)
     finally:
         bar.close()
-    return _gather(result, samples, error)
+    merged = EvalResult()
+    for part in gather_or_raise(result, error, "gathering the evaluation counts"):
+        merged.merge(part)
+    order = {str(s.path): i for i, s in enumerate(samples)}
+    merged.bad_images.sort(key=lambda bad: order.get(str(bad[0]), -1))
+    return merged
 
 
 def _prediction_rows(name: str, result: EvalResult, samples: Sequence[Sample], root: Path) -> Iterator[dict]:

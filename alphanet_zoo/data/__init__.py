@@ -8,7 +8,7 @@
 `alphanet-extract`, `alphanet-eval`, `alphanet-search` and training validation read, crop,
 calibrate and count through these functions, so the same flags give the same numbers in each.
 """
-from .accuracy import EvalResult, Prediction, TorchClassifier, evaluate
+from .accuracy import EvalResult, Prediction, RunBatch, TorchClassifier, evaluate, run_batches
 from .batches import (CalibrationBatches, CalibrationDraws, LabelledImages, TensorBatches, batch_indices,
                       calibration_batches, labelled_batches)
 from .folders import (CLASS_FOLDERS, GROUND_TRUTH_FILE, SYNSET_FOLDERS, Sample, class_folder_samples, find_ground_truth,
@@ -20,7 +20,7 @@ __all__ = [
     "BadImageError", "CLASS_FOLDERS", "CalibrationBatches", "CalibrationDraws", "DatasetError", "EvalResult",
     "GROUND_TRUTH_FILE",
     "GroundTruthError", "IMAGE_EXTENSIONS", "LabelledImages", "MAX_IMAGE_PIXELS", "Prediction", "SYNSET_FOLDERS",
-    "Sample", "TensorBatches", "TorchClassifier", "batch_indices", "calibration_batches", "class_folder_samples",
+    "RunBatch", "Sample", "TensorBatches", "TorchClassifier", "batch_indices", "calibration_batches", "class_folder_samples", "run_batches",
     "evaluate", "find_ground_truth", "is_image_file", "is_imagenet_folder", "labelled_batches", "labelled_samples",
     "load_image", "open_dataset", "read_devkit_mapping", "read_ground_truth", "synset_folder_samples",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -111,21 +111,49 @@ def evaluate(classifier: Classifier, batches: Iterable, *, resolution: int | Non
         dataset = getattr(batches, "dataset", None)
         paths = (lambda i: str(dataset.samples[i].path)) if dataset is not None else (lambda i: f"#{i}")
     start, elapsed = time.perf_counter(), result.seconds
-    for images, targets, indices, errors in batches:
-        good = [j for j, error in enumerate(errors) if not error]
-        for j, error in enumerate(errors):
-            if error:
-                path = paths(int(indices[j]))
-                if not skip_bad_images:
-                    raise BadImageError(path, error)
-                result.bad_images.append((path, error))
-        if len(good) < len(errors):
-            keep = torch.tensor(good, dtype=torch.long)
-            images, targets, indices = images[keep], targets[keep], indices[keep]
-        if len(good):
-            x = model_input(images.to(device, non_blocking=True), resolution, mean, std)
-            result.update(classifier(x), torch.as_tensor(targets), torch.as_tensor(indices), keep_predictions)
+    for batch in run_batches(classifier, batches, resolution=resolution, mean=mean, std=std, device=device):
+        for i, error in batch.bad():
+            if not skip_bad_images:
+                raise BadImageError(paths(i), error)
+            result.bad_images.append((paths(i), error))
+        if batch.outputs is not None:
+            result.update(batch.outputs, batch.targets, batch.good_indices(), keep_predictions)
         result.seconds = elapsed + time.perf_counter() - start
         if on_batch is not None:
-            on_batch(result, len(errors))
+            on_batch(result, len(batch.errors))
     return result
+
+
+@dataclass
+class RunBatch:
+    """One batch through a classifier: the dataset ``indices`` and decoding ``errors`` ("" for good) of all
+    its images; ``outputs`` and ``targets`` of the good ones only, in order (None when none was good)."""
+
+    indices: list[int]
+    errors: list[str]
+    outputs: Any
+    targets: torch.Tensor | None
+
+    def bad(self) -> list[tuple[int, str]]:
+        """(index, reason) of each image that could not be decoded."""
+        return [(i, e) for i, e in zip(self.indices, self.errors) if e]
+
+    def good_indices(self) -> torch.Tensor:
+        return torch.tensor([i for i, e in zip(self.indices, self.errors) if not e], dtype=torch.long)
+
+
+def run_batches(classifier: Callable[[torch.Tensor], Any], batches: Iterable, *, resolution: int | None,
+                mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                device: str | torch.device = "cpu") -> Iterator[RunBatch]:
+    """The one batch loop: uint8 ``batches`` of ``(images, targets, indices, errors)`` become the model's input
+    (`model_input`: normalise, resize to ``resolution``, on ``device``) and go through ``classifier``; images
+    that could not be decoded are left out of the input and reported in the batch."""
+    for images, targets, indices, errors in batches:
+        good = [j for j, error in enumerate(errors) if not error]
+        if len(good) < len(errors):
+            keep = torch.tensor(good, dtype=torch.long)
+            images, targets = images[keep], torch.as_tensor(targets)[keep]
+        outputs = None
+        if good:
+            outputs = classifier(model_input(images.to(device, non_blocking=True), resolution, mean, std))
+        yield RunBatch([int(i) for i in indices], list(errors), outputs, torch.as_tensor(targets) if good else None)
