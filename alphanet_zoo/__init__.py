@@ -45,10 +45,12 @@ __all__ = [
     "SearchSpace", "StageSpace", "Supernet", "WeightsInfo", "WeightsIntegrityError", "WeightsSpec",
     "WeightsUnavailableError", "calibrate_bn", "count_flops", "count_flops_fvcore", "count_params", "get_arch",
     "list_models", "load", "model_info", "predict", "resolve_arch", "transforms", "finetune", "search_front",
+    "predict_dataset",
 ]
 
 #: Names served from the upper layers on first use, so that ``import alphanet_zoo`` loads no training code.
-_LAZY_EXPORTS = {"finetune": "alphanet_zoo.train.finetune", "search_front": "alphanet_zoo.search.run"}
+_LAZY_EXPORTS = {"finetune": "alphanet_zoo.train.finetune", "search_front": "alphanet_zoo.search.run",
+                 "predict_dataset": "alphanet_zoo.eval.labelling"}
 
 
 def __getattr__(name: str):

@@ -212,6 +212,44 @@ def read_json(path: str | os.PathLike, what: str | None = None) -> Any:
     return parse_json(data, what)
 
 
+class ExclusiveLock:
+    """An exclusive ``flock`` on ``path`` (created, holding the owner's pid), released when the process ends,
+    also by SIGKILL. A second holder gets `InputError` with ``busy`` (``{pid}`` becomes the owner's pid)."""
+
+    def __init__(self, path: str | os.PathLike, busy: str) -> None:
+        self.path, self.busy = Path(path), busy
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                owner = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise InputError(self.busy.replace("{pid}", owner)) from None
+            try:
+                if os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # the holder removed the file as it ended: lock the file there now
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+
+    def release(self) -> None:
+        """Unlock, removing the lock file first (while still holding it)."""
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            os.close(self.fd)
+            self.fd = None
+
+
 def save_safetensors(state: dict, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
     """``safetensors.torch.save_file`` with its write errors (disk full) as ``OSError``.
 

@@ -15,10 +15,11 @@ from .folders import (CLASS_FOLDERS, GROUND_TRUTH_FILE, SYNSET_FOLDERS, Sample, 
                       is_imagenet_folder, labelled_samples, open_dataset, synset_folder_samples)
 from .ground_truth import GroundTruthError, read_devkit_mapping, read_ground_truth
 from .images import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, BadImageError, DatasetError, is_image_file, load_image
+from .inputs import ImageInputs, collect_images
 
 __all__ = [
     "BadImageError", "CLASS_FOLDERS", "CalibrationBatches", "CalibrationDraws", "DatasetError", "EvalResult",
-    "GROUND_TRUTH_FILE",
+    "GROUND_TRUTH_FILE", "ImageInputs", "collect_images",
     "GroundTruthError", "IMAGE_EXTENSIONS", "LabelledImages", "MAX_IMAGE_PIXELS", "Prediction", "SYNSET_FOLDERS",
     "RunBatch", "Sample", "TensorBatches", "TorchClassifier", "batch_indices", "calibration_batches", "class_folder_samples", "run_batches",
     "evaluate", "find_ground_truth", "is_image_file", "is_imagenet_folder", "labelled_batches", "labelled_samples",

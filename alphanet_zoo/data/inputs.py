@@ -12,10 +12,11 @@ from __future__ import annotations
 import glob
 import io
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import Callable, Iterable, Iterator, TextIO
 
 from ..errors import InputError
 from .images import is_image_file
@@ -39,8 +40,10 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk(root: str, out: ImageInputs, seen_folders: set[tuple[int, int]]) -> Iterator[str]:
-    """The image files under ``root``, sorted; each real folder visited once (by device and inode)."""
+def _walk(root: str, out: ImageInputs, seen_folders: set[tuple[int, int]],
+          match: Callable[[str], bool] | None = None) -> Iterator[str]:
+    """The image files under ``root`` (those whose path ``match`` accepts), sorted; each real folder visited
+    once (by device and inode)."""
     found: list[str] = []
     stack = [root]
     while stack:
@@ -60,6 +63,8 @@ def _walk(root: str, out: ImageInputs, seen_folders: set[tuple[int, int]]) -> It
             out.skipped["unreadable folder"] += 1
             continue
         for entry in entries:
+            if match is not None and not entry.is_dir() and not match(entry.path):
+                continue
             if _hidden(entry.name):
                 out.skipped["hidden"] += 1
             elif entry.is_dir():  # follows links; a loop ends at the seen check above
@@ -71,6 +76,34 @@ def _walk(root: str, out: ImageInputs, seen_folders: set[tuple[int, int]]) -> It
             else:
                 found.append(entry.path)
     yield from sorted(found)
+
+
+def _pattern(pattern: str) -> Callable[[str], bool]:
+    """A glob pattern with ``**`` (any depth of folders, none included) as a test on paths."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2:]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1:end]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    regex = re.compile("".join(out) + r"\Z")
+    return lambda path: regex.match(path) is not None
 
 
 def _lines(files_from: str | os.PathLike | TextIO) -> Iterator[str]:
@@ -118,8 +151,19 @@ def collect_images(inputs: Iterable[str | os.PathLike] = (), files_from: str | o
                 add(path)
         elif os.path.lexists(item) or from_list:
             add(item)
+        elif "**" in item:  # walked by `_walk`, which follows a symlink loop once (glob follows it 40 deep)
+            root = item[:item.index("**")].rpartition("/")[0] or "."
+            if GLOB_CHARACTERS.isdisjoint(root) and os.path.isdir(root):
+                pattern = _pattern(item if root != "." or item.startswith("./") else "./" + item)
+                matches = list(_walk(root, out, seen_folders, pattern))
+            else:
+                matches = []
+            if not matches:
+                raise InputError(f"no file matches {item}")
+            for path in matches:
+                add(path)
         elif not GLOB_CHARACTERS.isdisjoint(item):
-            matches = sorted(glob.glob(item, recursive=True))
+            matches = sorted(glob.glob(item))
             if not matches:
                 raise InputError(f"no file matches {item}")
             for match in matches:

@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import signal
@@ -39,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .. import distributed, peer_watch
-from .._io import atomic_path, check_writable_file, make_folder
+from .._io import ExclusiveLock, atomic_path, check_writable_file, make_folder
 from ..calibration import calibrate
 from ..checkpoint import CheckpointError
 from ..config import SEARCH_SPACE
@@ -160,42 +159,10 @@ def _quiet_worker(_: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-class _OutputLock:
-    """An exclusive lock on the output folder (``flock``: released when the process dies, also by SIGKILL)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / LOCK_NAME
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        import fcntl
-
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                owner = os.read(fd, 64).decode(errors="replace").strip() or "?"
-                os.close(fd)
-                raise InputError(f"another alphanet-train (pid {owner}) is using {self.path.parent}: wait for it to "
-                                 f"end, or choose another output_dir") from None
-            try:
-                if os.path.samestat(os.fstat(fd), os.stat(self.path)):
-                    break
-            except FileNotFoundError:
-                pass
-            os.close(fd)  # the run that held it removed the file as it ended: lock the file there now
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
-
-    def release(self) -> None:
-        """Unlock, removing the lock file first (while still holding it): a finished folder has none."""
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-            os.close(self.fd)
-            self.fd = None
+def _output_lock(folder: Path) -> ExclusiveLock:
+    """An exclusive lock on the output folder (released when the process dies, also by SIGKILL)."""
+    return ExclusiveLock(folder / LOCK_NAME, f"another alphanet-train (pid {{pid}}) is using {folder}: wait for it "
+                                             "to end, or choose another output_dir")
 
 
 class Trainer:
@@ -216,7 +183,7 @@ class Trainer:
         self.config = config.check()
         self.resume = resume
         self.progress = progress
-        self.lock: _OutputLock | None = None
+        self.lock: ExclusiveLock | None = None
         self.epoch, self.consumed, self.global_step = 0, 0, 0
         self.checkpoint_path: Path | None = None
         self.saved_step: int | None = None
@@ -238,7 +205,7 @@ class Trainer:
             existing = [p for p in (self.checkpoint_path, previous_path(self.checkpoint_path)) if p.is_file()]
             if existing:
                 raise InputError(f"{existing[0]} exists: resume it (drop --no-resume) or choose another output_dir")
-        self.lock = _OutputLock(self.out_dir)
+        self.lock = _output_lock(self.out_dir)
         self.lock.acquire()
         # holding the lock, no other run writes here: every temporary file is a killed writer's
         for name in (CHECKPOINT_NAME, PREVIOUS_NAME, LOG_NAME, *self.output_files):
