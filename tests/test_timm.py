@@ -97,6 +97,7 @@ def test_num_classes_and_reset_classifier():
 
 
 def test_importing_the_package_does_not_load_timm_yet_registers_when_timm_loads():
+    import os
     import subprocess
     import sys
 
@@ -104,5 +105,7 @@ def test_importing_the_package_does_not_load_timm_yet_registers_when_timm_loads(
             "m = timm.create_model('alphanet_a0', num_classes=10); "
             "assert type(m).__name__ == 'AlphaNet' and m.num_classes == 10; "
             "assert set(timm.list_models('alphanet_*')) >= {'alphanet_a0', 'alphanet_a5_base', 'alphanet_a6'}")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    # the start-up hook off: this is the package's own path (tests/test_timm_scripts.py tests the hook)
+    env = {**os.environ, "ALPHANET_ZOO_NO_TIMM_HOOK": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
