@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from .. import distributed
 from .._io import check_writable_file
+from ..allocator import keep_freed_memory
 from ..data import BadImageError, batch_indices, collect_images
 from ..device import parse_device
 from ..errors import AlphaNetError, InputError, UsageError
@@ -115,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("under torchrun, give --out: each process writes its share and rank 0 the table")
         if not ctx.is_main:
             console = running.SilentConsole(args.json)
+        if ctx.device.type == "cpu":
+            keep_freed_memory()  # activations reused, not mapped afresh: eager a0 about 2x faster on CPU
         subject = _subject(args, ctx.device)
         num_classes = num_classes_of(subject)
         if num_classes == 0:
