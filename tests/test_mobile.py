@@ -243,6 +243,10 @@ def test_predict_and_eval_commands_take_mobile_files(exported, tiny_model, tmp_p
     data.mkdir(parents=True)
     for path in builtin_image_paths()[:2]:
         (data / path.name).write_bytes(path.read_bytes())
+    from test_open_model import _every_format_labels_a_folder_in_batches
+
+    _every_format_labels_a_folder_in_batches(exported, tiny_model, tmp_path)
+    capsys.readouterr()
     for fmt, result in exported.items():
         assert predict_main(["--model", str(result.path), str(PHOTO), "--json", "--threads", "1"]) == 0, fmt
         assert [r["index"] for r in json.loads(capsys.readouterr().out)["top"]] == expected, fmt

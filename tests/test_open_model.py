@@ -211,7 +211,7 @@ print(len(made))
 # ---- the commands ---------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_predict_command_runs_every_format(exported, tiny_model, capsys):
+def test_predict_command_runs_every_format(exported, tiny_model, capsys, tmp_path):
     from alphanet_zoo.commands import predict_main
 
     image = Image.open(PHOTO)
@@ -222,6 +222,25 @@ def test_predict_command_runs_every_format(exported, tiny_model, capsys):
         line = json.loads(capsys.readouterr().out)
         assert [r["index"] for r in line["top"]] == expected, fmt
         assert line["top"][0]["synset"] is not None  # ImageNet labels come from the file's record
+    _every_format_labels_a_folder_in_batches(exported, tiny_model, tmp_path)
+
+
+def _every_format_labels_a_folder_in_batches(exported: dict, tiny_model, tmp_path: Path) -> None:
+    """Each file labels a folder of images in batches of 3 (the last one short) as the PyTorch model does."""
+    from alphanet_zoo.commands import predict_main
+    from alphanet_zoo.export.images import builtin_image_paths
+
+    images = sorted(builtin_image_paths())
+    expected = [top[0]["index"] for top in alphanet_zoo.predict(tiny_model, images, topk=1)]
+    for fmt, path in exported.items():
+        path = getattr(path, "path", path)
+        out = tmp_path / f"{fmt}.jsonl"
+        assert predict_main([*map(str, images), "--model", str(path), "--out", str(out), "--batch-size", "3",
+                             "--workers", "0", "--threads", "1", "--topk", "1"]) == 0, fmt
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [r["path"] for r in rows] == list(map(str, images)), fmt
+        if "int8" not in str(path):
+            assert [r["top"][0]["index"] for r in rows] == expected, fmt
 
 
 def test_predict_command_model_errors(exported, tiny_model, tmp_path, capsys):
