@@ -38,7 +38,8 @@ def drop_connect_rates(depths: Sequence[int], rate: float) -> list[list[float]]:
     return rates
 
 
-def _check_num_classes(num_classes: int) -> None:
+def check_num_classes(num_classes: int) -> None:
+    """InputError unless ``num_classes`` is a class count (0: no classifier)."""
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
         raise InputError(f"num_classes must be a positive integer (or 0: no classifier), got {num_classes!r}")
 
@@ -82,19 +83,15 @@ class NetworkModules(nn.Module):
     parameters have the same names and a subnet's state dict is a slice of the supernet's.
     """
 
-    def __init__(self, layout: NetLayout, drop_rate: float = 0.0,
-                 block_drop_connect: Sequence[Sequence[float]] | None = None) -> None:
+    def __init__(self, layout: NetLayout) -> None:
         super().__init__()
         self.stem = ConvBNAct(3, layout.stem_channels, 3, stride=2)
-        self.stages = nn.ModuleList(
-            nn.Sequential(*(MBBlock(b, block_drop_connect[s][j] if block_drop_connect else 0.0)
-                            for j, b in enumerate(blocks)))
-            for s, blocks in enumerate(layout.stages))
+        self.stages = nn.ModuleList(nn.Sequential(*(MBBlock(b) for b in blocks)) for blocks in layout.stages)
         self.final_expand = ConvBNAct(layout.head_in, layout.head_mid)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_mix = nn.Conv2d(layout.head_mid, layout.head_out, 1, bias=False)
         self.mix_act = nn.SiLU()
-        self.dropout = nn.Dropout(drop_rate)
+        self.dropout = nn.Dropout(0.0)
         self.classifier = nn.Linear(layout.head_out, layout.num_classes) if layout.num_classes else nn.Identity()
         self.num_features = layout.head_mid  # channels of forward_features (timm's meaning)
         self.head_hidden_size = layout.head_out  # the pre-logits embedding
@@ -136,14 +133,11 @@ class AlphaNet(NetworkModules, PretrainedMixin):
     def __init__(self, arch: ArchConfig | str | Mapping, num_classes: int = 1000, *,
                  drop_rate: float = 0.0, drop_connect_rate: float = 0.0, global_pool: str = "avg") -> None:
         arch = resolve_arch(arch).validate(standalone=True)
-        _check_num_classes(num_classes)
+        check_num_classes(num_classes)
         _check_global_pool(global_pool, num_classes)
-        for name, rate in (("drop_rate", drop_rate), ("drop_connect_rate", drop_connect_rate)):
-            if not 0.0 <= rate < 1.0:
-                raise InputError(f"{name} must be in [0, 1), got {rate}")
-        super().__init__(subnet_layout(arch, num_classes=num_classes), drop_rate,
-                         drop_connect_rates(arch.depth, drop_connect_rate))
+        super().__init__(subnet_layout(arch, num_classes=num_classes))
         self.arch = arch
+        self.set_drop_rates(drop_rate, drop_connect_rate)
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.flatten = global_pool != ""
@@ -181,7 +175,7 @@ class AlphaNet(NetworkModules, PretrainedMixin):
 
         ``num_classes=0`` removes it; ``global_pool`` ("avg" or "") changes the pooling as timm's does.
         """
-        _check_num_classes(num_classes)
+        check_num_classes(num_classes)
         pool = self.global_pool if global_pool is None else global_pool
         _check_global_pool(pool, num_classes)
         self.global_pool, self.flatten = pool, pool != ""
@@ -189,6 +183,17 @@ class AlphaNet(NetworkModules, PretrainedMixin):
         self.classifier = _classifier(self.head_hidden_size, num_classes, self.stem.conv.weight)
         self.num_classes = num_classes
         self._record = self._record.with_head(num_classes, labels)
+
+    def set_drop_rates(self, drop_rate: float = 0.0, drop_connect_rate: float = 0.0) -> None:
+        """Dropout before the classifier and drop-connect in the last two stages (see `drop_connect_rates`),
+        active in training mode; the weights stay as they are."""
+        for name, rate in (("drop_rate", drop_rate), ("drop_connect_rate", drop_connect_rate)):
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+                raise InputError(f"{name} must be in [0, 1), got {rate!r}")
+        self.dropout.p = float(drop_rate)
+        for stage, rates in zip(self.stages, drop_connect_rates(self.arch.depth, drop_connect_rate)):
+            for block, rate in zip(stage, rates):
+                block.drop_connect_rate = rate
 
     def set_resolution(self, resolution: int, preprocessing: Preprocessing | None = None) -> None:
         """Take inputs of side ``resolution`` (fine-tuning at another size): the architecture and the record
