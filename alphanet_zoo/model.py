@@ -1,7 +1,7 @@
 """`AlphaNet`: a standalone AlphaNet subnet made of plain ``torch.nn`` layers."""
 # Annotations stay objects (no `from __future__ import annotations`): torch.fx copies forward's into the
 # traced code, which TorchScript must then read.
-from typing import Mapping, Sequence
+from typing import List, Mapping, Sequence
 
 import torch
 import torch.fx
@@ -76,6 +76,31 @@ def _init_linear(linear: nn.Linear) -> None:
     nn.init.zeros_(linear.bias)
 
 
+class StageTaps:
+    """The one loop over the MB stages, tapping feature maps on the way: `AlphaNet` (`forward_features`,
+    `forward_intermediates`) and `AlphaNetFeatures` (its forward) run it on their ``stem`` and ``stages``."""
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each MB stage's activations in the backward pass instead of keeping them."""
+        self.grad_checkpointing = enable
+
+    def _forward_stages(self, x: torch.Tensor, tap_stages: List[int], run: int
+                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The output of the stem and the first ``run`` stages, and the maps after each stage counted
+        (from 1) in ``tap_stages``, in stage order."""
+        x = self.stem(check_image_batch(x))
+        maps: list[torch.Tensor] = []
+        for s, stage in enumerate(self.stages):
+            if s < run:
+                if not torch.jit.is_scripting() and self.grad_checkpointing and torch.is_grad_enabled():
+                    x = checkpoint(stage, x, use_reentrant=False)  # not in TorchScript, which skips this branch
+                else:
+                    x = stage(x)
+                if s + 1 in tap_stages:
+                    maps.append(x)
+        return x, maps
+
+
 class NetworkModules(nn.Module):
     """The module tree of an AlphaNet network, built from a `NetLayout`.
 
@@ -111,7 +136,7 @@ class NetworkModules(nn.Module):
                 _init_linear(m)
 
 
-class AlphaNet(NetworkModules, PretrainedMixin):
+class AlphaNet(NetworkModules, StageTaps, PretrainedMixin):
     """A standalone AlphaNet subnet: ``AlphaNet("a0")`` or ``AlphaNet(ArchConfig(...))``.
 
     The forward is pure: it runs on the input as given (resize to ``arch.resolution`` belongs
@@ -201,23 +226,9 @@ class AlphaNet(NetworkModules, PretrainedMixin):
         record = self._record.with_resolution(resolution, preprocessing)
         self.arch, self._record = record.arch, record
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each MB stage's activations in the backward pass instead of keeping them."""
-        self.grad_checkpointing = enable
-
-    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(stage, x, use_reentrant=False)
-        return stage(x)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem, MB stages and the final 1x1 expansion: (N, 3, H, W) -> (N, 6 * width[7], H/32, W/32)."""
-        x = self.stem(check_image_batch(x))
-        for stage in self.stages:
-            if not torch.jit.is_scripting() and self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(stage, x, use_reentrant=False)  # not in TorchScript, which skips this branch
-            else:
-                x = stage(x)
+        x, _ = self._forward_stages(x, torch.jit.annotate(List[int], []), len(self.stages))
         return self.final_expand(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -232,25 +243,21 @@ class AlphaNet(NetworkModules, PretrainedMixin):
                               norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
                               intermediates_only: bool = False
                               ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """The feature maps at the taps ``indices`` (timm's convention: None all, n the last n, or a list)
-        and the `forward_features` output: ``(final, [maps])``, or only ``[maps]``.
+        """The feature maps at the taps ``indices`` (timm's convention: None all, n the last n, or a list),
+        in ascending tap order, and the `forward_features` output: ``(final, [maps])``, or only ``[maps]``.
 
-        ``stop_early`` (with ``intermediates_only``) runs no stage past the last tap; ``norm`` changes
-        nothing (AlphaNet has no final norm layer); ``output_fmt`` is "NCHW" only.
+        The default is every tap, strides 2 to 32, as timm's ``forward_intermediates``; a features
+        model's default leaves out the stride-2 map (`alphanet_zoo.feature_info.DEFAULT_OUT_INDICES`
+        says why). ``stop_early`` (with ``intermediates_only``) runs no stage past the last tap;
+        ``norm`` changes nothing (AlphaNet has no final norm layer); ``output_fmt`` is "NCHW" only.
         """
         if output_fmt != "NCHW":
             raise InputError(f"AlphaNet's feature maps are NCHW, not {output_fmt!r}")
         if stop_early and not intermediates_only:
             raise InputError("stop_early needs intermediates_only=True (the final features need every stage)")
         taken, last = take_indices(len(TAP_STAGES), indices)
-        tap_stages = [TAP_STAGES[i] for i in taken]
         run = TAP_STAGES[last] if stop_early else len(self.stages)
-        x = self.stem(check_image_batch(x))
-        intermediates = []
-        for s, stage in enumerate(self.stages[:run], start=1):
-            x = self._run_stage(stage, x)
-            if s in tap_stages:
-                intermediates.append(x)
+        x, intermediates = self._forward_stages(x, [TAP_STAGES[i] for i in taken], run)
         if intermediates_only:
             return intermediates
         return self.final_expand(x), intermediates

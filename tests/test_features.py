@@ -74,7 +74,11 @@ def test_forward_intermediates_matches_the_taps_and_forward_features(a0, x):
         only = a0.forward_intermediates(x, indices=[1, 3], intermediates_only=True, stop_early=True)
         assert [torch.equal(a, b) for a, b in zip(only, (maps[1], maps[3]))] == [True, True]
         features = AlphaNetFeatures(a0)(x)
-        assert all(torch.equal(a, b) for a, b in zip(features, maps[1:]))
+        assert len(features) == 4 and all(torch.equal(a, b) for a, b in zip(features, maps[1:]))
+        for indices in (None, 2, (0, 4), (3,)):  # a features model's forward is forward_intermediates
+            expected = a0.forward_intermediates(x, indices, intermediates_only=True, stop_early=True)
+            got = AlphaNetFeatures(a0, indices)(x)
+            assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))
     with pytest.raises(InputError, match="intermediates_only"):
         a0.forward_intermediates(x, stop_early=True)
     with pytest.raises(InputError, match="NCHW"):
