@@ -220,22 +220,12 @@ def test_unpublished_weights_say_how_to_get_them(hub):
         load(alphanet_zoo.SEARCH_SPACE.sample(3), pretrained=True)
 
 
-def _hubconf():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("hubconf", REPO / "hubconf.py")
-    hubconf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hubconf)
-    return hubconf
-
-
 def test_timm_and_torch_hub_factories_load_once_through_load(hub, a0, monkeypatch):
     """timm.create_model and hubconf go through load() and build one model (one AlphaNet constructed) per call."""
     timm = pytest.importorskip("timm")
     built = []
     original = AlphaNet.__init__
     monkeypatch.setattr(AlphaNet, "__init__", lambda self, *a, **k: built.append(a) or original(self, *a, **k))
-    hubconf = _hubconf()
 
     model = timm.create_model("alphanet_a0", pretrained=True, drop_rate=0.25, drop_path_rate=0.1)
     assert len(built) == 1 and model.training  # timm's models come in train mode
@@ -247,10 +237,11 @@ def test_timm_and_torch_hub_factories_load_once_through_load(hub, a0, monkeypatc
         unpooled = a0.mix_act(a0.feature_mix(a0.forward_features(X)))
     assert len(built) == 1 and same(logits(headless), unpooled)
     built.clear()
-    torch_hub = hubconf.alphanet_a0(pretrained=True)
+    torch_hub = torch.hub.load(str(REPO), "alphanet_a0", source="local", pretrained=True)
     assert len(built) == 1 and not torch_hub.training and same(logits(torch_hub), logits(a0))
     built.clear()
-    maps = hubconf.alphanet_a0(pretrained=True, features_only=True, out_indices=(4,))(X)
+    maps = torch.hub.load(str(REPO), "alphanet_a0", source="local", pretrained=True, features_only=True,
+                          out_indices=(4,))(X)
     assert len(built) == 1 and same(maps[0], a0.forward_intermediates(X, indices=(4,), intermediates_only=True)[0])
     with pytest.raises(WeightsUnavailableError, match="alphanet-a6"):
         timm.create_model("alphanet_a6", pretrained=True)  # no published weights: the error load() gives
