@@ -1,6 +1,7 @@
 """torch.hub entry points: ``torch.hub.load("<owner>/alphanet_zoo", "alphanet_a5", pretrained=True)``.
 
-Each entry forwards to `alphanet_zoo.load`; ``supernet`` loads a supernet checkpoint.
+Each entry is one call of `alphanet_zoo.load`, the package's one factory (the model is built once);
+``supernet`` loads a supernet checkpoint.
 """
 dependencies = ["torch", "torchvision", "safetensors", "huggingface_hub", "PIL"]
 
@@ -13,7 +14,7 @@ def _entry(name: str):
 
     build.__name__ = f"alphanet_{name}"
     build.__doc__ = (f"AlphaNet-{name.upper()} ({alphanet_zoo.model_info(name).mflops:.0f} MFLOPs); "
-                     f"kwargs as alphanet_zoo.load (weights=, revision=, num_classes=).")
+                     f"kwargs as alphanet_zoo.load (weights=, revision=, num_classes=, features_only=, ...).")
     return build
 
 

@@ -16,6 +16,8 @@ This module needs no timm: `FeatureInfo` answers ``channels()``, ``reduction()``
 """
 from __future__ import annotations
 
+import itertools
+import operator
 from typing import Any, Sequence
 
 from .errors import InputError
@@ -23,19 +25,21 @@ from .layout import NetLayout
 
 #: How many MB stages have run at each tap (index 0 is after the first stage).
 TAP_STAGES = (1, 2, 3, 5, 7)
-#: The taps `features_only` models return by default: strides 4, 8, 16 and 32.
+#: The taps `features_only` models return by default: strides 4, 8, 16 and 32, the maps detection
+#: and segmentation necks take (FPN's C2..C5). `AlphaNet.forward_intermediates` returns every tap by
+#: default, as timm's does; timm's MobileNetV3 and EfficientNet return all five with features_only
+#: too. Ours leave out the stride-2 map (16 to 24 channels at half the input side, the largest map and
+#: the one a neck does not use) and have done so since features_only was added: changing the default
+#: would change what earlier calls return. ``out_indices=None`` (or ``(0, 1, 2, 3, 4)``) gives all five.
 DEFAULT_OUT_INDICES = (1, 2, 3, 4)
 
 
 def feature_dicts(layout: NetLayout) -> list[dict[str, Any]]:
     """One dict per tap, as timm models keep them: ``num_chs``, ``reduction``, ``module``, ``stage``."""
-    dicts, stride = [], 2  # the stem halves the input
-    for s, blocks in enumerate(layout.stages):
-        stride *= blocks[0].stride
-        if s + 1 in TAP_STAGES:
-            dicts.append({"num_chs": blocks[-1].out_channels, "reduction": stride, "module": f"stages.{s}",
-                          "stage": s + 1})
-    return dicts
+    # the stride after each stage: the stem halves the input, then each stage's first block strides
+    strides = list(itertools.accumulate((blocks[0].stride for blocks in layout.stages), operator.mul, initial=2))
+    return [{"num_chs": layout.stages[t - 1][-1].out_channels, "reduction": strides[t], "module": f"stages.{t - 1}",
+             "stage": t} for t in TAP_STAGES]
 
 
 def take_indices(count: int, indices: int | Sequence[int] | None) -> tuple[list[int], int]:

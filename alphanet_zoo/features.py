@@ -16,17 +16,19 @@ import torch.fx
 from torch import nn
 
 from .feature_info import DEFAULT_OUT_INDICES, TAP_STAGES, FeatureInfo, take_indices
-from .model import AlphaNet, check_image_batch
+from .model import AlphaNet, StageTaps
 from .record import ModelRecord
 
-torch.fx.wrap("check_image_batch")  # a torch.fx leaf under this module's name too (fx patches by name)
 
-
-class AlphaNetFeatures(nn.Module):
+class AlphaNetFeatures(nn.Module, StageTaps):
     """The feature maps of ``model`` at the taps ``out_indices`` (`alphanet_zoo.feature_info`).
 
-    The modules are shared with ``model``, not copied. ``feature_info`` is a `FeatureInfo`;
-    ``pretrained_cfg`` the model's `ModelRecord`, ``default_cfg`` the same in timm's words.
+    Its forward is ``model.forward_intermediates(x, out_indices, intermediates_only=True,
+    stop_early=True)``: the same loop (`StageTaps`) on the same modules, shared with ``model``, not
+    copied. The default ``out_indices`` are the maps at strides 4 to 32, not every tap as in
+    ``forward_intermediates``: `alphanet_zoo.feature_info.DEFAULT_OUT_INDICES` says why.
+    ``feature_info`` is a `FeatureInfo`; ``pretrained_cfg`` the model's `ModelRecord`,
+    ``default_cfg`` the same in timm's words.
     """
 
     __jit_unused_properties__ = ["pretrained_cfg", "default_cfg"]
@@ -43,6 +45,7 @@ class AlphaNetFeatures(nn.Module):
         self.out_indices = tuple(taken)
         self.arch = model.arch
         self.feature_info = FeatureInfo(model.feature_info, taken)
+        self.grad_checkpointing = model.grad_checkpointing
         self._record = model.pretrained_cfg
         self.train(model.training)
 
@@ -56,13 +59,7 @@ class AlphaNetFeatures(nn.Module):
         return self._record.timm_cfg()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(check_image_batch(x))
-        maps: list[torch.Tensor] = []
-        for s, stage in enumerate(self.stages):
-            x = stage(x)
-            if s + 1 in self.tap_stages:
-                maps.append(x)
-        return maps
+        return self._forward_stages(x, self.tap_stages, len(self.stages))[1]
 
     def extra_repr(self) -> str:
         return f"out_indices={list(self.out_indices)}, reduction={self.feature_info.reduction()}"

@@ -1,7 +1,7 @@
 """`AlphaNet`: a standalone AlphaNet subnet made of plain ``torch.nn`` layers."""
 # Annotations stay objects (no `from __future__ import annotations`): torch.fx copies forward's into the
 # traced code, which TorchScript must then read.
-from typing import Mapping, Sequence
+from typing import List, Mapping, Sequence
 
 import torch
 import torch.fx
@@ -38,7 +38,8 @@ def drop_connect_rates(depths: Sequence[int], rate: float) -> list[list[float]]:
     return rates
 
 
-def _check_num_classes(num_classes: int) -> None:
+def check_num_classes(num_classes: int) -> None:
+    """InputError unless ``num_classes`` is a class count (0: no classifier)."""
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
         raise InputError(f"num_classes must be a positive integer (or 0: no classifier), got {num_classes!r}")
 
@@ -75,6 +76,31 @@ def _init_linear(linear: nn.Linear) -> None:
     nn.init.zeros_(linear.bias)
 
 
+class StageTaps:
+    """The one loop over the MB stages, tapping feature maps on the way: `AlphaNet` (`forward_features`,
+    `forward_intermediates`) and `AlphaNetFeatures` (its forward) run it on their ``stem`` and ``stages``."""
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each MB stage's activations in the backward pass instead of keeping them."""
+        self.grad_checkpointing = enable
+
+    def _forward_stages(self, x: torch.Tensor, tap_stages: List[int], run: int
+                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The output of the stem and the first ``run`` stages, and the maps after each stage counted
+        (from 1) in ``tap_stages``, in stage order."""
+        x = self.stem(check_image_batch(x))
+        maps: list[torch.Tensor] = []
+        for s, stage in enumerate(self.stages):
+            if s < run:
+                if not torch.jit.is_scripting() and self.grad_checkpointing and torch.is_grad_enabled():
+                    x = checkpoint(stage, x, use_reentrant=False)  # not in TorchScript, which skips this branch
+                else:
+                    x = stage(x)
+                if s + 1 in tap_stages:
+                    maps.append(x)
+        return x, maps
+
+
 class NetworkModules(nn.Module):
     """The module tree of an AlphaNet network, built from a `NetLayout`.
 
@@ -82,19 +108,15 @@ class NetworkModules(nn.Module):
     parameters have the same names and a subnet's state dict is a slice of the supernet's.
     """
 
-    def __init__(self, layout: NetLayout, drop_rate: float = 0.0,
-                 block_drop_connect: Sequence[Sequence[float]] | None = None) -> None:
+    def __init__(self, layout: NetLayout) -> None:
         super().__init__()
         self.stem = ConvBNAct(3, layout.stem_channels, 3, stride=2)
-        self.stages = nn.ModuleList(
-            nn.Sequential(*(MBBlock(b, block_drop_connect[s][j] if block_drop_connect else 0.0)
-                            for j, b in enumerate(blocks)))
-            for s, blocks in enumerate(layout.stages))
+        self.stages = nn.ModuleList(nn.Sequential(*(MBBlock(b) for b in blocks)) for blocks in layout.stages)
         self.final_expand = ConvBNAct(layout.head_in, layout.head_mid)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_mix = nn.Conv2d(layout.head_mid, layout.head_out, 1, bias=False)
         self.mix_act = nn.SiLU()
-        self.dropout = nn.Dropout(drop_rate)
+        self.dropout = nn.Dropout(0.0)
         self.classifier = nn.Linear(layout.head_out, layout.num_classes) if layout.num_classes else nn.Identity()
         self.num_features = layout.head_mid  # channels of forward_features (timm's meaning)
         self.head_hidden_size = layout.head_out  # the pre-logits embedding
@@ -114,7 +136,7 @@ class NetworkModules(nn.Module):
                 _init_linear(m)
 
 
-class AlphaNet(NetworkModules, PretrainedMixin):
+class AlphaNet(NetworkModules, StageTaps, PretrainedMixin):
     """A standalone AlphaNet subnet: ``AlphaNet("a0")`` or ``AlphaNet(ArchConfig(...))``.
 
     The forward is pure: it runs on the input as given (resize to ``arch.resolution`` belongs
@@ -136,14 +158,11 @@ class AlphaNet(NetworkModules, PretrainedMixin):
     def __init__(self, arch: ArchConfig | str | Mapping, num_classes: int = 1000, *,
                  drop_rate: float = 0.0, drop_connect_rate: float = 0.0, global_pool: str = "avg") -> None:
         arch = resolve_arch(arch).validate(standalone=True)
-        _check_num_classes(num_classes)
+        check_num_classes(num_classes)
         _check_global_pool(global_pool, num_classes)
-        for name, rate in (("drop_rate", drop_rate), ("drop_connect_rate", drop_connect_rate)):
-            if not 0.0 <= rate < 1.0:
-                raise InputError(f"{name} must be in [0, 1), got {rate}")
-        super().__init__(subnet_layout(arch, num_classes=num_classes), drop_rate,
-                         drop_connect_rates(arch.depth, drop_connect_rate))
+        super().__init__(subnet_layout(arch, num_classes=num_classes))
         self.arch = arch
+        self.set_drop_rates(drop_rate, drop_connect_rate)
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.flatten = global_pool != ""
@@ -181,7 +200,7 @@ class AlphaNet(NetworkModules, PretrainedMixin):
 
         ``num_classes=0`` removes it; ``global_pool`` ("avg" or "") changes the pooling as timm's does.
         """
-        _check_num_classes(num_classes)
+        check_num_classes(num_classes)
         pool = self.global_pool if global_pool is None else global_pool
         _check_global_pool(pool, num_classes)
         self.global_pool, self.flatten = pool, pool != ""
@@ -190,29 +209,26 @@ class AlphaNet(NetworkModules, PretrainedMixin):
         self.num_classes = num_classes
         self._record = self._record.with_head(num_classes, labels)
 
+    def set_drop_rates(self, drop_rate: float = 0.0, drop_connect_rate: float = 0.0) -> None:
+        """Dropout before the classifier and drop-connect in the last two stages (see `drop_connect_rates`),
+        active in training mode; the weights stay as they are."""
+        for name, rate in (("drop_rate", drop_rate), ("drop_connect_rate", drop_connect_rate)):
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+                raise InputError(f"{name} must be in [0, 1), got {rate!r}")
+        self.dropout.p = float(drop_rate)
+        for stage, rates in zip(self.stages, drop_connect_rates(self.arch.depth, drop_connect_rate)):
+            for block, rate in zip(stage, rates):
+                block.drop_connect_rate = rate
+
     def set_resolution(self, resolution: int, preprocessing: Preprocessing | None = None) -> None:
         """Take inputs of side ``resolution`` (fine-tuning at another size): the architecture and the record
         say it, with ``preprocessing`` (see `ModelRecord.with_resolution`); no layer depends on it."""
         record = self._record.with_resolution(resolution, preprocessing)
         self.arch, self._record = record.arch, record
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each MB stage's activations in the backward pass instead of keeping them."""
-        self.grad_checkpointing = enable
-
-    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(stage, x, use_reentrant=False)
-        return stage(x)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem, MB stages and the final 1x1 expansion: (N, 3, H, W) -> (N, 6 * width[7], H/32, W/32)."""
-        x = self.stem(check_image_batch(x))
-        for stage in self.stages:
-            if not torch.jit.is_scripting() and self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(stage, x, use_reentrant=False)  # not in TorchScript, which skips this branch
-            else:
-                x = stage(x)
+        x, _ = self._forward_stages(x, torch.jit.annotate(List[int], []), len(self.stages))
         return self.final_expand(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -227,25 +243,21 @@ class AlphaNet(NetworkModules, PretrainedMixin):
                               norm: bool = False, stop_early: bool = False, output_fmt: str = "NCHW",
                               intermediates_only: bool = False
                               ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """The feature maps at the taps ``indices`` (timm's convention: None all, n the last n, or a list)
-        and the `forward_features` output: ``(final, [maps])``, or only ``[maps]``.
+        """The feature maps at the taps ``indices`` (timm's convention: None all, n the last n, or a list),
+        in ascending tap order, and the `forward_features` output: ``(final, [maps])``, or only ``[maps]``.
 
-        ``stop_early`` (with ``intermediates_only``) runs no stage past the last tap; ``norm`` changes
-        nothing (AlphaNet has no final norm layer); ``output_fmt`` is "NCHW" only.
+        The default is every tap, strides 2 to 32, as timm's ``forward_intermediates``; a features
+        model's default leaves out the stride-2 map (`alphanet_zoo.feature_info.DEFAULT_OUT_INDICES`
+        says why). ``stop_early`` (with ``intermediates_only``) runs no stage past the last tap;
+        ``norm`` changes nothing (AlphaNet has no final norm layer); ``output_fmt`` is "NCHW" only.
         """
         if output_fmt != "NCHW":
             raise InputError(f"AlphaNet's feature maps are NCHW, not {output_fmt!r}")
         if stop_early and not intermediates_only:
             raise InputError("stop_early needs intermediates_only=True (the final features need every stage)")
         taken, last = take_indices(len(TAP_STAGES), indices)
-        tap_stages = [TAP_STAGES[i] for i in taken]
         run = TAP_STAGES[last] if stop_early else len(self.stages)
-        x = self.stem(check_image_batch(x))
-        intermediates = []
-        for s, stage in enumerate(self.stages[:run], start=1):
-            x = self._run_stage(stage, x)
-            if s in tap_stages:
-                intermediates.append(x)
+        x, intermediates = self._forward_stages(x, [TAP_STAGES[i] for i in taken], run)
         if intermediates_only:
             return intermediates
         return self.final_expand(x), intermediates

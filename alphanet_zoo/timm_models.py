@@ -4,9 +4,10 @@ Imported by ``alphanet_zoo/__init__.py`` only when timm is installed; it registe
 point per published model (``alphanet_a0`` .. ``alphanet_a6``, ``alphanet_a5_base``) with a
 ``pretrained_cfg`` made from the model's record (`ModelRecord.timm_cfg`): input size, crop,
 normalisation, layer names and the Hub repository of the registry. The factory is ours, not
-timm's ``build_model_with_cfg``: it honours ``num_classes``, ``global_pool``, ``drop_rate``,
-``drop_path_rate``, ``features_only`` and ``out_indices`` (``in_chans`` must be 3), and
-``pretrained=True`` loads the registry's weights through `alphanet_zoo.load`.
+timm's ``build_model_with_cfg``: it translates timm's arguments (``num_classes``, ``global_pool``,
+``drop_rate``, ``drop_path_rate``, ``features_only``, ``out_indices``; ``in_chans`` must be 3) into
+one call of `alphanet_zoo.load`, the package's one factory, which builds the model once, with the
+registry's weights when ``pretrained=True``.
 """
 from __future__ import annotations
 
@@ -58,21 +59,12 @@ def create_alphanet(name: str, pretrained: bool = False, *, pretrained_cfg: Any 
     feature_cls = feature_cfg.pop("feature_cls", feature_cls)
     if feature_cfg or feature_cls not in FEATURE_CLASSES:
         raise InputError(f"unsupported feature options: {dict(feature_cfg, feature_cls=feature_cls)}")
-    arch = MODELS[name].arch
-    if pretrained:
-        if cache_dir is not None:
-            log.warning("cache_dir is ignored: alphanet_zoo keeps Hub downloads in the Hub cache (HF_HUB_CACHE)")
-        loaded = load(name, pretrained=True)
-        model = AlphaNet(arch, loaded.num_classes, drop_rate=drop_rate, drop_connect_rate=drop_path_rate)
-        model.load_state_dict(loaded.state_dict())
-        model.pretrained_cfg = loaded.pretrained_cfg
-        if num_classes != model.num_classes or global_pool != model.global_pool:
-            model.reset_classifier(num_classes, global_pool)
-    else:
-        model = AlphaNet(arch, num_classes, drop_rate=drop_rate, drop_connect_rate=drop_path_rate,
-                         global_pool=global_pool)
-    model.train()
-    return AlphaNetFeatures(model, out_indices) if features_only else model
+    if pretrained and cache_dir is not None:
+        log.warning("cache_dir is ignored: alphanet_zoo keeps Hub downloads in the Hub cache (HF_HUB_CACHE)")
+    model = load(MODELS[name].arch, pretrained=bool(pretrained), num_classes=num_classes, global_pool=global_pool,
+                 drop_rate=drop_rate, drop_connect_rate=drop_path_rate, features_only=features_only,
+                 out_indices=out_indices)
+    return model.train()
 
 
 def _entry_point(name: str) -> Callable[..., AlphaNet | AlphaNetFeatures]:

@@ -21,7 +21,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -33,7 +33,7 @@ from .feature_info import DEFAULT_OUT_INDICES
 from .features import AlphaNetFeatures
 from .hub import (HUB_PREFIX, NoPretrainedWeightsError, WeightsUnavailableError, download, drop_from_cache,
                   parse_hub_id, verify_download)
-from .model import AlphaNet
+from .model import AlphaNet, check_num_classes
 from .pretrained import CONFIG_NAME, WEIGHTS_NAME
 from .record import ModelRecord, Origin
 from .registry import MODELS, model_info, name_of, resolve_arch
@@ -96,7 +96,9 @@ class WeightsLoader:
 
     ``loader.load(arch, name)`` returns an `AlphaNet` in eval mode whose ``pretrained_cfg`` says
     where the weights came from. ``num_classes=None`` keeps the head the weights have; an int
-    replaces the classifier by a fresh one only when it differs.
+    replaces the classifier by a fresh one only when it differs (0: none), as does a ``global_pool``
+    ("avg", or "" with no classifier) other than the model's. ``drop_rate`` and ``drop_connect_rate``
+    set the model's training regularisation (`AlphaNet.set_drop_rates`). The model is built once.
     """
 
     def __init__(self, spec: "WeightsSpec | str | os.PathLike", map_location: str | torch.device = "cpu") -> None:
@@ -104,16 +106,15 @@ class WeightsLoader:
         self.map_location = map_location
         self._supernet: Supernet | None = None
 
-    def load(self, arch: ArchConfig | None = None, name: str | None = None,
-             num_classes: int | None = None) -> AlphaNet:
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                                        or num_classes < 1):
-            raise InputError(f"num_classes must be a positive integer or None, got {num_classes!r}")
+    def load(self, arch: ArchConfig | None = None, name: str | None = None, num_classes: int | None = None, *,
+             global_pool: str | None = None, drop_rate: float = 0.0, drop_connect_rate: float = 0.0) -> AlphaNet:
+        if num_classes is not None:
+            check_num_classes(num_classes)
         kind = self.spec.kind
         if kind in (RANDOM, PRETRAINED) and arch is None:
             raise InputError(f"{kind} weights need an architecture (a model name or ArchConfig)")
         if kind == RANDOM:
-            model = AlphaNet(arch, num_classes or 1000)
+            model = AlphaNet(arch, 1000 if num_classes is None else num_classes, global_pool=global_pool or "avg")
         elif kind == PRETRAINED:
             model = self._pretrained(arch)
         elif kind == HUB:
@@ -122,8 +123,10 @@ class WeightsLoader:
             model = self._from_path(self.spec.path, arch, name)
         if name and model.pretrained_cfg.name is None:  # a custom architecture named by its file
             model.pretrained_cfg = dataclasses.replace(model.pretrained_cfg, name=name)
-        if num_classes is not None and num_classes != model.num_classes:
-            model.reset_classifier(num_classes)
+        if ((num_classes is not None and num_classes != model.num_classes)
+                or (global_pool is not None and global_pool != model.global_pool)):
+            model.reset_classifier(model.num_classes if num_classes is None else num_classes, global_pool)
+        model.set_drop_rates(drop_rate, drop_connect_rate)
         return model.to(self.map_location).eval()
 
     # ---- sources ----------------------------------------------------------------------------
@@ -248,7 +251,8 @@ def _hub_architecture(spec: WeightsSpec) -> ModelRecord:
 def load(name_or_id: str | ArchConfig | Mapping | os.PathLike, pretrained: bool | None = None, *,
          weights: "str | os.PathLike | WeightsSpec | None" = None, revision: str | None = None,
          num_classes: int | None = None, map_location: str | torch.device = "cpu", features_only: bool = False,
-         out_indices: tuple[int, ...] = DEFAULT_OUT_INDICES) -> AlphaNet | AlphaNetFeatures:
+         out_indices: int | Sequence[int] | None = DEFAULT_OUT_INDICES, global_pool: str | None = None,
+         drop_rate: float = 0.0, drop_connect_rate: float = 0.0) -> AlphaNet | AlphaNetFeatures:
     """An AlphaNet model in eval mode: by registry name or alias, ``hf-hub:`` id, `ArchConfig`, or path.
 
     ``pretrained=True`` is ``weights="pretrained"``: the registry's Hub weights at its pinned revision
@@ -256,8 +260,11 @@ def load(name_or_id: str | ArchConfig | Mapping | os.PathLike, pretrained: bool 
     An ``hf-hub:`` id loads the repo's weights (``pretrained=True`` says so again, as in timm);
     ``pretrained=False`` with it builds the repo's architecture with random weights.
     ``num_classes=None`` keeps the head the weights have; an int gives a fresh classifier only when
-    it differs. Raises `WeightsUnavailableError` when Hub weights cannot be had,
-    `WeightsIntegrityError` when a download is corrupt, `InputError` for bad names, paths or files.
+    it differs (0: no classifier; with ``global_pool=""`` no pooling either, timm's headless model).
+    ``drop_rate`` and ``drop_connect_rate`` are the training regularisation (`AlphaNet.set_drop_rates`).
+    Raises `WeightsUnavailableError` when Hub weights cannot be had, `WeightsIntegrityError` when a
+    download is corrupt, `InputError` for bad names, paths or files. The model is built once:
+    `timm_models.create_alphanet` and ``hubconf`` build theirs here.
     ``features_only=True`` returns the model's `AlphaNetFeatures` at the taps ``out_indices``
     (default: the maps at strides 4, 8, 16, 32; see `alphanet_zoo.feature_info`).
     """
@@ -283,5 +290,6 @@ def load(name_or_id: str | ArchConfig | Mapping | os.PathLike, pretrained: bool 
     else:
         arch = resolve_arch(name_or_id).validate()
         name = name_of(arch)
-    model = WeightsLoader(spec.with_revision(revision), map_location).load(arch, name, num_classes)
+    model = WeightsLoader(spec.with_revision(revision), map_location).load(
+        arch, name, num_classes, global_pool=global_pool, drop_rate=drop_rate, drop_connect_rate=drop_connect_rate)
     return AlphaNetFeatures(model, out_indices) if features_only else model

@@ -3,11 +3,13 @@ import math
 
 import pytest
 import torch
+from torch.utils.checkpoint import checkpoint
 from torchvision.models.feature_extraction import create_feature_extractor
 
 import alphanet_zoo
 from alphanet_zoo import registry
 from alphanet_zoo import AlphaNet, AlphaNetFeatures, InputError
+from alphanet_zoo import model as model_module
 from alphanet_zoo.feature_info import TAP_STAGES, take_indices
 
 SIDE = 96
@@ -38,16 +40,6 @@ def test_load_features_only_gives_strides_4_to_32_matching_feature_info(x):
         assert m.shape == (2, c, math.ceil(SIDE / r), math.ceil(SIDE / r))
 
 
-@pytest.mark.parametrize("name", alphanet_zoo.list_models())
-def test_every_model_taps_its_own_widths(name):
-    features = alphanet_zoo.load(name, features_only=True, out_indices=(0, 1, 2, 3, 4))
-    width = alphanet_zoo.get_arch(name).width
-    assert features.feature_info.channels() == [width[1], width[2], width[3], width[5], width[7]]
-    assert features.feature_info.reduction() == [2, 4, 8, 16, 32]
-    side = alphanet_zoo.get_arch(name).resolution
-    assert features.default_cfg["input_size"] == (3, side, side)
-
-
 def test_features_state_dict_is_a_slice_of_the_model(a0):
     features = AlphaNetFeatures(a0, (1, 2))
     model_state = a0.state_dict()
@@ -74,7 +66,11 @@ def test_forward_intermediates_matches_the_taps_and_forward_features(a0, x):
         only = a0.forward_intermediates(x, indices=[1, 3], intermediates_only=True, stop_early=True)
         assert [torch.equal(a, b) for a, b in zip(only, (maps[1], maps[3]))] == [True, True]
         features = AlphaNetFeatures(a0)(x)
-        assert all(torch.equal(a, b) for a, b in zip(features, maps[1:]))
+        assert len(features) == 4 and all(torch.equal(a, b) for a, b in zip(features, maps[1:]))
+        for indices in (None, 2, (0, 4), (3,)):  # a features model's forward is forward_intermediates
+            expected = a0.forward_intermediates(x, indices, intermediates_only=True, stop_early=True)
+            got = AlphaNetFeatures(a0, indices)(x)
+            assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))
     with pytest.raises(InputError, match="intermediates_only"):
         a0.forward_intermediates(x, stop_early=True)
     with pytest.raises(InputError, match="NCHW"):
@@ -125,12 +121,27 @@ def test_headless_and_unpooled(a0, x):
         AlphaNet("a0", global_pool="")
 
 
-def test_grad_checkpointing_gives_the_same_output_and_gradients(x):
+def test_grad_checkpointing_gives_the_same_output_and_gradients(x, monkeypatch):
     torch.manual_seed(0)
     model = AlphaNet("a0").train()
+    small = x[:, :, :64, :64]
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        logits = model(small)
+        maps = model.forward_intermediates(small, intermediates_only=True)
+        (logits.mean() + sum(m.mean() for m in maps)).backward()
+        return [logits, *maps], {n: p.grad for n, p in model.named_parameters()}
+
+    outputs, grads = run()  # the reference: no checkpointing
+    calls = []
+    monkeypatch.setattr(model_module, "checkpoint", lambda *a, **k: calls.append(1) or checkpoint(*a, **k))
     model.set_grad_checkpointing()
-    model(x[:1, :, :64, :64]).mean().backward()
-    assert all(p.grad is not None for p in model.parameters())
+    checkpointed_outputs, checkpointed_grads = run()
+    assert len(calls) == 2 * len(model.stages)  # every stage of both forwards recomputed in the backward
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(checkpointed_outputs, outputs))
+    assert grads.keys() == checkpointed_grads.keys()
+    assert all(torch.allclose(checkpointed_grads[n], g, rtol=1e-4, atol=1e-6) for n, g in grads.items())
 
 
 def test_record_reads_as_timm_pretrained_cfg(a0, monkeypatch):

@@ -220,6 +220,33 @@ def test_unpublished_weights_say_how_to_get_them(hub):
         load(alphanet_zoo.SEARCH_SPACE.sample(3), pretrained=True)
 
 
+def test_timm_and_torch_hub_factories_load_once_through_load(hub, a0, monkeypatch):
+    """timm.create_model and hubconf go through load() and build one model (one AlphaNet constructed) per call."""
+    timm = pytest.importorskip("timm")
+    built = []
+    original = AlphaNet.__init__
+    monkeypatch.setattr(AlphaNet, "__init__", lambda self, *a, **k: built.append(a) or original(self, *a, **k))
+
+    model = timm.create_model("alphanet_a0", pretrained=True, drop_rate=0.25, drop_path_rate=0.1)
+    assert len(built) == 1 and model.training  # timm's models come in train mode
+    assert model.dropout.p == 0.25 and model.stages[-1][-1].drop_connect_rate > 0
+    assert model.pretrained_cfg == a0.pretrained_cfg and same(logits(model.eval()), logits(a0))
+    built.clear()
+    headless = timm.create_model("alphanet_a0", pretrained=True, num_classes=0, global_pool="").eval()
+    with torch.no_grad():  # no pooling, no classifier: the feature mix at every position
+        unpooled = a0.mix_act(a0.feature_mix(a0.forward_features(X)))
+    assert len(built) == 1 and same(logits(headless), unpooled)
+    built.clear()
+    torch_hub = torch.hub.load(str(REPO), "alphanet_a0", source="local", pretrained=True)
+    assert len(built) == 1 and not torch_hub.training and same(logits(torch_hub), logits(a0))
+    built.clear()
+    maps = torch.hub.load(str(REPO), "alphanet_a0", source="local", pretrained=True, features_only=True,
+                          out_indices=(4,))(X)
+    assert len(built) == 1 and same(maps[0], a0.forward_intermediates(X, indices=(4,), intermediates_only=True)[0])
+    with pytest.raises(WeightsUnavailableError, match="alphanet-a6"):
+        timm.create_model("alphanet_a6", pretrained=True)  # no published weights: the error load() gives
+
+
 @pytest.mark.slow
 def test_round_trips_folder_file_and_supernet(a0, a0_folder, official_checkpoint, tmp_path, monkeypatch):
     assert sorted(p.name for p in a0_folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]

@@ -9,6 +9,7 @@ where the extras are not installed. Expected values come from the PyTorch model,
 under test."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -72,8 +73,17 @@ def test_bench_times_the_same_files_at_each_thread_count(capsys, monkeypatch, tm
     assert doc["environment"]["threads"] == [1, 2] and built == ["fp32"]  # built once, timed at 1 and 2 threads
 
 
-def test_phone_backends_are_benchmarked_only_when_named():
-    assert not {"executorch", "executorch-int8", "litert", "litert-int8"} & set(available_backends())
+def test_phone_backends_are_benchmarked_only_when_named(monkeypatch):
+    from alphanet_zoo.export import bench
+
+    phone = {"executorch", "executorch-int8", "litert", "litert-int8"}
+    default, named = set(available_backends()), set(available_backends(opt_in=True))
+    assert {"eager", "onnxruntime"} <= default and not phone & default
+    runtime = {"executorch": PACKAGE["executorch"], "litert": PACKAGE["tflite"]}
+    installed = {b for b in phone if importlib.util.find_spec(runtime[b.split("-")[0]])}
+    assert named & phone == installed
+    monkeypatch.setattr(bench, "NEEDS", {})  # as where every runtime is installed: every phone backend, when named
+    assert phone <= set(available_backends(opt_in=True)) and not phone & set(available_backends())
 
 
 def test_the_formats_are_registered_by_suffix_and_told_from_their_bytes(tmp_path):
