@@ -90,7 +90,10 @@ def test_globs_lists_and_stdin(images, tmp_path, monkeypatch):
     listed = [expected_paths(images)[3], str(tmp_path / "gone.jpg"), expected_paths(images)[0]]
     (tmp_path / "list.txt").write_text("\n".join(listed) + "\n\n")
     assert collect_images(files_from=tmp_path / "list.txt").paths == listed  # a list keeps its own order
-    assert collect_images([listed[0]], files_from=io.StringIO(listed[0] + "\n")).skipped == {"given twice": 1}
+    assert collect_images([listed[0]], files_from=io.StringIO(listed[0])).paths == [listed[0]] * 2  # as asked
+    twice = collect_images([images / "a", str(images / "a" / "*.jpg")])  # reached twice: labelled once
+    assert twice.skipped["found twice"] == len(list((images / "a").glob("*.jpg")))
+    assert twice.paths == sorted(map(str, (images / "a").iterdir()))
     with pytest.raises(alphanet_zoo.errors.InputError, match="no file matches"):
         collect_images([str(images / "*.gif")])
     with pytest.raises(alphanet_zoo.errors.InputError, match="missing.jpg: file not found"):

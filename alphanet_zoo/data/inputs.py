@@ -4,8 +4,9 @@
 image suffixes only, sorted by path so every run (and every process of a distributed run) sees the
 same order; hidden files and folders, non-images, and folders reached a second time (symlink loops,
 links to a folder already walked) are skipped and counted, never followed forever. A file named
-explicitly, on the command line or in a list, is taken whatever its suffix: if it cannot be read,
-it becomes an error row, not a silent drop. A path given twice is kept once.
+explicitly, on the command line or in a list, is taken whatever its suffix (and as often as it is
+named): if it cannot be read, it becomes an error row, not a silent drop. A file that folders and
+patterns reach more than once is kept once.
 """
 from __future__ import annotations
 
@@ -137,10 +138,10 @@ def collect_images(inputs: Iterable[str | os.PathLike] = (), files_from: str | o
     seen_paths: set[str] = set()
     seen_folders: set[tuple[int, int]] = set()
 
-    def add(path: str) -> None:
+    def add(path: str, named: bool = False) -> None:
         key = os.path.normpath(path)
-        if key in seen_paths:
-            out.skipped["given twice"] += 1
+        if key in seen_paths and not named:
+            out.skipped["found twice"] += 1
         else:
             seen_paths.add(key)
             out.paths.append(path)
@@ -150,7 +151,7 @@ def collect_images(inputs: Iterable[str | os.PathLike] = (), files_from: str | o
             for path in _walk(item, out, seen_folders):
                 add(path)
         elif os.path.lexists(item) or from_list:
-            add(item)
+            add(item, named=True)
         elif "**" in item:  # walked by `_walk`, which follows a symlink loop once (glob follows it 40 deep)
             root = item[:item.index("**")].rpartition("/")[0] or "."
             if GLOB_CHARACTERS.isdisjoint(root) and os.path.isdir(root):
