@@ -722,6 +722,19 @@ class TorchModel(ExportedModel):
         return variant
 
     _side: int | None = None  # a model in memory without a record: its architecture's resolution
+    loader = ""  # a file's (`TorchScriptModel`, `Pt2Model`): what loads it (`load`), as errors name it
+
+    @staticmethod
+    def load(path: Path) -> nn.Module:
+        raise NotImplementedError
+
+    @classmethod
+    def from_file(cls, path, metadata, export_info, threads, device, **options) -> "TorchModel":
+        try:
+            module = cls.load(path)
+        except Exception as e:  # torch's loaders raise RuntimeError, ValueError, zip errors... on a bad file
+            raise ModelOpenError(f"{cls.loader} cannot load {path}: {brief(e)}") from None
+        return cls(path, metadata, export_info, threads, device, module, **options)
 
     @property
     def resolution(self) -> int | None:
@@ -754,29 +767,15 @@ class TorchModel(ExportedModel):
 class TorchScriptModel(TorchModel):
     """A TorchScript ``.pt`` (deprecated upstream in favour of torch.export; kept for C++ users)."""
 
-    format, backend = "torchscript", "torchscript"
-
-    @classmethod
-    def from_file(cls, path, metadata, export_info, threads, device, **options) -> "TorchScriptModel":
-        try:
-            module = load_torchscript(path)
-        except Exception as e:  # torch.jit.load raises RuntimeError, ValueError, zip errors... on a bad file
-            raise ModelOpenError(f"torch.jit.load cannot load {path}: {brief(e)}") from None
-        return cls(path, metadata, export_info, threads, device, module.eval(), **options)
+    format, backend, loader = "torchscript", "torchscript", "torch.jit.load"
+    load = staticmethod(lambda path: load_torchscript(path).eval())
 
 
 class Pt2Model(TorchModel):
     """A ``torch.export`` ExportedProgram (``.pt2``), run as its ``.module()``."""
 
-    format, backend = "pt2", "pt2"
-
-    @classmethod
-    def from_file(cls, path, metadata, export_info, threads, device, **options) -> "Pt2Model":
-        try:
-            program = load_exported_program(path)
-        except Exception as e:
-            raise ModelOpenError(f"torch.export.load cannot load {path}: {brief(e)}") from None
-        return cls(path, metadata, export_info, threads, device, program.module(), **options)
+    format, backend, loader = "pt2", "pt2", "torch.export.load"
+    load = staticmethod(lambda path: load_exported_program(path).module())
 
 
 def load_exported_program(path: str | os.PathLike, *, with_metadata: bool = False) -> Any:
