@@ -24,16 +24,19 @@ format.
 | ``compile`` | the model in memory, compiled | torch | named | | ``torch.compile`` |
 | ``cuda`` | the model on the GPU, channels-last | torch with CUDA | with a GPU | modules | |
 
-Names are resolved by `resolve`: a runtime's name, one of its ``aliases`` (the last column: spellings
-used before there was one table), or a format's name, which names the first runtime of that format
+(bench: the precisions ``alphanet-bench`` times, "named" when only a ``--backend`` naming it does, not
+``all``; tables: how the latency search feeds it layers; also: the runtime's other accepted names.)
+
+Names are resolved by `resolve`: a runtime's name, one of its ``aliases`` (spellings used before
+there was one table), or a format's name, which names the first runtime of that format
 (``tflite``: litert, ``onnx``: onnxruntime).
 A precision follows a hyphen (``litert-int8``, ``tflite-int8``).
 
-Adding a runtime: one `RuntimeInfo` entry below, plus its format's builder (a module registering a
-`builders.Builder`, imported by the package's ``__init__``) and the `ExportedModel` subclass that runs
-its files, whose ``backend`` is the runtime's name. ``alphanet-bench``, ``alphanet-search --backend``,
-`open_model` and ``alphanet-predict --model`` take it from there; ``tests/test_runtimes.py`` checks
-the entry against the builders and setup.cfg's extras.
+Adding a runtime: one `RuntimeInfo` entry below (and a row above), plus, for a new format, its builder
+(a module registering a `builders.Builder`, imported by the package's ``__init__``) and the
+`ExportedModel` subclass that runs its files, whose ``backend`` is the runtime's name.
+``alphanet-bench``, ``alphanet-search --backend``, `open_model` and ``alphanet-predict --model`` take it
+from there; ``tests/test_runtimes.py`` checks the entry against the builders and setup.cfg's extras.
 """
 from __future__ import annotations
 

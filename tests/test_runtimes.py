@@ -79,8 +79,10 @@ def test_names_aliases_and_formats_resolve_to_one_runtime():
     assert len(aliases) == len(set(aliases)) and not set(aliases) & set(RUNTIMES) and not set(aliases) & set(BUILDERS)
     for alias, name in ALIASES.items():
         assert runtimes.resolve(alias).name == name and runtimes.resolve(alias.upper()).name == name
-    for name in RUNTIMES:
+    for name, r in RUNTIMES.items():
         assert runtimes.resolve(name).name == name
+        row = next(line for line in runtimes.__doc__.splitlines() if line.startswith(f"| ``{name}`` |"))
+        assert all(f"``{alias}``" in row for alias in r.aliases), row  # the module's table says the same
     with pytest.raises(InputError, match="unknown runtime 'tensorrt'; choose from eager, eager-cl"):
         runtimes.resolve("tensorrt")
 
