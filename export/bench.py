@@ -5,21 +5,14 @@ measuring behind ``alphanet-bench`` (`alphanet_zoo.commands.bench`).
     alphanet-bench --arch a0 --backend openvino-bf16,openvino-onnx,onnxruntime --repeats 60 --json
     alphanet-bench --arch a0 --backend executorch,executorch-int8,litert,litert-int8 --thread-counts 1,2
 
-Backends (``--backend all``: every one available here except the opt-in ``compile`` and phone runtimes):
-
-| backend | what runs | precision |
-| --- | --- | --- |
-| ``eager`` | the PyTorch model as built | fp32 |
-| ``eager-cl`` | the same, channels-last weights | fp32 |
-| ``torchscript`` | `to_torchscript`'s file (deprecated upstream) | fp32 |
-| ``pt2`` | `to_pt2`'s ``torch.export`` file | fp32 |
-| ``compile`` | ``torch.compile`` (inductor) of the model; opt-in: its first call takes minutes | fp32 |
-| ``onnxruntime`` / ``onnxruntime-int8`` | our ONNX file / its int8 QDQ model | fp32 / int8 |
-| ``openvino`` / ``openvino-bf16`` / ``openvino-int8`` | our OpenVINO IR at each precision | fp32 / bf16 / int8 |
-| ``openvino-onnx`` | OpenVINO's default compile of our fp32 ONNX, as a user would do by hand | OpenVINO's default |
-| ``executorch`` / ``executorch-int8`` | our ``.pte`` (XNNPACK-delegated) on ExecuTorch's runtime | fp32 / int8 |
-| ``litert`` / ``litert-int8`` | our ``.tflite`` on LiteRT's interpreter (XNNPACK delegate) | fp32 / int8 |
-| ``cuda`` | the PyTorch model on the GPU (when there is one) | fp32 |
+Backends: each runtime of `runtimes.RUNTIMES` (whose table says what each runs) at each precision it
+offers, named ``RUNTIME`` (fp32) or ``RUNTIME-PRECISION``: ``eager``, ``eager-cl``, ``torchscript``,
+``pt2``, ``onnxruntime``, ``onnxruntime-int8`` (its int8 QDQ model), ``openvino``, ``openvino-bf16``,
+``openvino-int8`` (our IR at each precision), ``openvino-onnx`` (OpenVINO's default compile of our fp32
+ONNX, as a user would do by hand), ``executorch``, ``executorch-int8``, ``litert``, ``litert-int8``,
+``compile`` and ``cuda`` (when there is a GPU); a runtime's other names are accepted too
+(``tflite-int8`` is ``litert-int8``). ``--backend all``: every one available here except the opt-in
+``compile`` and phone runtimes.
 
 The ExecuTorch and LiteRT rows (with ``[executorch]``, ``[litert]`` installed) run the phone runtimes on
 this machine's CPU: a stand-in for a phone's, not a phone.
@@ -65,29 +58,16 @@ from .agreement import measure_agreement
 from .builders import BUILDERS, Candidate, ExportJob
 from .images import BUILTIN, ImageSets, builtin_image_paths, builtin_images, preprocess
 from .metadata import export_metadata
-from .runtime import ExportedModel, OpenVinoModel, TorchModel, onnxruntime_session
+from . import runtimes
+from .runtime import ExportedModel, TorchModel, onnxruntime_session
 from .timing import cpu_name, flat, mean_seconds, time_in_turns, torch_threads
 from .verify import reference_logits
 
 log = logging.getLogger("alphanet_zoo")
-BACKENDS = ("eager", "eager-cl", "torchscript", "pt2", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16",
-            "openvino-int8", "openvino-onnx", "executorch", "executorch-int8", "litert", "litert-int8", "compile",
-            "cuda")
+#: Every backend: each runtime of `runtimes.RUNTIMES` at each precision it offers (``onnxruntime-int8``).
+BACKENDS = tuple(runtimes.variants())
 #: Not in "all": torch.compile's first call takes minutes, and so does converting to each phone runtime.
-OPT_IN = ("compile", "executorch", "executorch-int8", "litert", "litert-int8")
-PRECISION = {"onnxruntime-int8": "int8", "openvino-bf16": "bf16", "openvino-int8": "int8", "executorch-int8": "int8",
-             "litert-int8": "int8"}
-#: The PyTorch backends: `TorchModel.of`'s options.
-EAGER = {"eager": {}, "eager-cl": {"channels_last": True}, "compile": {"compile": True},
-         "cuda": {"device": "cuda", "channels_last": True}}
-#: The exported backends: the file (format and precision) each runs, built by that format's builder.
-FILES = {"torchscript": ("torchscript", "fp32"), "pt2": ("pt2", "fp32"), "onnxruntime": ("onnx", "fp32"),
-         "onnxruntime-int8": ("onnx", "int8"), "openvino": ("openvino", "fp32"),
-         "openvino-bf16": ("openvino", "bf16"), "openvino-int8": ("openvino", "int8"),
-         "executorch": ("executorch", "fp32"), "executorch-int8": ("executorch", "int8"),
-         "litert": ("tflite", "fp32"), "litert-int8": ("tflite", "int8")}
-#: The Python package each optional backend family needs (absent: not in ``all``).
-NEEDS = {"openvino": "openvino", "executorch": "executorch", "litert": "litert_torch"}
+OPT_IN = tuple(v for r in runtimes.RUNTIMES.values() if r.opt_in for v in r.variants())
 GEMM_SIZE = 3072
 # Backends take turns (`timing.time_in_turns`) of BLOCK timed calls, each after a pause and SETTLE_S
 # seconds of untimed calls: the previous backend's thread pool (ONNX Runtime's spinning workers,
@@ -177,45 +157,47 @@ class Artifacts:
             self.job.cache[key] = builder.build(self.job, precision)
         return self.job.cache[key]
 
-    def opener(self, fmt: str, precision: str, threads: int) -> Callable[[], ExportedModel]:
-        """What opens the file (built now) as `open_model` would, with ``threads`` threads."""
+    def opener(self, runtime: runtimes.RuntimeInfo, precision: str, threads: int) -> Callable[[], ExportedModel]:
+        """What opens the ``runtime``'s file (built now) with ``threads`` threads: as `open_model` would when it
+        is its format's runtime, else with its own options (openvino-onnx: OpenVINO's defaults)."""
+        fmt = runtime.format
         candidate = self.candidate(fmt, precision)
+        if runtimes.for_format(fmt) is not runtime:
+            return lambda: runtime.model.from_file(candidate.files[0], None, None, threads, "cpu", **runtime.options)
         job = dataclasses.replace(self.job, format=fmt, threads=threads)
         return lambda: BUILDERS[fmt].open(job, candidate)
 
 
-def _opened(backend: str, open_model: Callable[[], ExportedModel], side: int) -> Runner:
+def _opened(backend: str, open_model: Callable[[], ExportedModel], side: int, precision: str) -> Runner:
     """A runner on what ``open_model`` opens; its cold start is opening it plus the first batch-1 result."""
     start = time.perf_counter()
     model = open_model()
     model(model.as_input(torch.zeros(1, 3, side, side)))
     model.synchronize()
-    return Runner.of(backend, model, PRECISION.get(backend), time.perf_counter() - start)
+    return Runner.of(backend, model, None if precision == "fp32" else precision, time.perf_counter() - start)
 
 
 def make_runner(backend: str, model: nn.Module, workdir: Path, threads: int,
                 artifacts: Artifacts | None = None) -> Runner:
-    """A `Runner` for ``backend``; exported backends write their files into ``workdir``."""
+    """A `Runner` for ``backend`` (a runtime of `runtimes.RUNTIMES`, at a precision: `runtimes.variant`);
+    exported backends write their files into ``workdir``."""
+    runtime, precision = runtimes.variant(backend)
+    why = runtime.unavailable()
+    if why:
+        raise InputError(f"backend {backend}: {why}")
     side = model.arch.resolution
-    if backend in EAGER:
-        if backend == "cuda" and not torch.cuda.is_available():
-            raise InputError("backend cuda: no CUDA device is available to PyTorch")
-        return _opened(backend, lambda: TorchModel.of(model, threads=threads, **EAGER[backend]), side)
-    if backend not in FILES and backend != "openvino-onnx":
-        raise InputError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if runtime.format is None:
+        return _opened(backend, lambda: TorchModel.of(model, threads=threads, **runtime.options), side, precision)
     artifacts = artifacts or Artifacts(model, workdir)
-    if backend == "openvino-onnx":  # OpenVINO's defaults on our fp32 ONNX: the baseline a user gets by hand
-        path = artifacts.candidate("onnx", "fp32").files[0]
-        return _opened(backend, lambda: OpenVinoModel(path, None, None, threads, "cpu", tuned=False), side)
-    return _opened(backend, artifacts.opener(*FILES[backend], threads), side)
+    return _opened(backend, artifacts.opener(runtime, precision, threads), side, precision)
 
 
 def available_backends(opt_in: bool = False) -> list[str]:
-    """The backends ``all`` means here: OpenVINO rows when OpenVINO is installed, cuda when a GPU is; with
-    ``opt_in``, also those that run here only when named (`OPT_IN`: ExecuTorch and LiteRT when installed)."""
-    missing = {family for family, package in NEEDS.items() if importlib.util.find_spec(package) is None}
-    return [b for b in BACKENDS if (opt_in or b not in OPT_IN) and b.split("-")[0] not in missing
-            and (b != "cuda" or torch.cuda.is_available())]
+    """The backends ``all`` means here: those whose runtime runs here (its packages installed, a GPU for
+    cuda); with ``opt_in``, also those that run here only when named (`OPT_IN`: ExecuTorch and LiteRT,
+    ``torch.compile``)."""
+    return [v for r in runtimes.RUNTIMES.values() if (opt_in or not r.opt_in) and not r.unavailable()
+            for v in r.variants()]
 
 
 # ---- ceilings -------------------------------------------------------------------------------------

@@ -5,13 +5,13 @@ A format is one module holding its builder, registered on import::
 
     @register
     class LiteRtBuilder(Builder):
-        format = "litert"
+        format = "tflite"
         def build(self, job, precision): ...
         def write(self, job, candidate, export_info, folder): ...
         def open(self, job, candidate, files=None): ...
 
 and one import line in the package's ``__init__``; `deploy.export_model` reads `BUILDERS` and
-knows no format by name.
+knows no format by name. The runtime that runs a format's files is its entry in `runtimes.RUNTIMES`.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
 import numpy as np
+import torch
 from torch import nn
 
 from alphanet_zoo.errors import InputError
@@ -111,6 +112,11 @@ class Builder:
     def open(self, job: ExportJob, candidate: Candidate, files: Sequence[Path] | None = None) -> ExportedModel:
         """An `ExportedModel` on the candidate's files (or ``files``), run as `open_model` runs it."""
         raise NotImplementedError
+
+    def module_bytes(self, module: nn.Module, example: torch.Tensor) -> bytes:
+        """The file of any module (a latency table's layer) at ``example``'s static shape, for runtimes whose
+        latency tables convert each layer (`runtimes.RuntimeInfo.tables` ``file``)."""
+        raise NotImplementedError(f"{self.format} files are not made of arbitrary modules")
 
 
 #: Every format's builder, by format name, in the order they registered.

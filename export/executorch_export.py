@@ -154,6 +154,9 @@ class ExecuTorchBuilder(Builder):
         record.write_text(sidecar_record(out, job.metadata, export_info), encoding="utf-8")
         return [out, record]
 
+    def module_bytes(self, module: torch.nn.Module, example: torch.Tensor) -> bytes:
+        return program_bytes(module, example)
+
     def open(self, job: ExportJob, candidate: Candidate, files=None) -> ExecuTorchModel:
         path = Path((files or candidate.files)[0])
         return ExecuTorchModel(path, job.metadata, None, job.threads, "cpu")

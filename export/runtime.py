@@ -1,7 +1,7 @@
-"""The one way the package runs a model: `ExportedModel`, opened on any exported file by `open_model`,
-with the tuned settings of each runtime, once; `TorchModel.of` runs an `AlphaNet` in memory the same way
-(eager, channels-last, ``torch.compile``, CUDA). The benchmark (`bench`), the export's checks and timing
-(`deploy`) and the search's latency tables run models through it.
+"""The one way the package runs a model: `ExportedModel`, opened on any exported file by `open_model`
+(`runtimes`, the table of runtimes) with the tuned settings of each runtime, once; `TorchModel.of` runs an
+`AlphaNet` in memory the same way (eager, channels-last, ``torch.compile``, CUDA). The benchmark (`bench`),
+the export's checks and timing (`deploy`) and the search's latency tables run models through it.
 
     >>> from alphanet_zoo.export import open_model
     >>> model = open_model("alphanet_a0.xml", threads=2)      # or .onnx, .pt (TorchScript), .pt2
@@ -47,15 +47,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from alphanet_zoo.device import parse_device
 from alphanet_zoo.errors import AlphaNetError, InputError, brief
 from alphanet_zoo.imagenet import imagenet_classes
 from alphanet_zoo.prediction import _open, check_topk, top_classes
 from alphanet_zoo.preprocessing import EvalTransform
 from alphanet_zoo.record import IMAGENET_LABELS, ModelRecord
 
-from .metadata import (CONFIG_KEY, EXPORT_METADATA_FILE, TORCHSCRIPT_METADATA_FILE, export_metadata, file_format,
-                       read_export_info, read_metadata)
+from .metadata import CONFIG_KEY, EXPORT_METADATA_FILE, TORCHSCRIPT_METADATA_FILE, export_metadata
 from .native_quiet import to_log
 from .timing import cpu_name, torch_threads
 
@@ -215,6 +213,12 @@ class ExportedModel:
             batch = torch.stack([self.preprocess(_open(im)) for im in images[start:start + batch_size]])
             results += top_classes(self(batch), topk, record.labels, synsets)
         return results
+
+    @classmethod
+    def from_file(cls, path: Path, metadata: dict[str, Any] | None, export_info: dict[str, Any] | None,
+                  threads: int | None, device: str, **options: Any) -> "ExportedModel":
+        """The model of the file at ``path`` (what `open_model` calls on its format's runtime)."""
+        return cls(path, metadata, export_info, threads, device, **options)
 
     # -- running it
     def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
@@ -551,7 +555,7 @@ class ExecuTorchModel(ExportedModel):
     pool, which is one per process: a model whose thread count differs from the last one run resizes it
     and reloads its method first. A batch larger than the program's upper bound runs in chunks."""
 
-    format, backend = "executorch", "executorch-xnnpack"
+    format, backend = "executorch", "executorch"
 
     def __init__(self, path, metadata, export_info, threads, device, *, images: bool = True) -> None:
         super().__init__(path, metadata, export_info, threads, device, images=images)
@@ -626,7 +630,7 @@ class LiteRtModel(ExportedModel):
     batch runs image by image. An int8 file's quantized input and output are converted here (its
     scale and zero point), so every file takes and gives float32."""
 
-    format, backend = "tflite", "litert-xnnpack"
+    format, backend = "tflite", "litert"
 
     def __init__(self, path, metadata, export_info, threads, device, *, content: bytes | None = None,
                  images: bool = True) -> None:
@@ -713,11 +717,24 @@ class TorchModel(ExportedModel):
         record = getattr(model, "pretrained_cfg", None)
         variant = cls(None, export_metadata(model) if record is not None else None, None, threads, device,
                       torch.compile(net) if compile else net, images=images)
-        variant.backend = "torch.compile" if compile else "eager"
+        variant.backend = "compile" if compile else "eager"
         variant._side = getattr(getattr(model, "arch", None), "resolution", None)
         return variant
 
     _side: int | None = None  # a model in memory without a record: its architecture's resolution
+    loader = ""  # a file's (`TorchScriptModel`, `Pt2Model`): what loads it (`load`), as errors name it
+
+    @staticmethod
+    def load(path: Path) -> nn.Module:
+        raise NotImplementedError
+
+    @classmethod
+    def from_file(cls, path, metadata, export_info, threads, device, **options) -> "TorchModel":
+        try:
+            module = cls.load(path)
+        except Exception as e:  # torch's loaders raise RuntimeError, ValueError, zip errors... on a bad file
+            raise ModelOpenError(f"{cls.loader} cannot load {path}: {brief(e)}") from None
+        return cls(path, metadata, export_info, threads, device, module, **options)
 
     @property
     def resolution(self) -> int | None:
@@ -750,13 +767,15 @@ class TorchModel(ExportedModel):
 class TorchScriptModel(TorchModel):
     """A TorchScript ``.pt`` (deprecated upstream in favour of torch.export; kept for C++ users)."""
 
-    format, backend = "torchscript", "torchscript"
+    format, backend, loader = "torchscript", "torchscript", "torch.jit.load"
+    load = staticmethod(lambda path: load_torchscript(path).eval())
 
 
 class Pt2Model(TorchModel):
     """A ``torch.export`` ExportedProgram (``.pt2``), run as its ``.module()``."""
 
-    format, backend = "pt2", "torch.export"
+    format, backend, loader = "pt2", "pt2", "torch.export.load"
+    load = staticmethod(lambda path: load_exported_program(path).module())
 
 
 def load_exported_program(path: str | os.PathLike, *, with_metadata: bool = False) -> Any:
@@ -768,54 +787,8 @@ def load_exported_program(path: str | os.PathLike, *, with_metadata: bool = Fals
     return (program, extra) if with_metadata else program
 
 
-# ---- open_model ---------------------------------------------------------------------------------------
-
-def open_model(path: str | os.PathLike, *, threads: int | None = None,
-               device: str | torch.device = "cpu") -> ExportedModel:
-    """Open an exported file (ONNX, OpenVINO IR ``.xml``, TorchScript ``.pt``, ``torch.export`` ``.pt2``,
-    ExecuTorch ``.pte``, LiteRT ``.tflite``)
-    with our tuned runtime settings; see the module's docstring for what the result does.
-
-    ``threads``: intra-op threads of the runtime (None: its default, one per core). ``device``:
-    ``cpu``, or ``cuda``/``cuda:N`` (a ``torch.device`` too; the index is kept) for ONNX (CUDA
-    provider), TorchScript and pt2. A file without our metadata
-    (another tool's export) still runs: ``metadata`` is then None and `preprocess` is unavailable.
-    """
-    path = Path(path)
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise InputError(f"threads must be a positive integer or None, got {threads!r}")
-    device = str(parse_device(device))  # "cpu" or "cuda:N"
-    fmt = file_format(path)
-    try:
-        metadata = read_metadata(path)
-    except InputError as e:
-        if "has no" not in str(e):
-            raise
-        metadata = None  # a file from another tool: runs, without a record
-    export_info = read_export_info(path)
-    if fmt == "onnx":
-        return OnnxRuntimeModel(path, metadata, export_info, threads, device)
-    if fmt == "openvino":
-        return OpenVinoModel(path, metadata, export_info, threads, device)
-    if fmt == "executorch":
-        return ExecuTorchModel(path, metadata, export_info, threads, device)
-    if fmt == "tflite":
-        return LiteRtModel(path, metadata, export_info, threads, device)
-    if fmt == "torchscript":
-        try:
-            module = load_torchscript(path)
-        except Exception as e:  # torch.jit.load raises RuntimeError, ValueError, zip errors... on a bad file
-            raise ModelOpenError(f"torch.jit.load cannot load {path}: {brief(e)}") from None
-        return TorchScriptModel(path, metadata, export_info, threads, device, module.eval())
-    try:
-        program = load_exported_program(path)
-    except Exception as e:
-        raise ModelOpenError(f"torch.export.load cannot load {path}: {brief(e)}") from None
-    return Pt2Model(path, metadata, export_info, threads, device, program.module())
-
-
 __all__ = ["cpu_name", "ExecuTorchModel", "ExportedModel", "LiteRtModel", "ModelOpenError", "OnnxRuntimeModel",
            "OpenVinoModel", "Pt2Model", "TorchModel", "TorchScriptModel", "executorch_runtime", "executorch_threads",
            "litert_interpreter", "load_exported_program", "load_torchscript",
-           "onnxruntime_session", "open_model", "openvino_config", "openvino_core", "openvino_supports",
+           "onnxruntime_session", "openvino_config", "openvino_core", "openvino_supports",
            "torch_threads"]

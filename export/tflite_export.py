@@ -177,6 +177,9 @@ class LiteRtBuilder(Builder):
                                                 TFLITE_CONTENT_KEY: tflite_content_sha256(content)}))
         return [out]
 
+    def module_bytes(self, module: torch.nn.Module, example: torch.Tensor) -> bytes:
+        return convert(module, example)
+
     def open(self, job: ExportJob, candidate: Candidate, files=None) -> LiteRtModel:
         path = Path((files or candidate.files)[0])
         return LiteRtModel(path, job.metadata, None, job.threads, "cpu")

@@ -9,7 +9,8 @@ from _search_helpers import one_thread  # noqa: F401 (autouse)
 
 from alphanet_zoo import SEARCH_SPACE, count_flops
 from alphanet_zoo.config import ArchConfig
-from alphanet_zoo.search import latency, latency_search
+from alphanet_zoo.export import timing
+from alphanet_zoo.search import latency_search
 from alphanet_zoo.search.latency import LatencyPredictor, LatencyTable
 from alphanet_zoo.search.latency_anchor import Anchor, reference_subnets
 from alphanet_zoo.search.latency_layers import arch_layers, space_layers
@@ -74,19 +75,22 @@ class TableRuntime(Runtime):
         return run
 
 
-def _time_in_turns(runs, rounds=8):
+def _time_in_turns(runs, *, rounds, **_):
+    """Turns of 5 calls (seconds) of runs that 'take' ``run.ms``: the first turn quiet, the others `TableRuntime.load`
+    times as long, spread 2 % either way (so the median of the calls is the load's, the quietest turn's the run's)."""
     TableRuntime.timed.append(len(runs))
-    median = TableRuntime.load
-    return [{"ms": r.ms, "median_ms": r.ms * median, "p25_ms": r.ms * 0.98, "p75_ms": r.ms * median * 1.02}
-            for r in runs]
+
+    def turns(ms):
+        busy = ms * TableRuntime.load / 1e3
+        return [[ms / 1e3] * 5] + [[0.98 * busy, 0.98 * busy, busy, 1.02 * busy, 1.02 * busy]] * (rounds - 1)
+    return [turns(r.ms) for r in runs]
 
 
 @pytest.fixture
 def fake_machine(monkeypatch):
     TableRuntime.timed, TableRuntime.load = [], 1.0
     monkeypatch.setattr(latency_search, "make_runtime", lambda name, threads, batch: TableRuntime(threads, batch))
-    monkeypatch.setattr(latency, "time_in_turns", _time_in_turns)
-    monkeypatch.setattr(latency_search, "time_in_turns", _time_in_turns)
+    monkeypatch.setattr(timing, "time_in_turns", _time_in_turns)
 
 
 def _table(path, factor: float) -> LatencyTable:

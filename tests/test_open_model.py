@@ -26,7 +26,7 @@ from alphanet_zoo.errors import InputError
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO / "tests" / "parity" / "photo.png"
 FORMATS = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt", "pt2": ".pt2"}
-BACKENDS = {"onnx": "onnxruntime", "openvino": "openvino", "torchscript": "torchscript", "pt2": "torch.export"}
+BACKENDS = {"onnx": "onnxruntime", "openvino": "openvino", "torchscript": "torchscript", "pt2": "pt2"}  # runtimes.py
 TOLERANCE = 1e-4
 
 

@@ -13,8 +13,9 @@ from typing import Sequence
 import torch
 
 from .._io import check_writable_file, write_json
-from ..errors import UsageError
+from ..errors import InputError, UsageError
 from ..export import bench as measuring
+from ..export import runtimes
 from ..weights import WeightsLoader, WeightsSpec
 from . import flags
 from .running import Console, cli_main, progress
@@ -23,26 +24,22 @@ log = logging.getLogger("alphanet_zoo")
 PROG = "alphanet-bench"
 
 
-def why(backend: str) -> str:
-    """Why an optional backend is missing here: the extra that installs it."""
-    family = backend.split("-")[0]
-    return f"{family} is not installed: pip install 'alphanet_zoo[{family}]'"
-
-
 def _parse_backends(value: str) -> list[str]:
+    """``--backend``: ``all``, or names of `runtimes.variants` (a runtime's other names too), as those names."""
     if value.strip().lower() == "all":
         backends = measuring.available_backends()
     else:
-        backends = [v.strip() for v in value.split(",") if v.strip()]
-        unknown = [b for b in backends if b not in measuring.BACKENDS]
-        if unknown or not backends:
-            raise UsageError(f"unknown backend {unknown[0] if unknown else value!r}; valid backends: "
-                             f"{', '.join(measuring.BACKENDS)} (or all: every one available here but "
-                             f"{', '.join(measuring.OPT_IN)})")
-        missing = [b for b in backends if b not in measuring.available_backends(opt_in=True)]
-        if missing:
-            raise UsageError(f"backend {missing[0]} is not available here "
-                             f"({'no CUDA device' if missing[0] == 'cuda' else why(missing[0])})")
+        backends = []
+        for name in [v.strip() for v in value.split(",") if v.strip()] or [value]:
+            try:
+                runtime, precision = runtimes.variant(name)
+            except InputError:
+                raise UsageError(f"unknown backend {name!r}; valid backends: {', '.join(measuring.BACKENDS)} (or "
+                                 f"all: every one available here but {', '.join(measuring.OPT_IN)})") from None
+            why = runtime.unavailable()
+            if why:
+                raise UsageError(f"backend {name} is not available here ({why})")
+            backends.append(runtime.variant(precision))
     if "eager" not in backends:
         backends.insert(0, "eager")  # the reference every other backend is compared with
     return list(dict.fromkeys(backends))
@@ -67,8 +64,9 @@ def build_parser() -> flags.ArgumentParser:
          flags.batch_flags(16), flags.output_flags("also write the results as JSON to this file"), flags.json_flags()])
     parser.add_argument("--batch", dest="batch_size", type=flags.integer(1, 65536), help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="all",
-                        help=f"comma-separated backends from {', '.join(measuring.BACKENDS)}, or 'all' (every one "
-                             f"available here except {', '.join(measuring.OPT_IN)})")
+                        help=f"comma-separated backends from {', '.join(measuring.BACKENDS)} (a runtime's other "
+                             "names too: tflite-int8 is litert-int8), or 'all' (every one available here except "
+                             f"{', '.join(measuring.OPT_IN)})")
     parser.add_argument("--threads", type=flags.integer(1, 1024), default=os.cpu_count() or 1, metavar="N",
                         help="torch and runtime intra-op threads (default: all cores)")
     parser.add_argument("--thread-counts", type=_thread_counts, metavar="N,N...",

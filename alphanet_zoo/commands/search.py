@@ -41,7 +41,7 @@ from ..search.evolution import EvolutionSearch, pareto_front
 from ..config import SEARCH_SPACE, ArchConfig
 from ..search.front import BOUNDS, DEFAULT_BOUND, Bins
 from ..search.history import fingerprint, front_history_rows, history_rows, read_history, write_history
-from ..search.latency_runtimes import BACKENDS
+from ..search.latency_runtimes import BACKENDS, table_runtime
 from ..search.latency_search import LatencySetup
 from ..search.parallel import evaluate_across_ranks
 from ..search.plot import plot_front, plot_search, require_matplotlib
@@ -59,6 +59,14 @@ PROG = "alphanet-search"
 POPULATION, GENERATIONS = 64, 20
 EVAL_BATCH_SIZE = 128
 FRONT_MARGIN = 1.0
+
+
+def _backend(text: str) -> str:
+    """``--backend``: a runtime latency tables are built on, by any of its names."""
+    try:
+        return table_runtime(text).name
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _parser() -> flags.ArgumentParser:
@@ -109,9 +117,10 @@ def _parser() -> flags.ArgumentParser:
                         help="budget: at most this many milliseconds per batch on this machine with --backend, "
                              "--threads and --batch-size (predicted from a latency table, re-anchored each run to the "
                              "smallest, a middle and the largest subnet measured now; the best is measured)")
-    parser.add_argument("--backend", choices=BACKENDS, default="onnxruntime",
-                        help="runtime latency is measured on: ONNX Runtime or OpenVINO running the file "
-                             "alphanet-export writes, PyTorch eager on the CPU, CUDA, or the phone runtimes "
+    parser.add_argument("--backend", type=_backend, default="onnxruntime", metavar="RUNTIME",
+                        help=f"runtime latency is measured on, one of {', '.join(BACKENDS)} (or another name of "
+                             "one, as alphanet-bench takes them: tflite is litert): ONNX Runtime or OpenVINO running "
+                             "the file alphanet-export writes, PyTorch eager on the CPU, CUDA, or the phone runtimes "
                              "ExecuTorch (XNNPACK) and LiteRT on this CPU, a stand-in for a phone's (their tables take "
                              "long to build: each layer is converted)")
     parser.add_argument("--latency-table", metavar="FILE",

@@ -44,6 +44,9 @@ CACHE_ENV = "ALPHANET_ZOO_CACHE"
 FIT_SUBNETS = 8  # random subnets measured end to end to fit the overhead
 VALIDATION_SUBNETS = 8  # others, to report the prediction's error
 BLOCK = timing.TURN_CALLS  # calls per turn when whole subnets are timed in turns
+SUBNET_ROUNDS = 8  # turns per subnet timed end to end
+#: The rest of `timing.time_in_turns`'s arguments for whole subnets (with its pause before each turn).
+SUBNET_TURNS = {"calls": BLOCK, "warmup": 2, "first_warmup": 7}
 CHUNK = 64  # layers timed in turns
 ROUNDS = 3  # turns per layer
 CALLS = 5  # calls per turn
@@ -178,13 +181,12 @@ def _ms(turns: Sequence[Sequence[float]]) -> list[list[float]]:
     return [[v * 1e3 for v in turn] for turn in turns]
 
 
-def time_in_turns(runs: Sequence[Callable[[], Any]], rounds: int = 8) -> list[dict[str, float]]:
-    """Time the calls in turns of `BLOCK` calls each (`timing.time_in_turns`, with its pause before each
-    turn; load that comes and goes falls on all alike): per call ``ms`` (`robust_ms` of its turns),
-    ``median_ms`` (of all its calls) and their quartiles ``p25_ms``, ``p75_ms``."""
-    turns = [_ms(t) for t in timing.time_in_turns(runs, rounds=rounds, calls=BLOCK, warmup=2, first_warmup=7)]
-    return [{"ms": robust_ms(t), "median_ms": statistics.median(timing.flat(t)), **_quartiles(timing.flat(t))}
-            for t in turns]
+def summary(turns: Sequence[Sequence[float]]) -> dict[str, float]:
+    """A subnet's timed turns (seconds, `timing.time_in_turns`) in milliseconds: ``ms`` (`robust_ms` of its
+    turns), ``median_ms`` (of all its calls) and their quartiles ``p25_ms``, ``p75_ms``."""
+    ms = _ms(turns)
+    calls = timing.flat(ms)
+    return {"ms": robust_ms(ms), "median_ms": statistics.median(calls), **_quartiles(calls)}
 
 
 def _quartiles(values: Sequence[float]) -> dict[str, float]:
@@ -193,12 +195,14 @@ def _quartiles(values: Sequence[float]) -> dict[str, float]:
     return {"p25_ms": q1, "p75_ms": q3}
 
 
-def measure_models(runtime: Runtime, archs: Sequence[ArchConfig], num_classes: int = 1000, rounds: int = 8,
+def measure_models(runtime: Runtime, archs: Sequence[ArchConfig], num_classes: int = 1000,
+                   rounds: int = SUBNET_ROUNDS,
                    progress: Callable[[Iterable], Iterable] | None = None) -> list[dict[str, float]]:
-    """Whole subnets on ``runtime``, run as a user runs the exported model, timed in turns (`time_in_turns`)."""
+    """Whole subnets on ``runtime``, run as a user runs the exported model, timed in turns of `BLOCK` calls
+    (`timing.time_in_turns`: load that comes and goes falls on all alike); each one's `summary`."""
     runs = [runtime.model(a, num_classes) for a in (progress(archs) if progress else archs)]
     with runtime.active():
-        return time_in_turns(runs, rounds)
+        return [summary(t) for t in timing.time_in_turns(runs, rounds=rounds, **SUBNET_TURNS)]
 
 
 def spread_subnets(count: int, seed: int, space: SearchSpace = SEARCH_SPACE,

@@ -1,21 +1,26 @@
-"""Where latency is measured: ONNX Runtime, OpenVINO, PyTorch eager on the CPU, CUDA, or the phone runtimes
-ExecuTorch (XNNPACK) and LiteRT on this CPU (a stand-in for a phone's CPU, not a phone).
+"""Where latency is measured: every runtime of `alphanet_zoo.export.runtimes.RUNTIMES` whose entry says
+how its latency tables are fed (``tables``): ONNX Runtime and OpenVINO, PyTorch eager on the CPU, CUDA, and
+the phone runtimes ExecuTorch (XNNPACK) and LiteRT on this CPU (a stand-in for a phone's CPU, not a phone).
 
 A `Runtime` turns a `Layer` (for the table) or a whole subnet (end to end) into a zero-argument
-call to time; every call runs an `alphanet_zoo.export.ExportedModel`, the one way the package runs
-a model. End to end is what a user deploying the subnet runs: for ONNX Runtime the file
-``alphanet-export`` writes (`alphanet_zoo.export.to_onnx`), opened by `open_model` at the same thread
-count; for OpenVINO that graph compiled for the CPU with the exporters' OpenVINO settings
-(`OpenVinoModel`, one stream: the latency setting); for eager and CUDA the `AlphaNet` module itself
-(`TorchModel`); for ExecuTorch and LiteRT the subnet's ``.pte`` / ``.tflite`` (fp32, static batch) as
-``alphanet-export`` converts it. A layer is the same runtime on the layer's graph or module alone
-(lowering each layer to ExecuTorch or LiteRT takes a second or more: a table there takes a while).
+call to time; every call runs the entry's `alphanet_zoo.export.ExportedModel`, the one way the
+package runs a model. End to end is what a user deploying the subnet runs. Layers and subnets are fed
+to the runtime as its entry says:
+
+- ``onnx`` (ONNX Runtime, OpenVINO): a layer as its ONNX graph (`latency_layers.onnx_graph`), a subnet as
+  the file ``alphanet-export`` writes (`alphanet_zoo.export.to_onnx`), opened with the entry's
+  ``table_options`` at the same thread count (OpenVINO: one stream, the latency setting, its precision
+  left to itself);
+- ``module`` (eager, CUDA): the layer's module or the `AlphaNet` itself (`TorchModel.of`, with the entry's
+  options);
+- ``file`` (ExecuTorch, LiteRT): the layer or subnet converted by its format's builder
+  (`Builder.module_bytes`, fp32, static batch), as ``alphanet-export`` converts it. Lowering each layer
+  takes a second or more: a table there takes a while.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import logging
 import os
 import platform
@@ -29,45 +34,39 @@ import torch
 
 from ..config import ArchConfig
 from ..errors import InputError
-from ..export import ExportedModel, TorchModel, open_model, to_onnx
-from ..export.executorch_export import executorch_version, program_bytes
-from ..export.runtime import ExecuTorchModel, LiteRtModel, OnnxRuntimeModel, OpenVinoModel
-from ..export.tflite_export import convert as tflite_bytes
-from ..export.tflite_export import litert_version
+from ..export import BUILDERS, ExportedModel, TorchModel, runtimes, to_onnx
 from ..export.timing import cpu_name, torch_threads
 from ..model import AlphaNet
 from .latency_layers import Layer, input_shape, onnx_graph, torch_module
 
-BACKENDS = ("onnxruntime", "openvino", "eager", "cuda", "executorch", "litert")
-#: The package each optional backend needs, and the extra that installs it.
-PACKAGES = {"onnxruntime": ("onnxruntime", "onnxruntime"), "openvino": ("openvino", "openvino"),
-            "executorch": ("executorch", "alphanet_zoo[executorch]"),
-            "litert": ("litert_torch", "alphanet_zoo[litert]")}
+#: The runtimes latency tables can be built on (`alphanet_zoo.export.runtimes`, ``tables``).
+BACKENDS = tuple(name for name, r in runtimes.RUNTIMES.items() if r.tables)
 log = logging.getLogger("alphanet_zoo")
 
 
 class Runtime:
-    """A backend at a thread count and batch size; ``layer(l)``/``model(arch)`` give calls to time.
-
-    A backend opens layers and subnets as `ExportedModel` objects (`open_layer`, `open_subnet`);
-    the calls run them on a fixed input."""
+    """A runtime of `alphanet_zoo.export.runtimes.RUNTIMES` (``name``) at a thread count and batch size;
+    ``layer(l)``/``model(arch)`` give calls to time, on `ExportedModel` objects (`open_layer`, `open_subnet`)
+    run on a fixed input."""
 
     name = ""
-    device = "cpu"
 
-    def __init__(self, threads: int, batch_size: int) -> None:
+    def __init__(self, threads: int, batch_size: int, name: str | None = None) -> None:
+        self.name = name or self.name
         self.threads, self.batch_size = int(threads), int(batch_size)
         self._tmp = tempfile.TemporaryDirectory(prefix="alphanet_latency_")
         self.workdir = Path(self._tmp.name)
         self._files = 0
+        self.info = runtimes.RUNTIMES.get(self.name)  # None: a subclass timing something else
 
     @property
     def version(self) -> str:
-        raise NotImplementedError
+        return self.info.version()
 
     def machine(self) -> str:
         """What the timings belong to: the CPU model and its logical cores (and the GPU for CUDA)."""
-        return f"{cpu_name()} ({os.cpu_count()} logical cores, {platform.machine()})"
+        cpu = f"{cpu_name()} ({os.cpu_count()} logical cores, {platform.machine()})"
+        return f"{torch.cuda.get_device_name()} on {cpu}" if self.info and self.info.device == "cuda" else cpu
 
     def key(self) -> dict[str, Any]:
         """What a table measured here is valid for."""
@@ -78,14 +77,32 @@ class Runtime:
 
     @contextlib.contextmanager
     def active(self):
-        """Around measurements (PyTorch backends set their thread count here)."""
-        yield
+        """Around measurements (the PyTorch runtimes set their thread count here)."""
+        if self.info is None or self.info.format is not None:
+            yield
+            return
+        with torch_threads(self.threads), torch.inference_mode():
+            yield
 
     def open_layer(self, layer: Layer) -> ExportedModel:
-        raise NotImplementedError
+        if self.info.tables == "onnx":
+            path = self._path(".onnx")
+            path.write_bytes(onnx_graph(layer, self.batch_size).SerializeToString())
+            return self._read(path, images=False)
+        return self._open_module(torch_module(layer), input_shape(layer, self.batch_size), images=False)
 
     def open_subnet(self, arch: ArchConfig, num_classes: int) -> ExportedModel:
-        raise NotImplementedError
+        net = AlphaNet(arch, num_classes).eval()
+        if self.info.tables != "onnx":
+            return self._open_module(net, (self.batch_size, 3, arch.resolution, arch.resolution), images=True)
+        path = self._path(".onnx")
+        level = log.level
+        log.setLevel(max(level, logging.WARNING))  # the exporter's progress lines are not this command's
+        try:
+            to_onnx(net, path, verify=False)  # random weights: timings do not depend on them
+        finally:
+            log.setLevel(level)
+        return self._read(path, images=True)
 
     def layer(self, layer: Layer) -> Callable[[], Any]:
         return self._call(self.open_layer(layer), input_shape(layer, self.batch_size))
@@ -107,172 +124,54 @@ class Runtime:
             return out
         return run
 
-    def _onnx_file(self, arch: ArchConfig, num_classes: int) -> Path:
-        """The subnet exported as ``alphanet-export`` writes it (random weights: timings do not depend on them)."""
+    def _path(self, suffix: str) -> Path:
         self._files += 1
-        path = self.workdir / f"model_{self._files}.onnx"
-        level = log.level
-        log.setLevel(max(level, logging.WARNING))  # the exporter's progress lines are not this command's
-        try:
-            to_onnx(AlphaNet(arch, num_classes).eval(), path, verify=False)
-        finally:
-            log.setLevel(level)
-        return path
+        return self.workdir / f"model_{self._files}{suffix}"
 
-    def _layer_file(self, layer: Layer) -> Path:
-        path = self.workdir / "layer.onnx"
-        path.write_bytes(onnx_graph(layer, self.batch_size).SerializeToString())
-        return path
+    def _open_file(self, path: Path, images: bool) -> ExportedModel:
+        return self.info.model.from_file(path, None, None, self.threads, "cpu", images=images,
+                                         **self.info.table_options)
 
-
-class OnnxRuntimeBackend(Runtime):
-    name = "onnxruntime"
-
-    @property
-    def version(self) -> str:
-        import onnxruntime
-
-        return onnxruntime.__version__
-
-    def open_layer(self, layer: Layer) -> ExportedModel:
-        return OnnxRuntimeModel(self._layer_file(layer), None, None, self.threads, "cpu", images=False)
-
-    def open_subnet(self, arch: ArchConfig, num_classes: int) -> ExportedModel:
-        path = self._onnx_file(arch, num_classes)
-        model = open_model(path, threads=self.threads)
-        path.unlink()  # the session holds the model: the file is not needed any more
+    def _read(self, path: Path, images: bool) -> ExportedModel:
+        """The ONNX file at ``path`` opened, then removed: the runtime holds the model in memory."""
+        model = self._open_file(path, images)
+        path.unlink()
         return model
 
-
-class OpenVinoBackend(Runtime):
-    name = "openvino"
-
-    @property
-    def version(self) -> str:
-        import openvino
-
-        return openvino.get_version() if hasattr(openvino, "get_version") else openvino.__version__
-
-    def _open(self, path: Path, images: bool) -> ExportedModel:
-        # OpenVINO's precision left to itself (as before the tables had a precision of their own), one
-        # stream at every batch size: what the table predicts is one call's latency
-        return OpenVinoModel(path, None, None, self.threads, "cpu", split=False, images=images)
-
-    def open_layer(self, layer: Layer) -> ExportedModel:
-        return self._open(self._layer_file(layer), images=False)
-
-    def open_subnet(self, arch: ArchConfig, num_classes: int) -> ExportedModel:
-        path = self._onnx_file(arch, num_classes)
-        model = self._open(path, images=True)
-        path.unlink()  # read: the compiles work from the model in memory
-        return model
+    def _open_module(self, module: torch.nn.Module, shape: tuple[int, ...], images: bool) -> ExportedModel:
+        """``module`` in memory (a PyTorch runtime), or converted to the runtime's format at ``shape``."""
+        if self.info.format is None:
+            return TorchModel.of(module, threads=self.threads, images=images, **self.info.options)
+        builder = BUILDERS[self.info.format]
+        path = self._path(builder.suffixes[0])
+        path.write_bytes(builder.module_bytes(module, torch.zeros(shape)))
+        return self._open_file(path, images)
 
 
-class EagerBackend(Runtime):
-    name = "eager"
-
-    @property
-    def version(self) -> str:
-        return torch.__version__
-
-    @contextlib.contextmanager
-    def active(self):
-        with torch_threads(self.threads), torch.inference_mode():
-            yield
-
-    def open_layer(self, layer: Layer) -> ExportedModel:
-        return TorchModel.of(torch_module(layer), threads=self.threads, device=self.device, images=False)
-
-    def open_subnet(self, arch: ArchConfig, num_classes: int) -> ExportedModel:
-        return TorchModel.of(AlphaNet(arch, num_classes), threads=self.threads, device=self.device)
-
-
-class CudaBackend(EagerBackend):
-    name = "cuda"
-
-    def __init__(self, threads: int, batch_size: int) -> None:
-        if not torch.cuda.is_available():
-            raise InputError("--backend cuda: no CUDA GPU is available to PyTorch")
-        super().__init__(threads, batch_size)
-        self.device = f"cuda:{torch.cuda.current_device()}"
-
-    @property
-    def version(self) -> str:
-        return f"{torch.__version__} (CUDA {torch.version.cuda})"
-
-    def machine(self) -> str:
-        return f"{torch.cuda.get_device_name(self.device)} on {super().machine()}"
-
-
-class MobileBackend(Runtime):
-    """A phone runtime on this CPU: each layer and subnet converted to its file (fp32, static shape) and run."""
-
-    suffix = ""
-
-    def _convert(self, module: torch.nn.Module, shape: tuple[int, ...]) -> bytes:
-        raise NotImplementedError
-
-    def _runner(self, path: Path, images: bool) -> ExportedModel:
-        raise NotImplementedError
-
-    def _open(self, module: torch.nn.Module, shape: tuple[int, ...], images: bool) -> ExportedModel:
-        self._files += 1
-        path = self.workdir / f"model_{self._files}{self.suffix}"
-        path.write_bytes(self._convert(module, shape))
-        return self._runner(path, images)
-
-    def open_layer(self, layer: Layer) -> ExportedModel:
-        return self._open(torch_module(layer), input_shape(layer, self.batch_size), images=False)
-
-    def open_subnet(self, arch: ArchConfig, num_classes: int) -> ExportedModel:
-        r = arch.resolution
-        return self._open(AlphaNet(arch, num_classes).eval(), (self.batch_size, 3, r, r), images=True)
-
-
-class ExecuTorchBackend(MobileBackend):
-    name, suffix = "executorch", ".pte"
-
-    @property
-    def version(self) -> str:
-        return executorch_version()
-
-    def _convert(self, module: torch.nn.Module, shape: tuple[int, ...]) -> bytes:
-        return program_bytes(module, torch.zeros(shape))
-
-    def _runner(self, path: Path, images: bool) -> ExportedModel:
-        return ExecuTorchModel(path, None, None, self.threads, "cpu", images=images)
-
-
-class LiteRtBackend(MobileBackend):
-    name, suffix = "litert", ".tflite"
-
-    @property
-    def version(self) -> str:
-        return litert_version()
-
-    def _convert(self, module: torch.nn.Module, shape: tuple[int, ...]) -> bytes:
-        return tflite_bytes(module, torch.zeros(shape))
-
-    def _runner(self, path: Path, images: bool) -> ExportedModel:
-        return LiteRtModel(path, None, None, self.threads, "cpu", images=images)
+def table_runtime(name: str) -> runtimes.RuntimeInfo:
+    """The runtime ``name`` (one of `BACKENDS`, or another name of one) calls, if latency tables are built on
+    it; an `InputError` otherwise."""
+    try:
+        info = runtimes.resolve(name)
+    except InputError:
+        info = None
+    if info is None or not info.tables:
+        raise InputError(f"unknown latency backend {name!r}; choose from {', '.join(BACKENDS)} (or another name of "
+                         "one: tflite is litert)")
+    return info
 
 
 def make_runtime(name: str, threads: int, batch_size: int) -> Runtime:
-    """The `Runtime` called ``name`` (one of `BACKENDS`); a missing library is an `InputError`."""
-    classes = {"onnxruntime": OnnxRuntimeBackend, "openvino": OpenVinoBackend, "eager": EagerBackend,
-               "cuda": CudaBackend, "executorch": ExecuTorchBackend, "litert": LiteRtBackend}
-    if name not in classes:
-        raise InputError(f"unknown latency backend {name!r}; choose from {', '.join(BACKENDS)}")
-    if name in PACKAGES and importlib.util.find_spec(PACKAGES[name][0]) is None:
-        raise InputError(f"--backend {name}: the {PACKAGES[name][0]} package is not installed "
-                         f"(pip install '{PACKAGES[name][1]}')")
-    return classes[name](threads, batch_size)
+    """The `Runtime` called ``name`` (`table_runtime`); a missing library is an `InputError`."""
+    info = table_runtime(name)
+    why = info.unavailable()
+    if why:
+        raise InputError(f"--backend {name}: {why}")
+    return Runtime(threads, batch_size, info.name)
 
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
 
 
-__all__ = ["BACKENDS", "CudaBackend", "EagerBackend", "ExecuTorchBackend", "LiteRtBackend", "MobileBackend",
-           "OnnxRuntimeBackend", "OpenVinoBackend", "Runtime",
-           "cpu_name", "make_runtime", "slug"]
+__all__ = ["BACKENDS", "Runtime", "cpu_name", "make_runtime", "slug", "table_runtime"]

@@ -13,9 +13,10 @@ import torch
 
 from .. import distributed
 from ..errors import InputError
+from ..export import timing
 from ..registry import MODELS
 from .evolution import Candidate, SearchResult, rank_key
-from .latency import LatencyPredictor, LatencyTable, load_or_build, time_in_turns
+from .latency import SUBNET_ROUNDS, SUBNET_TURNS, LatencyPredictor, LatencyTable, load_or_build, summary
 from .latency_anchor import Anchor, AnchoredPredictor, measure_anchor, reference_subnets
 from .latency_runtimes import Runtime, make_runtime
 
@@ -127,7 +128,9 @@ class LatencySetup:
 
         def meets(c: Candidate, order: str) -> bool:
             with self.runtime.active():
-                timed, ref = time_in_turns([self.runtime.model(c.arch, self.num_classes), reference_run])
+                turns = timing.time_in_turns([self.runtime.model(c.arch, self.num_classes), reference_run],
+                                             rounds=SUBNET_ROUNDS, **SUBNET_TURNS)
+            timed, ref = map(summary, turns)
             bar.update(1)
             tried.append({"top1": c.top1, "mflops": round(c.mflops, 4), "predicted_ms": round(c.latency_ms, 4),
                           "table_ms": round(self.table_ms(c.arch), 4), "measured_ms": round(timed["median_ms"], 4),
