@@ -33,7 +33,8 @@ from alphanet_zoo.train.step import build_optimizer, finetune_step
 CLASSES = ["blue", "red"]
 #: the smallest subnet with narrow early stages: a step at 32 x 32 takes milliseconds
 TINY = dataclasses.replace(SEARCH_SPACE.smallest(), width=(16, 16, 24, 32, 64, 112, 192, 216, 1792))
-QUICK = dict(arch=TINY, epochs=2, batch_size=8, lr=0.05, resolution=32, workers=0,
+# bf16 on every machine (auto would time the step: the uninterrupted and the resumed runs must agree)
+QUICK = dict(arch=TINY, epochs=2, batch_size=8, lr=0.05, resolution=32, workers=0, precision="bf16",
              overrides=["checkpoint_every_steps=2", "validation.calib_batches=2", "validation.calib_batch_size=8"])
 
 
@@ -84,7 +85,7 @@ def test_an_interrupted_and_resumed_run_ends_bit_for_bit_as_the_uninterrupted_on
     out = tmp_path / "resumed"
     args = ["--weights", "random", "--arch", str(_arch_file(tmp_path)), "--data", str(data), "--out", str(out),
             "--epochs", "2", "--batch-size", "8", "--lr", "0.05", "--resolution", "32", "--workers", "0",
-            "--json", *QUICK["overrides"]]
+            "--precision", "bf16", "--json", *QUICK["overrides"]]
     assert finetune_main([*args, "--max-steps", "3"]) == 0
     stopped = json.loads(capsys.readouterr().out)
     assert stopped["stopped"] == "max_steps" and stopped["global_step"] == 3 and stopped["folder"] is None

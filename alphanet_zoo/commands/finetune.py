@@ -69,8 +69,9 @@ def _parser() -> flags.ArgumentParser:
                         help="training and evaluation resolution (default: the model's, or the training images' "
                              "median short side, rounded down to a multiple of 32, when smaller)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="auto: bfloat16 autocast where the hardware has it natively (GPU, CPU with AVX512-BF16 "
-                             "or AMX), else float32")
+                        help="auto: bfloat16 autocast where it is faster (a GPU with bfloat16, a CPU with AMX, or "
+                             "timed on the model's step on a CPU with AVX512-BF16), else float32; fp16: CUDA only, "
+                             "with loss scaling")
     parser.add_argument("--max-steps", type=flags.integer(*RANGES["max_steps"][:2]), metavar="N",
                         help="stop after N steps in all, with a checkpoint (rerun without it to go on)")
     parser.add_argument("--no-resume", action="store_true",

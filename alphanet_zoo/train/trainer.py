@@ -10,9 +10,9 @@ generator's history. The subnets of step ``s`` come from ``random.Random(f"{seed
 same on every process), dropout and drop-connect from a torch seed derived from ``(seed, s, rank)``,
 each image's augmentation from ``(seed, epoch, index)``, and the data order from ``seed + epoch``
 (`ShardedSampler`, which skips the samples of the epoch already trained on). Together with the
-weights, the optimizer's momentum, the schedule's progress, the loss scaler and the steps of the
-open log window, that is the whole state: a run killed at any moment and rerun continues exactly
-as an uninterrupted run from its last checkpoint would. The log is cut back to that checkpoint
+weights, the optimizer's momentum, the schedule's progress, the loss scaler, the precision ``auto``
+chose and the steps of the open log window, that is the whole state: a run killed at any moment and
+rerun continues exactly as an uninterrupted run from its last checkpoint would. The log is cut back to that checkpoint
 (the records of the lost steps move to ``log.discarded.jsonl``), so each step is logged once.
 
 Faults (see `run`): a lost or failed process makes every other one exit with one error naming it;
@@ -22,6 +22,7 @@ return ``stopped``; a damaged newest checkpoint is replaced by the previous one,
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -52,7 +53,7 @@ from .checkpointing import CHECKPOINT_NAME, PREVIOUS_NAME, load_checkpoint, load
 from .config import TrainConfig
 from .data import (CLASS_FOLDERS, SeededDataset, ShardedSampler, TrainTransform, check_batch, eval_preprocessing,
                    training_data)
-from .precision import cpu_has_native_bf16, use_training_layout
+from .precision import DTYPES, PROBE_BATCH, Precision, resolve_precision, time_precisions, use_training_layout
 from .schedule import WarmupCosineSchedule, scaled_lr
 from .step import build_optimizer, sample_sandwich, sandwich_step
 
@@ -220,6 +221,8 @@ class Trainer:
         self.epoch, self.consumed, self.global_step = 0, 0, 0
         self.checkpoint_path: Path | None = None
         self.saved_step: int | None = None
+        self.precision: Precision | None = None  # chosen once the checkpoint is known (`_set_precision`)
+        self.amp_dtype, self.grad_scaler = None, None
         self.created_out_dir = False  # this run made the output folder
         self.started = False  # training began (its start is logged)
 
@@ -266,22 +269,58 @@ class Trainer:
         distributed.broadcast_tensors(self.model.state_dict().values())
         o = cfg.optim
         self.base_lr = scaled_lr(o.lr_per_256, self.global_batch)
-        self.optimizer = build_optimizer(self.model, self.base_lr, o.momentum, o.nesterov, o.weight_decay)
+        self.optimizer = self._make_optimizer(self.model)
         self.schedule = WarmupCosineSchedule(self.optimizer, self.base_lr, cfg.epochs, o.warmup_epochs, o.min_lr,
                                              o.warmup_start_lr)
-        self.amp_dtype, self.grad_scaler = None, None
-        if cfg.amp and ctx.device.type == "cuda":
-            bf16 = cfg.amp_dtype == "bfloat16" and torch.cuda.is_bf16_supported()
-            self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
-            if not bf16:
-                self.grad_scaler = torch.amp.GradScaler("cuda")
-        elif cfg.amp and cfg.amp_dtype == "bfloat16" and ctx.device.type == "cpu" and cpu_has_native_bf16():
-            self.amp_dtype = torch.bfloat16  # AVX512-BF16 or AMX: native bfloat16 (elsewhere it is emulated, slower)
         self.epoch, self.consumed, self.global_step = 0, 0, 0
         self.window: list[list[float]] = []  # per-step results since the last log record
         self.window_layout = (0, 0)  # (losses, divergences) per row of the window
         self.validation_pending = False
         self.last_validation: dict = {}
+
+    def _make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        o = self.config.optim
+        return build_optimizer(model, self.base_lr, o.momentum, o.nesterov, o.weight_decay)
+
+    def _set_precision(self, state: dict | None) -> None:
+        """Resolve ``config.precision`` (`resolve_precision`), once per run: a resumed ``auto`` run keeps
+        what its checkpoint's run chose (the same arithmetic as the uninterrupted run), and a timed choice
+        is rank 0's on every process."""
+        requested, saved = self.config.precision, (state or {}).get("precision")
+        kept = requested == "auto" and saved in DTYPES
+        if kept:
+            resolve_precision(saved, self.ctx.device)  # still possible here (fp16 needs CUDA)
+            chosen = Precision(saved, requested, state.get("precision_reason") or "",
+                               state.get("precision_timings") or {})
+        else:
+            local = resolve_precision(requested, self.ctx.device, lambda: time_precisions(self._probe_step))
+            chosen = distributed.broadcast_or_raise(lambda: local, "choosing the training precision")
+        self.precision = chosen
+        self.amp_dtype, self.grad_scaler = chosen.autocast_dtype, chosen.grad_scaler(self.ctx.device)
+        if self.ctx.is_main:  # a choice made for the user is said once; what was asked for, only when debugging
+            log.log(logging.INFO if requested == "auto" else logging.DEBUG, "training precision: %s%s",
+                    chosen.describe(), ", as when the run started" if kept else "")
+
+    def _probe_step(self, dtype: torch.dtype | None) -> Callable[[], Any]:
+        """One training step (`_step`) at autocast ``dtype`` of a copy of the model and optimizer, on a
+        batch of this run's shape (at most `PROBE_BATCH` images): the run's own weights, optimizer and
+        random state are left as they were."""
+        cfg, device = self.config, self.ctx.device
+        probe = copy.copy(self)
+        probe.model = copy.deepcopy(self.model)
+        probe.optimizer = self._make_optimizer(probe.model)
+        probe.amp_dtype, probe.grad_scaler = dtype, None
+        g = torch.Generator().manual_seed(cfg.seed)
+        n, side = min(cfg.data.batch_size, PROBE_BATCH), cfg.data.crop_size
+        images = model_input(torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=g).to(device),
+                             None)
+        targets = torch.randint(0, self.num_classes, (n,), generator=g).to(device)
+
+        def step() -> None:
+            with torch.random.fork_rng(devices=[]):  # the step seeds torch: the run's draws stay as they were
+                probe._step(images, targets)
+
+        return step
 
     def _make_model(self) -> torch.nn.Module:
         """The network to train, on the CPU (the supernet; `init` loaded when set)."""
@@ -351,6 +390,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "precision": self.precision.name, "precision_reason": self.precision.reason,
+            "precision_timings": dict(self.precision.timings),
             "epoch": self.epoch, "consumed": self.consumed, "global_step": self.global_step,
             "log_window": [list(row) for row in self.window], "log_window_layout": list(self.window_layout),
             "validation_pending": self.validation_pending,
@@ -427,6 +468,7 @@ class Trainer:
         self._build_data()
         self._build_model()
         found = self._find_checkpoint()
+        self._set_precision(found[0] if found is not None else None)
         fallback, discarded = None, 0
         if found is not None:
             state, path, fallback = found
@@ -442,7 +484,9 @@ class Trainer:
                        base_lr=self.base_lr, steps_per_epoch=self.steps_per_epoch, epoch=self.epoch,
                        consumed=self.consumed, global_step=self.global_step, num_classes=self.num_classes,
                        labels=self.data.labels, classes=self.data.classes[:20],
-                       amp=str(self.amp_dtype) if self.amp_dtype else None, config=self.config.to_dict())
+                       amp=str(self.amp_dtype) if self.amp_dtype else None, precision=self.precision.name,
+                       precision_reason=self.precision.reason, precision_timings=self.precision.timings,
+                       config=self.config.to_dict())
         self.started = True
         peer_watch.set_progress(self.global_step)
         self.tick = time.perf_counter()
