@@ -99,6 +99,31 @@ def test_an_interrupted_and_resumed_run_ends_bit_for_bit_as_the_uninterrupted_on
     assert [r["global_step"] for r in starts] == [0, 3]
 
 
+def test_resume_file_continues_another_folders_checkpoint_as_the_uninterrupted_run(data, tuned, tmp_path, capsys):
+    """``--resume FILE``: the run goes on from that checkpoint into --out, ending as the uninterrupted run; a
+    missing FILE, or an --out holding a checkpoint of its own, is one error."""
+    whole, summary = tuned
+    first = finetune("random", data, tmp_path / "first", max_steps=3, **QUICK)
+    assert first["stopped"] == "max_steps" and first["global_step"] == 3
+    args = ["--weights", "random", "--arch", str(_arch_file(tmp_path)), "--data", str(data), "--epochs", "2",
+            "--batch-size", "8", "--lr", "0.05", "--resolution", "32", "--workers", "0", "--precision", "bf16",
+            "--json", *QUICK["overrides"]]
+    checkpoint = tmp_path / "first" / "checkpoint.pt"
+    assert finetune_main([*args, "--out", str(tmp_path / "second"), "--resume", str(checkpoint)]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["resumed"] and done["global_step"] == 6 and done["top1"] == summary["top1"]
+    a, b = load_file(whole / "model.safetensors"), load_file(tmp_path / "second" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    (start,) = [r for r in read_log(tmp_path / "second" / "log.jsonl") if r["event"] == "start"]
+    assert start["resumed_from"] == str(checkpoint) and start["global_step"] == 3
+    assert finetune_main([*args, "--out", str(tmp_path / "second"), "--resume", str(checkpoint)]) == 2
+    _one_line(capsys, "second/checkpoint.pt exists", "--resume without a file")
+    assert finetune_main([*args, "--out", str(tmp_path / "third"), "--resume", str(tmp_path / "none.pt")]) == 2
+    _one_line(capsys, "no checkpoint to resume at", "none.pt")
+    assert finetune_main([*args, "--out", str(tmp_path / "first"), "--no-resume"]) == 2
+    _one_line(capsys, "first/checkpoint.pt exists", "drop --no-resume")
+
+
 def test_the_folder_is_a_finetuned_model_that_load_predict_and_alphanet_predict_take(data, tuned, capsys):
     folder, summary = tuned
     model = alphanet_zoo.load(folder)

@@ -118,7 +118,7 @@ class FineTuner(Trainer):
     output_files = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 
     def __init__(self, config: TrainConfig, settings: FinetuneSettings, model: AlphaNet,
-                 teacher: AlphaNet | None = None, *, resume: bool = True,
+                 teacher: AlphaNet | None = None, *, resume: "bool | str | os.PathLike" = True,
                  progress: Callable[..., Any] | None = None) -> None:
         if settings.precision not in (None, config.precision):
             if config.precision != "auto":
@@ -331,7 +331,7 @@ def finetune(weights: str | os.PathLike, data: str | os.PathLike, out: str | os.
              teacher: str | os.PathLike | None = None, teacher_arch: "str | ArchConfig | None" = None,
              distill: str | None = None, resolution: int | None = None, precision: str = "auto",
              seed: int = 0, workers: int = 0, device: str = "auto", max_steps: int | None = None,
-             resume: bool = True, overrides: Sequence[str] = (),
+             resume: "bool | str | os.PathLike" = True, overrides: Sequence[str] = (),
              progress: Callable[..., Any] | None = None) -> dict:
     """Fine-tune ``weights`` on the class folders ``data`` (``data/train`` and ``data/val``, or ``data``
     and ``val``); the result is the ``save_pretrained`` folder ``out``.
@@ -343,7 +343,8 @@ def finetune(weights: str | os.PathLike, data: str | os.PathLike, out: str | os.
     None: the model's, or the training images' median short side when smaller (`auto_resolution`).
     ``precision`` auto | fp32 | bf16 | fp16 (`alphanet_zoo.train.precision`; auto: bf16 only where faster).
     ``overrides`` are `TrainConfig` keys (``optim.weight_decay=1e-4``). Rerun the same call to resume
-    from ``out/checkpoint.pt``; ``max_steps`` stops (with a checkpoint) after that many steps.
+    from ``out/checkpoint.pt`` (``resume=PATH``: from that checkpoint; False: refuse to continue one);
+    ``max_steps`` stops (with a checkpoint) after that many steps.
 
     Returns the run's summary: ``folder`` (None when stopped), ``top1``, ``classes``, ``stopped``, ...
     """

@@ -3,7 +3,8 @@
 `Trainer(config).run()` trains with `sandwich_step`, validates the smallest and largest subnets
 after BatchNorm calibration, writes JSON-lines logs, and checkpoints every
 ``checkpoint_every_steps`` steps, at every epoch end, and when asked to stop (SIGTERM, SIGINT).
-Rerun, it resumes exactly from its last checkpoint.
+Rerun, it resumes exactly from its last checkpoint (``Trainer(config, resume=PATH)``: from that
+checkpoint, into ``output_dir``; ``resume=False`` refuses to continue one).
 
 Exact resume: every random draw is a function of the seed and the position in training, not of a
 generator's history. The subnets of step ``s`` come from ``random.Random(f"{seed}:archs:{s}")`` (the
@@ -212,10 +213,11 @@ class Trainer:
     what = "supernet"  # the network trained, in messages
     output_files: tuple[str, ...] = (FINAL_WEIGHTS_NAME,)  # written at the end, besides checkpoints and log
 
-    def __init__(self, config: TrainConfig, *, resume: bool = True,
+    def __init__(self, config: TrainConfig, *, resume: "bool | str | os.PathLike" = True,
                  progress: Callable[..., Any] | None = None) -> None:
         self.config = config.check()
-        self.resume = resume
+        self.resume = resume is not False  # False: refuse a checkpoint already in the output folder
+        self.resume_from = None if isinstance(resume, bool) else Path(resume)  # this checkpoint, not the folder's
         self.progress = progress
         self.lock: _OutputLock | None = None
         self.epoch, self.consumed, self.global_step = 0, 0, 0
@@ -237,10 +239,15 @@ class Trainer:
         make_folder(self.out_dir, "output_dir")
         for name in (CHECKPOINT_NAME, PREVIOUS_NAME, LOG_NAME, *self.output_files):
             check_writable_file(self.out_dir / name)
-        if not self.resume:
-            existing = [p for p in (self.checkpoint_path, previous_path(self.checkpoint_path)) if p.is_file()]
-            if existing:
-                raise InputError(f"{existing[0]} exists: resume it (drop --no-resume) or choose another output_dir")
+        existing = [p for p in (self.checkpoint_path, previous_path(self.checkpoint_path)) if p.is_file()]
+        if not self.resume and existing:
+            raise InputError(f"{existing[0]} exists: resume it (drop --no-resume) or choose another output_dir")
+        if self.resume_from is not None:
+            if not self.resume_from.is_file():
+                raise InputError(f"no checkpoint to resume at {self.resume_from}")
+            if existing and not any(os.path.samefile(self.resume_from, p) for p in existing):
+                raise InputError(f"{existing[0]} exists: resume it (--resume without a file) or continue "
+                                 f"{self.resume_from} in another output_dir")
         self.lock = _OutputLock(self.out_dir)
         self.lock.acquire()
         # holding the lock, no other run writes here: every temporary file is a killed writer's
@@ -343,8 +350,10 @@ class Trainer:
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def _find_checkpoint(self) -> tuple[dict, Path, str | None] | None:
-        """The checkpoint to resume from. The main process chooses (the newest readable one) and the
-        others read the same file, so every process resumes from the same state."""
+        """The checkpoint to resume from: the one asked for, or the main process chooses (the newest
+        readable one) and the others read the same file, so every process resumes from the same state."""
+        if self.resume_from is not None:
+            return load_checkpoint(self.resume_from), self.resume_from, None
         choice = torch.tensor([-1], dtype=torch.int64, device=self.ctx.device)
         found = None
         if self.ctx.is_main:
@@ -472,7 +481,8 @@ class Trainer:
         fallback, discarded = None, 0
         if found is not None:
             state, path, fallback = found
-            if self.ctx.is_main and "log_offset" in state:  # first: what follows is logged after the cut
+            # first: what follows is logged after the cut (a checkpoint of another folder counts another log)
+            if self.ctx.is_main and "log_offset" in state and path.resolve().parent == self.out_dir.resolve():
                 discarded = self.log.cut(int(state["log_offset"]), self.out_dir / DISCARDED_LOG_NAME)
             self._restore(state, path)
         else:
