@@ -26,7 +26,7 @@ from alphanet_zoo.commands.predict import main as predict_main
 from alphanet_zoo.errors import AlphaNetError
 from alphanet_zoo.export import BUILDERS, export_model, open_model
 from alphanet_zoo.export.builders import builder_for
-from alphanet_zoo.losses import AdaptiveAlphaDivergence, SoftTargetCrossEntropy
+from alphanet_zoo.train.losses import AdaptiveAlphaDivergence, SoftTargetCrossEntropy
 from alphanet_zoo.train.finetune import auto_resolution, finetune
 from alphanet_zoo.train.step import build_optimizer, finetune_step
 

@@ -37,7 +37,7 @@ from ..config import MODEL_RESOLUTIONS, ArchConfig
 from ..data import LabelledImages, batch_indices
 from ..data.batches import CalibrationBatches
 from ..errors import InputError
-from ..losses import AdaptiveAlphaDivergence, SoftTargetCrossEntropy
+from .losses import AdaptiveAlphaDivergence, SoftTargetCrossEntropy
 from ..model import AlphaNet
 from ..pretrained import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 from ..preprocessing import EvalCrop, resize_to_resolution

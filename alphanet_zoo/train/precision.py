@@ -17,7 +17,7 @@ only where it is faster than float32:
 
 `resolve_precision` gives the decision as a `Precision` (the dtype, the loss scaler, the reason). In
 every case the weights, gradients and optimizer stay float32 and the losses are computed in float64
-from the logits (`alphanet_zoo.losses`).
+from the logits (`alphanet_zoo.train.losses`).
 
 These are training precisions. Export's ``alphanet_zoo.export.PRECISIONS`` (fp32, bf16, int8, auto)
 are the number formats of a written inference file, whose ``auto`` verifies and times each file:

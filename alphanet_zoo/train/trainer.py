@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from .. import distributed, peer_watch
+from .. import distributed
 from .._io import atomic_path, check_writable_file, make_folder
 from ..calibration import calibrate
 from ..checkpoint import CheckpointError
@@ -50,6 +50,7 @@ from ..data.images import BadImageError
 from ..errors import AlphaNetError, InputError, brief
 from ..preprocessing import EvalCrop, model_input
 from ..supernet import Supernet
+from . import peer_watch
 from .checkpointing import CHECKPOINT_NAME, PREVIOUS_NAME, load_checkpoint, load_latest, previous_path, save_checkpoint
 from .config import TrainConfig
 from .data import (CLASS_FOLDERS, SeededDataset, ShardedSampler, TrainTransform, check_batch, eval_preprocessing,
