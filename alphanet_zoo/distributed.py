@@ -5,7 +5,7 @@ process group is created. With it: NCCL when the processes use GPUs, gloo on CPU
 
 Failures: ``setup``'s ``timeout_s`` bounds every collective (a process waiting longer on another
 fails). The object collectives and `barrier` turn a failed collective into one `DistributedError`;
-`alphanet_zoo.peer_watch` tells training which process was lost.
+`alphanet_zoo.train.peer_watch` tells training which process was lost.
 """
 from __future__ import annotations
 

@@ -10,8 +10,9 @@ step per variant), so a machine's drift (other load, clocks) touches all variant
 per variant: median seconds per step, min..max, images/s, and the speed-up over float32. The loss
 curve: ``--curve-steps`` steps from the same initial weights on the same batches, float32 and
 bfloat16; reported are the largest absolute and relative differences of the loss and the final
-one. `alphanet_zoo.train.precision.cpu_has_native_bf16` says whether ``--precision auto`` would
-pick bfloat16 on this CPU.
+one. The report says whether this CPU has native bfloat16 and AMX: ``--precision auto`` picks bfloat16
+with AMX, times the run's own step where bfloat16 is native without AMX, and keeps float32 elsewhere
+(`alphanet_zoo.train.precision`).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import time
 import torch
 
 from alphanet_zoo import AlphaNet
-from alphanet_zoo.train.precision import cpu_has_native_bf16
+from alphanet_zoo.train.precision import cpu_has_amx, cpu_has_native_bf16
 from alphanet_zoo.train.step import build_optimizer, finetune_step
 
 VARIANTS = {"fp32": (None, False), "bf16": (torch.bfloat16, False),
@@ -104,6 +105,7 @@ def main() -> None:
             for name, t in times.items()]
     report = {"arch": args.arch, "resolution": args.resolution, "batch": args.batch, "threads": torch.get_num_threads(),
               "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16(),
+              "amx": cpu_has_amx(),
               "results": rows, "loss_curve": {"steps": args.curve_steps, "fp32": curves["fp32"], "bf16": curves["bf16"],
                                               "max_abs_diff": max(diffs), "max_rel_diff": max(rel),
                                               "final_abs_diff": diffs[-1]}}
@@ -111,8 +113,8 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         return
     print(f"{args.arch} at {args.resolution}px, batch {args.batch}, {report['threads']} threads, CPU "
-          f"{report['cpu_capability']} (native bf16: {report['native_bf16']}); {args.rounds} interleaved rounds of "
-          f"{args.steps} steps")
+          f"{report['cpu_capability']} (native bf16: {report['native_bf16']}, AMX: {report['amx']}); "
+          f"{args.rounds} interleaved rounds of {args.steps} steps")
     print(f"{'variant':<20}{'median s/step':>15}{'min..max s':>18}{'img/s':>9}{'vs fp32':>9}")
     for r in rows:
         print(f"{r['variant']:<20}{r['step_s_median']:>15.3f}{r['step_s_min']:>9.3f}..{r['step_s_max']:<7.3f}"

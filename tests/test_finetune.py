@@ -26,14 +26,15 @@ from alphanet_zoo.commands.predict import main as predict_main
 from alphanet_zoo.errors import AlphaNetError
 from alphanet_zoo.export import BUILDERS, export_model, open_model
 from alphanet_zoo.export.builders import builder_for
-from alphanet_zoo.losses import AdaptiveAlphaDivergence, SoftTargetCrossEntropy
+from alphanet_zoo.train.losses import AdaptiveAlphaDivergence, SoftTargetCrossEntropy
 from alphanet_zoo.train.finetune import auto_resolution, finetune
 from alphanet_zoo.train.step import build_optimizer, finetune_step
 
 CLASSES = ["blue", "red"]
 #: the smallest subnet with narrow early stages: a step at 32 x 32 takes milliseconds
 TINY = dataclasses.replace(SEARCH_SPACE.smallest(), width=(16, 16, 24, 32, 64, 112, 192, 216, 1792))
-QUICK = dict(arch=TINY, epochs=2, batch_size=8, lr=0.05, resolution=32, workers=0,
+# bf16 on every machine (auto would time the step: the uninterrupted and the resumed runs must agree)
+QUICK = dict(arch=TINY, epochs=2, batch_size=8, lr=0.05, resolution=32, workers=0, precision="bf16",
              overrides=["checkpoint_every_steps=2", "validation.calib_batches=2", "validation.calib_batch_size=8"])
 
 
@@ -84,7 +85,7 @@ def test_an_interrupted_and_resumed_run_ends_bit_for_bit_as_the_uninterrupted_on
     out = tmp_path / "resumed"
     args = ["--weights", "random", "--arch", str(_arch_file(tmp_path)), "--data", str(data), "--out", str(out),
             "--epochs", "2", "--batch-size", "8", "--lr", "0.05", "--resolution", "32", "--workers", "0",
-            "--json", *QUICK["overrides"]]
+            "--precision", "bf16", "--json", *QUICK["overrides"]]
     assert finetune_main([*args, "--max-steps", "3"]) == 0
     stopped = json.loads(capsys.readouterr().out)
     assert stopped["stopped"] == "max_steps" and stopped["global_step"] == 3 and stopped["folder"] is None
@@ -96,6 +97,31 @@ def test_an_interrupted_and_resumed_run_ends_bit_for_bit_as_the_uninterrupted_on
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     starts = [r for r in read_log(out / "log.jsonl") if r["event"] == "start"]
     assert [r["global_step"] for r in starts] == [0, 3]
+
+
+def test_resume_file_continues_another_folders_checkpoint_as_the_uninterrupted_run(data, tuned, tmp_path, capsys):
+    """``--resume FILE``: the run goes on from that checkpoint into --out, ending as the uninterrupted run; a
+    missing FILE, or an --out holding a checkpoint of its own, is one error."""
+    whole, summary = tuned
+    first = finetune("random", data, tmp_path / "first", max_steps=3, **QUICK)
+    assert first["stopped"] == "max_steps" and first["global_step"] == 3
+    args = ["--weights", "random", "--arch", str(_arch_file(tmp_path)), "--data", str(data), "--epochs", "2",
+            "--batch-size", "8", "--lr", "0.05", "--resolution", "32", "--workers", "0", "--precision", "bf16",
+            "--json", *QUICK["overrides"]]
+    checkpoint = tmp_path / "first" / "checkpoint.pt"
+    assert finetune_main([*args, "--out", str(tmp_path / "second"), "--resume", str(checkpoint)]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert done["resumed"] and done["global_step"] == 6 and done["top1"] == summary["top1"]
+    a, b = load_file(whole / "model.safetensors"), load_file(tmp_path / "second" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    (start,) = [r for r in read_log(tmp_path / "second" / "log.jsonl") if r["event"] == "start"]
+    assert start["resumed_from"] == str(checkpoint) and start["global_step"] == 3
+    assert finetune_main([*args, "--out", str(tmp_path / "second"), "--resume", str(checkpoint)]) == 2
+    _one_line(capsys, "second/checkpoint.pt exists", "--resume without a file")
+    assert finetune_main([*args, "--out", str(tmp_path / "third"), "--resume", str(tmp_path / "none.pt")]) == 2
+    _one_line(capsys, "no checkpoint to resume at", "none.pt")
+    assert finetune_main([*args, "--out", str(tmp_path / "first"), "--no-resume"]) == 2
+    _one_line(capsys, "first/checkpoint.pt exists", "drop --no-resume")
 
 
 def test_the_folder_is_a_finetuned_model_that_load_predict_and_alphanet_predict_take(data, tuned, capsys):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from conftest import det
 
-from alphanet_zoo.losses import (AdaptiveAlphaDivergence, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy,
+from alphanet_zoo.train.losses import (AdaptiveAlphaDivergence, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy,
                                  adaptive_alpha_divergence, f_divergence, soft_target_cross_entropy)
 
 ALPHAS = (-1.0, -0.5, 0.0, 0.5, 1.0, 2.0)

@@ -40,6 +40,8 @@ def _parser() -> flags.ArgumentParser:
                             required=True),
          flags.batch_flags(DEFAULT_BATCH_SIZE), flags.workers_flags(2), flags.device_flags(), flags.threads_flags(),
          flags.seed_flags("seed of the initialisation, data order, augmentation and calibration draws"),
+         flags.resume_flags("continue from OUT's checkpoint (the default when it has one), or from the checkpoint "
+                            "FILE (written on into OUT)", "refuse to continue an existing checkpoint in OUT"),
          flags.json_flags()],
         epilog="More settings as key=value (alphanet-train's config keys): optim.weight_decay=1e-4 "
                "data.auto_augment=v0 checkpoint_every_steps=20 validation.calib_batches=16")
@@ -69,12 +71,11 @@ def _parser() -> flags.ArgumentParser:
                         help="training and evaluation resolution (default: the model's, or the training images' "
                              "median short side, rounded down to a multiple of 32, when smaller)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="auto: bfloat16 autocast where the hardware has it natively (GPU, CPU with AVX512-BF16 "
-                             "or AMX), else float32")
+                        help="auto: bfloat16 autocast where it is faster (a GPU with bfloat16, a CPU with AMX, or "
+                             "timed on the model's step on a CPU with AVX512-BF16), else float32; fp16: CUDA only, "
+                             "with loss scaling")
     parser.add_argument("--max-steps", type=flags.integer(*RANGES["max_steps"][:2]), metavar="N",
                         help="stop after N steps in all, with a checkpoint (rerun without it to go on)")
-    parser.add_argument("--no-resume", action="store_true",
-                        help="refuse to continue an existing checkpoint in OUT (default: resume it)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config settings to change")
     return parser
 
@@ -82,6 +83,7 @@ def _parser() -> flags.ArgumentParser:
 @cli_main("alphanet-finetune")
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    resume = flags.resume_choice(args, True)
     console = Console(args.json)
     arch = flags.single_arch(args.arch)[1] if args.arch else None
     teacher_arch = flags.single_arch(args.teacher_arch)[1] if args.teacher_arch else None
@@ -97,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       label_smoothing=args.label_smoothing, freeze=args.freeze, teacher=args.teacher,
                       teacher_arch=teacher_arch, distill=args.distill, resolution=args.resolution,
                       precision=args.precision, seed=args.seed, workers=args.workers, device=args.device,
-                      max_steps=args.max_steps, resume=not args.no_resume, overrides=args.overrides,
+                      max_steps=args.max_steps, resume=resume, overrides=args.overrides,
                       progress=running.epoch_progress("alphanet-finetune"))
     console.json(result)
     stopped = result["stopped"]

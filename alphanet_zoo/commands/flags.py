@@ -5,7 +5,8 @@ everywhere: ``--arch`` (name, alias, ``all``, comma list, or an architecture JSO
 ``--weights SPEC`` (`alphanet_zoo.weights.WeightsSpec`; ``--supernet PATH`` is a synonym where the
 input is not always a supernet), ``--device auto|cpu|cuda|cuda:N``, ``--batch-size``, ``--workers``,
 ``--threads``, ``--seed``, ``--calib-data/--calib-batches/--calib-batch-size``, ``--out PATH`` (the
-main output) and ``--json`` (stdout carries only JSON; everything human goes to stderr). Usage
+main output), ``--resume [FILE]``/``--no-resume`` (continue an interrupted run, or refuse to) and
+``--json`` (stdout carries only JSON; everything human goes to stderr). Usage
 errors are `UsageError`, one line.
 """
 from __future__ import annotations
@@ -227,6 +228,29 @@ def dist_flags() -> argparse.ArgumentParser:
                    help="under torchrun: seconds a process waits for the others before the run stops with an error "
                         "(a process that dies is noticed at once)")
     return p
+
+
+def resume_flags(resume_help: str, no_resume_help: str) -> argparse.ArgumentParser:
+    """``--resume [FILE]`` and ``--no-resume``, the one resume vocabulary of the commands that can go on
+    after an interruption. ``args.resume``: None (neither: the command's default), True (``--resume``),
+    FILE (``--resume FILE``) or False (``--no-resume``); see `resume_choice`."""
+    p = _parent()
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", nargs="?", const=True, default=None, metavar="FILE", help=resume_help)
+    group.add_argument("--no-resume", dest="resume", action="store_const", const=False, default=None,
+                       help=no_resume_help)
+    return p
+
+
+def resume_choice(args: argparse.Namespace, default: bool) -> "bool | str":
+    """``args.resume`` with the command's ``default`` for None. In a command with ``key=value`` arguments
+    (``args.overrides``), ``--resume key=value`` gives that override, not a FILE named so."""
+    value = args.resume
+    overrides = getattr(args, "overrides", None)
+    if isinstance(value, str) and overrides is not None and "=" in value and not Path(value).exists():
+        overrides.insert(0, value)
+        value = True
+    return default if value is None else value
 
 
 def json_flags() -> argparse.ArgumentParser:

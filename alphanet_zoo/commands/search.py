@@ -4,7 +4,7 @@
         --data /data/imagenet/heldout --calib-data /data/imagenet/train --out best.json
     alphanet-search ... --latency-ms 8 --backend onnxruntime --threads 2 --batch-size 1 --plot search.png
     torchrun --nproc_per_node 8 --no-python alphanet-search ... --history history.jsonl
-    alphanet-search ... --history history.jsonl --resume          # after an interruption
+    alphanet-search ... --history history.jsonl --resume          # after an interruption (--no-resume: afresh)
     alphanet-search ... --front 200:1200:10 --predictor auto --population 1000 --out front.json
     alphanet-search --front 200:1200:10 --evaluator surrogate --seed 0 --out front.json   # no supernet, seconds
     alphanet-search --front 200:1200:10 --evaluator surrogate --algorithm official --out official.json
@@ -81,6 +81,9 @@ def _parser() -> flags.ArgumentParser:
                                                               "the held-out subset"),
          flags.workers_flags(4), flags.device_flags(), flags.threads_flags(),
          flags.output_flags("where to write the best architecture (JSON)", required=True), flags.dist_flags(),
+         flags.resume_flags("continue the search a history file (FILE, or --history) recorded: its candidates are "
+                            "not evaluated again, and the result is that of an uninterrupted run",
+                            "start afresh, the default (--history is rewritten)"),
          flags.json_flags()])
     parser.add_argument("--batch-size", type=flags.integer(1, 65536), default=None, metavar="N",
                         help=f"images per batch when scoring held-out images (default {EVAL_BATCH_SIZE}); with "
@@ -153,9 +156,6 @@ def _parser() -> flags.ArgumentParser:
                              "(for supernets trained with data.multi_resolution=false)")
     parser.add_argument("--history", metavar="FILE",
                         help="also write every evaluated candidate (JSON lines, rewritten after each generation)")
-    parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="FILE",
-                        help="continue the search a history file (FILE, or --history) recorded: its candidates "
-                             "are not evaluated again, and the result is that of an uninterrupted run")
     parser.add_argument("--front", metavar="MIN:MAX:STEP",
                         help="search a whole Pareto front in one run: the best subnet per bin of STEP between MIN "
                              "and MAX MFLOPs (milliseconds, predicted from the latency table, with --latency-ms: "
@@ -249,7 +249,8 @@ def _check(args: argparse.Namespace) -> None:
                  if value is not None]
         if given:
             raise UsageError(f"{' and '.join(given)} only apply with --latency-ms")
-    if args.resume is not None:
+    args.resume = flags.resume_choice(args, False)
+    if args.resume:
         if args.resume is True and not args.history:
             raise UsageError("--resume needs the history to continue: --resume FILE or --history FILE")
         if args.resume is not True and not args.history:
@@ -326,7 +327,7 @@ def _search(args: argparse.Namespace, device) -> int:
             settings["prior"] = fingerprint({"rows": [[a.to_dict(), t] for a, t in prior]})
     search_id = fingerprint(settings)
     known = None
-    if args.resume is not None:
+    if args.resume:
         source = args.history if args.resume is True else args.resume
         known = distributed.broadcast_or_raise(lambda: read_history(source, search_id, budget.latency),
                                                "reading the history to resume")

@@ -11,7 +11,8 @@ Every GPU of a node, or many nodes (the learning rate follows the global batch):
         --no-python alphanet-train --config alphanet_imagenet data.train=...
 
 Rerunning the same command resumes from ``OUTPUT_DIR/checkpoint.pt`` (or, if that is damaged, from the
-previous one, ``checkpoint.prev.pt``). Checkpoints are written every ``checkpoint_every_steps`` steps and
+previous one, ``checkpoint.prev.pt``); ``--resume FILE`` continues the checkpoint FILE into OUTPUT_DIR,
+``--no-resume`` refuses to continue one. Checkpoints are written every ``checkpoint_every_steps`` steps and
 at every epoch end. SIGTERM (a scheduler's pre-emption) makes every process stop at the next step,
 write a checkpoint and exit with status 143 (Ctrl-C: 130). A process that dies or hangs makes the
 others exit with status 1 and one line naming it, within ``collective_timeout_s`` (seconds when it died).
@@ -44,15 +45,17 @@ def _parser() -> flags.ArgumentParser:
         "from OUTPUT_DIR/checkpoint.pt. SIGTERM writes a checkpoint and exits 143.",
         [flags.output_flags("output folder: checkpoints, log.jsonl, supernet.safetensors (the config's output_dir)"),
          flags.device_flags(default=None), flags.seed_flags(default=None), flags.batch_flags(None),
-         flags.workers_flags(None), flags.threads_flags(), flags.json_flags()],
+         flags.workers_flags(None), flags.threads_flags(),
+         flags.resume_flags("continue from output_dir's checkpoint (the default when it has one), or from the "
+                            "checkpoint FILE (written on into output_dir)",
+                            "refuse to continue an existing checkpoint in output_dir"),
+         flags.json_flags()],
         epilog="The flags above override the config; so do dotted keys: data.train=/data/train "
                "optim.lr_per_256=0.2 epochs=10")
     parser.add_argument("--config", default="alphanet_imagenet",
                         help=f"YAML recipe: a file, or a bundled one ({', '.join(BUNDLED_CONFIGS)}); "
                              f"alphanet_imagenet is the paper's recipe")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config settings to change")
-    parser.add_argument("--no-resume", action="store_true",
-                        help="refuse to continue an existing checkpoint in output_dir (default: resume it)")
     parser.add_argument("--print-config", action="store_true", help="print the effective config as YAML and exit")
     return parser
 
@@ -60,6 +63,7 @@ def _parser() -> flags.ArgumentParser:
 @cli_main("alphanet-train")
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    resume = flags.resume_choice(args, True)
     console = Console(args.json)
     config = load_config(args.config, args.overrides)
     for dest, key in _FLAG_KEYS.items():
@@ -77,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if parse_device(config.device).type == "cpu":
         keep_freed_memory()  # activations reused, not mapped afresh: a sandwich step's system time halved
     main_process = int(os.environ.get("RANK", "0")) == 0
-    result = Trainer(config, resume=not args.no_resume, progress=lambda **kw: progress(None, **kw)).run()
+    result = Trainer(config, resume=resume, progress=lambda **kw: progress(None, **kw)).run()
     if main_process:
         console.json(result)
         if result["stopped"]:

@@ -17,11 +17,14 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import InputError
+from .precision import check_precision
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 #: Recipes shipped with the package, by name: ``--config alphanet_imagenet``.
 BUNDLED_CONFIGS = {p.stem: p for p in sorted(CONFIG_DIR.glob("*.yaml"))}
 MAX_COLLECTIVE_TIMEOUT_S = 86400.0
+#: keys of configs written before `TrainConfig.precision`, still read (`upgrade_precision_keys`)
+LEGACY_PRECISION_KEYS = ("amp", "amp_dtype")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -88,8 +91,7 @@ class TrainConfig:
     seed: int = 0
     init: str | None = None  # supernet checkpoint to start from (fine-tuning); None: random init
     device: str = "auto"  # auto: cuda:<LOCAL_RANK> when available, else cpu
-    amp: bool = True  # mixed precision: on GPU, and bfloat16 on CPUs with native bfloat16 (AVX512-BF16, AMX)
-    amp_dtype: str = "bfloat16"  # or float16 (with loss scaling); bfloat16 falls back to it where unsupported
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (alphanet_zoo.train.precision; auto: bf16 where faster)
     log_every: int = 20  # steps between JSON-lines log records
     checkpoint_every_steps: int = 500  # also checkpoint every this many steps (0: at epoch ends only)
     collective_timeout_s: float = 600.0  # a collective waiting longer on another process fails the run
@@ -97,6 +99,15 @@ class TrainConfig:
     sandwich: SandwichConfig = field(default_factory=SandwichConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    # the keyword arguments of old code, TrainConfig(amp=False): mapped onto precision, never stored
+    amp: dataclasses.InitVar[bool | None] = None
+    amp_dtype: dataclasses.InitVar[str | None] = None
+
+    def __post_init__(self, amp: bool | None, amp_dtype: str | None) -> None:
+        old = {k: v for k, v in (("amp", amp), ("amp_dtype", amp_dtype)) if v is not None}
+        if old:
+            given = {} if self.precision == "auto" else {"precision": self.precision}
+            self.precision = upgrade_precision_keys({**given, **old})["precision"]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict of primitives (stored in checkpoints, written as YAML)."""
@@ -104,7 +115,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
-        return _build(cls, data, "")
+        """The config in ``data`` (a nested mapping); an old config's ``amp``/``amp_dtype`` become ``precision``."""
+        return _build(cls, upgrade_precision_keys(data), "")
 
     def check(self) -> "TrainConfig":
         """Raise ``ValueError`` naming the first setting out of range."""
@@ -152,11 +164,39 @@ class TrainConfig:
         if self.sandwich.alpha_min > self.sandwich.alpha_max or self.sandwich.iw_clip <= 0:
             raise InputError("sandwich: alpha_min must be <= alpha_max and iw_clip positive, got "
                              f"{self.sandwich.alpha_min}, {self.sandwich.alpha_max}, {self.sandwich.iw_clip}")
-        if self.amp_dtype not in ("bfloat16", "float16"):
-            raise InputError(f"amp_dtype must be bfloat16 or float16, got {self.amp_dtype!r}")
+        check_precision(self.precision)
         if not self.data.train:
             raise InputError("data.train is not set: give the training image folder (data.train=PATH)")
         return self
+
+
+def legacy_precision(amp: Any = True, amp_dtype: Any = "bfloat16") -> str:
+    """The `TrainConfig.precision` that an old config's ``amp`` and ``amp_dtype`` keys meant: ``amp: false``
+    is fp32, ``amp_dtype: float16`` is fp16, and ``amp: true`` with bfloat16 (the old default) is auto."""
+    if not isinstance(amp, bool):
+        raise InputError(f"config key amp must be bool, got {amp!r} (it is now precision: auto, fp32, bf16 or fp16)")
+    if amp_dtype not in ("bfloat16", "float16"):
+        raise InputError(f"config key amp_dtype must be bfloat16 or float16, got {amp_dtype!r} (it is now "
+                         f"precision: auto, fp32, bf16 or fp16)")
+    if not amp:
+        return "fp32"
+    return "fp16" if amp_dtype == "float16" else "auto"
+
+
+def upgrade_precision_keys(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data`` with an old config's ``amp``/``amp_dtype`` replaced by the ``precision`` they meant
+    (`legacy_precision`); `InputError` when ``data`` also sets ``precision`` to something else."""
+    if not isinstance(data, Mapping) or not any(key in data for key in LEGACY_PRECISION_KEYS):
+        return data
+    data = dict(data)
+    old = {key: data.pop(key) for key in LEGACY_PRECISION_KEYS if key in data}
+    meant = legacy_precision(**old)
+    given = data.setdefault("precision", meant)
+    if given != meant:
+        said = ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in old.items())
+        raise InputError(f"the config sets precision: {given} and the old {said}, which means precision: {meant}: "
+                         f"keep precision only")
+    return data
 
 
 def _plain(value: Any) -> Any:
@@ -267,4 +307,7 @@ def read_config_file(path: str | os.PathLike) -> dict:
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
     """The recipe in ``path`` (a YAML file or a bundled recipe name; None: the defaults) plus ``overrides``."""
     data = read_config_file(path) if path is not None else {}
+    given = apply_overrides({}, overrides)
+    if "precision" not in given and any(key in LEGACY_PRECISION_KEYS for key in given):
+        data.pop("precision", None)  # an old amp=/amp_dtype= override replaces the file's precision
     return TrainConfig.from_dict(apply_overrides(data, overrides))

@@ -37,16 +37,16 @@ from ..config import MODEL_RESOLUTIONS, ArchConfig
 from ..data import LabelledImages, batch_indices
 from ..data.batches import CalibrationBatches
 from ..errors import InputError
-from ..losses import AdaptiveAlphaDivergence, SoftTargetCrossEntropy
+from .losses import AdaptiveAlphaDivergence, SoftTargetCrossEntropy
 from ..model import AlphaNet
 from ..pretrained import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 from ..preprocessing import EvalCrop, resize_to_resolution
 from ..record import Calibration, Measurement, ModelRecord, Origin
 from ..registry import resolve_arch
 from ..weights import RANDOM, WeightsLoader, WeightsSpec
-from .config import TrainConfig, apply_overrides, parse_override
+from .config import LEGACY_PRECISION_KEYS, TrainConfig, apply_overrides, parse_override
 from .data import eval_preprocessing, training_data
-from .precision import autocast_dtype, use_training_layout
+from .precision import use_training_layout
 from .step import finetune_step
 from .trainer import Trainer, _StopRequest, step_seed
 
@@ -68,7 +68,8 @@ ARGUMENT_KEYS = {"output_dir": "out (--out)", "epochs": "epochs (--epochs)", "se
                  "data.batch_size": "batch_size (--batch-size)", "data.workers": "workers (--workers)",
                  "data.crop_size": "resolution (--resolution)", "optim.lr_per_256": "lr (--lr)",
                  "optim.warmup_epochs": "warmup_epochs (--warmup-epochs)",
-                 "sandwich.label_smoothing": "label_smoothing (--label-smoothing)"}
+                 "sandwich.label_smoothing": "label_smoothing (--label-smoothing)",
+                 **{key: "precision (--precision)" for key in ("precision", *LEGACY_PRECISION_KEYS)}}
 log = logging.getLogger("alphanet_zoo")
 
 
@@ -82,7 +83,7 @@ class FinetuneSettings:
     distill: str = "none"  # alpha | kl | none (without a teacher: none)
     teacher: str | None = None
     freeze: str = "none"  # features: train only the head; none: everything
-    precision: str = "fp32"  # the resolved precision: fp32 | bf16
+    precision: str | None = None  # old code's way to set it: now TrainConfig.precision (None: the config's)
     max_steps: int | None = None  # stop (with a checkpoint) after this many steps in all
 
     def check(self) -> "FinetuneSettings":
@@ -117,8 +118,13 @@ class FineTuner(Trainer):
     output_files = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 
     def __init__(self, config: TrainConfig, settings: FinetuneSettings, model: AlphaNet,
-                 teacher: AlphaNet | None = None, *, resume: bool = True,
+                 teacher: AlphaNet | None = None, *, resume: "bool | str | os.PathLike" = True,
                  progress: Callable[..., Any] | None = None) -> None:
+        if settings.precision not in (None, config.precision):
+            if config.precision != "auto":
+                raise InputError(f"settings.precision {settings.precision} and config.precision {config.precision} "
+                                 f"differ: set config.precision only")
+            config = dataclasses.replace(config, precision=settings.precision)
         super().__init__(config, resume=resume, progress=progress)
         self.settings = settings.check()
         self.base, self.teacher = model, teacher
@@ -192,14 +198,6 @@ class FineTuner(Trainer):
                              grad_clip_value=cfg.optim.grad_clip_value, amp_dtype=self.amp_dtype,
                              grad_scaler=self.grad_scaler)
 
-    def _set_precision(self) -> None:
-        if self.settings.precision == "bf16":
-            self.amp_dtype, self.grad_scaler = torch.bfloat16, None
-
-    def _build_model(self) -> None:
-        super()._build_model()
-        self._set_precision()
-
     def _reduce_step(self, result: dict, lr: float, stop: _StopRequest) -> tuple[list[float], bool]:
         row, stopping = super()._reduce_step(result, lr, stop)
         limit = self.settings.max_steps
@@ -265,7 +263,7 @@ class FineTuner(Trainer):
         summary["top1"] = metrics["top1"] if metrics else None
         summary["classes"] = list(self.data.classes) if hasattr(self, "data") else None
         summary["resolution"] = self.config.data.crop_size
-        summary["precision"] = self.settings.precision
+        summary["precision"] = self.precision.name if self.precision is not None else None
         return summary
 
 
@@ -333,7 +331,7 @@ def finetune(weights: str | os.PathLike, data: str | os.PathLike, out: str | os.
              teacher: str | os.PathLike | None = None, teacher_arch: "str | ArchConfig | None" = None,
              distill: str | None = None, resolution: int | None = None, precision: str = "auto",
              seed: int = 0, workers: int = 0, device: str = "auto", max_steps: int | None = None,
-             resume: bool = True, overrides: Sequence[str] = (),
+             resume: "bool | str | os.PathLike" = True, overrides: Sequence[str] = (),
              progress: Callable[..., Any] | None = None) -> dict:
     """Fine-tune ``weights`` on the class folders ``data`` (``data/train`` and ``data/val``, or ``data``
     and ``val``); the result is the ``save_pretrained`` folder ``out``.
@@ -343,9 +341,10 @@ def finetune(weights: str | os.PathLike, data: str | os.PathLike, out: str | os.
     none; default alpha with a ``teacher``, else none) adds the distillation loss from ``teacher`` (a
     fine-tuned folder or any weights spec; ``teacher_arch`` where the spec needs one). ``resolution``
     None: the model's, or the training images' median short side when smaller (`auto_resolution`).
-    ``precision`` auto | fp32 | bf16 (auto: bf16 autocast on a CPU with native bf16, else fp32).
+    ``precision`` auto | fp32 | bf16 | fp16 (`alphanet_zoo.train.precision`; auto: bf16 only where faster).
     ``overrides`` are `TrainConfig` keys (``optim.weight_decay=1e-4``). Rerun the same call to resume
-    from ``out/checkpoint.pt``; ``max_steps`` stops (with a checkpoint) after that many steps.
+    from ``out/checkpoint.pt`` (``resume=PATH``: from that checkpoint; False: refuse to continue one);
+    ``max_steps`` stops (with a checkpoint) after that many steps.
 
     Returns the run's summary: ``folder`` (None when stopped), ``top1``, ``classes``, ``stopped``, ...
     """
@@ -365,7 +364,8 @@ def finetune(weights: str | os.PathLike, data: str | os.PathLike, out: str | os.
         raise InputError(f"{train_dir} has one class folder ({train_data.classes[0]}): a classifier needs at least "
                          "two classes, one sub-folder of images each")
     config = TrainConfig.from_dict(apply_overrides({
-        "output_dir": str(out), "epochs": epochs, "seed": seed, "device": device, "amp": False, "log_every": 1,
+        "output_dir": str(out), "epochs": epochs, "seed": seed, "device": device, "precision": precision,
+        "log_every": 1,
         "checkpoint_every_steps": 50,
         "data": {"train": str(train_dir), "val": str(val_dir), "batch_size": batch_size, "workers": workers,
                  "auto_augment": None, "multi_resolution": False, "crop_scale": [0.25, 1.0]},
@@ -379,14 +379,8 @@ def finetune(weights: str | os.PathLike, data: str | os.PathLike, out: str | os.
     if resolution is None:
         resolution = auto_resolution(model.pretrained_cfg.preprocessing.resolution, train_data.samples)
     config.data.crop_size = int(resolution)
-    settings = dataclasses.replace(settings, precision=autocast_dtype_name(precision, device))
     tuner = FineTuner(config.check(), settings, model, teacher_model, resume=resume, progress=progress)
     return tuner.run()
-
-
-def autocast_dtype_name(precision: str, device: str) -> str:
-    """``auto``/``fp32``/``bf16`` -> the precision a run uses on ``device`` (fp32 or bf16)."""
-    return "bf16" if autocast_dtype(precision, device) is torch.bfloat16 else "fp32"
 
 
 __all__ = ["DEFAULT_EPOCHS", "DEFAULT_LR", "FineTuner", "FinetuneSettings", "auto_resolution", "finetune"]

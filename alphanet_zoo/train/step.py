@@ -17,7 +17,7 @@ from torch import nn
 
 from ..config import SEARCH_SPACE, ArchConfig, SearchSpace
 from ..errors import InputError
-from ..losses import AdaptiveAlphaDivergence, LabelSmoothingCrossEntropy
+from .losses import AdaptiveAlphaDivergence, LabelSmoothingCrossEntropy
 from ..preprocessing import resize_to_resolution
 from ..distributed import is_distributed
 

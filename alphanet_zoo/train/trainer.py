@@ -3,16 +3,17 @@
 `Trainer(config).run()` trains with `sandwich_step`, validates the smallest and largest subnets
 after BatchNorm calibration, writes JSON-lines logs, and checkpoints every
 ``checkpoint_every_steps`` steps, at every epoch end, and when asked to stop (SIGTERM, SIGINT).
-Rerun, it resumes exactly from its last checkpoint.
+Rerun, it resumes exactly from its last checkpoint (``Trainer(config, resume=PATH)``: from that
+checkpoint, into ``output_dir``; ``resume=False`` refuses to continue one).
 
 Exact resume: every random draw is a function of the seed and the position in training, not of a
 generator's history. The subnets of step ``s`` come from ``random.Random(f"{seed}:archs:{s}")`` (the
 same on every process), dropout and drop-connect from a torch seed derived from ``(seed, s, rank)``,
 each image's augmentation from ``(seed, epoch, index)``, and the data order from ``seed + epoch``
 (`ShardedSampler`, which skips the samples of the epoch already trained on). Together with the
-weights, the optimizer's momentum, the schedule's progress, the loss scaler and the steps of the
-open log window, that is the whole state: a run killed at any moment and rerun continues exactly
-as an uninterrupted run from its last checkpoint would. The log is cut back to that checkpoint
+weights, the optimizer's momentum, the schedule's progress, the loss scaler, the precision ``auto``
+chose and the steps of the open log window, that is the whole state: a run killed at any moment and
+rerun continues exactly as an uninterrupted run from its last checkpoint would. The log is cut back to that checkpoint
 (the records of the lost steps move to ``log.discarded.jsonl``), so each step is logged once.
 
 Faults (see `run`): a lost or failed process makes every other one exit with one error naming it;
@@ -22,10 +23,12 @@ return ``stopped``; a damaged newest checkpoint is replaced by the previous one,
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import signal
@@ -37,7 +40,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from .. import distributed, peer_watch
+from .. import distributed
 from .._io import ExclusiveLock, atomic_path, check_writable_file, make_folder
 from ..calibration import calibrate
 from ..checkpoint import CheckpointError
@@ -47,11 +50,12 @@ from ..data.images import BadImageError
 from ..errors import AlphaNetError, InputError, brief
 from ..preprocessing import EvalCrop, model_input
 from ..supernet import Supernet
+from . import peer_watch
 from .checkpointing import CHECKPOINT_NAME, PREVIOUS_NAME, load_checkpoint, load_latest, previous_path, save_checkpoint
 from .config import TrainConfig
 from .data import (CLASS_FOLDERS, SeededDataset, ShardedSampler, TrainTransform, check_batch, eval_preprocessing,
                    training_data)
-from .precision import cpu_has_native_bf16, use_training_layout
+from .precision import DTYPES, PROBE_BATCH, Precision, resolve_precision, time_precisions, use_training_layout
 from .schedule import WarmupCosineSchedule, scaled_lr
 from .step import build_optimizer, sample_sandwich, sandwich_step
 
@@ -178,15 +182,18 @@ class Trainer:
     what = "supernet"  # the network trained, in messages
     output_files: tuple[str, ...] = (FINAL_WEIGHTS_NAME,)  # written at the end, besides checkpoints and log
 
-    def __init__(self, config: TrainConfig, *, resume: bool = True,
+    def __init__(self, config: TrainConfig, *, resume: "bool | str | os.PathLike" = True,
                  progress: Callable[..., Any] | None = None) -> None:
         self.config = config.check()
-        self.resume = resume
+        self.resume = resume is not False  # False: refuse a checkpoint already in the output folder
+        self.resume_from = None if isinstance(resume, bool) else Path(resume)  # this checkpoint, not the folder's
         self.progress = progress
         self.lock: ExclusiveLock | None = None
         self.epoch, self.consumed, self.global_step = 0, 0, 0
         self.checkpoint_path: Path | None = None
         self.saved_step: int | None = None
+        self.precision: Precision | None = None  # chosen once the checkpoint is known (`_set_precision`)
+        self.amp_dtype, self.grad_scaler = None, None
         self.created_out_dir = False  # this run made the output folder
         self.started = False  # training began (its start is logged)
 
@@ -201,10 +208,15 @@ class Trainer:
         make_folder(self.out_dir, "output_dir")
         for name in (CHECKPOINT_NAME, PREVIOUS_NAME, LOG_NAME, *self.output_files):
             check_writable_file(self.out_dir / name)
-        if not self.resume:
-            existing = [p for p in (self.checkpoint_path, previous_path(self.checkpoint_path)) if p.is_file()]
-            if existing:
-                raise InputError(f"{existing[0]} exists: resume it (drop --no-resume) or choose another output_dir")
+        existing = [p for p in (self.checkpoint_path, previous_path(self.checkpoint_path)) if p.is_file()]
+        if not self.resume and existing:
+            raise InputError(f"{existing[0]} exists: resume it (drop --no-resume) or choose another output_dir")
+        if self.resume_from is not None:
+            if not self.resume_from.is_file():
+                raise InputError(f"no checkpoint to resume at {self.resume_from}")
+            if existing and not any(os.path.samefile(self.resume_from, p) for p in existing):
+                raise InputError(f"{existing[0]} exists: resume it (--resume without a file) or continue "
+                                 f"{self.resume_from} in another output_dir")
         self.lock = _output_lock(self.out_dir)
         self.lock.acquire()
         # holding the lock, no other run writes here: every temporary file is a killed writer's
@@ -233,22 +245,58 @@ class Trainer:
         distributed.broadcast_tensors(self.model.state_dict().values())
         o = cfg.optim
         self.base_lr = scaled_lr(o.lr_per_256, self.global_batch)
-        self.optimizer = build_optimizer(self.model, self.base_lr, o.momentum, o.nesterov, o.weight_decay)
+        self.optimizer = self._make_optimizer(self.model)
         self.schedule = WarmupCosineSchedule(self.optimizer, self.base_lr, cfg.epochs, o.warmup_epochs, o.min_lr,
                                              o.warmup_start_lr)
-        self.amp_dtype, self.grad_scaler = None, None
-        if cfg.amp and ctx.device.type == "cuda":
-            bf16 = cfg.amp_dtype == "bfloat16" and torch.cuda.is_bf16_supported()
-            self.amp_dtype = torch.bfloat16 if bf16 else torch.float16
-            if not bf16:
-                self.grad_scaler = torch.amp.GradScaler("cuda")
-        elif cfg.amp and cfg.amp_dtype == "bfloat16" and ctx.device.type == "cpu" and cpu_has_native_bf16():
-            self.amp_dtype = torch.bfloat16  # AVX512-BF16 or AMX: native bfloat16 (elsewhere it is emulated, slower)
         self.epoch, self.consumed, self.global_step = 0, 0, 0
         self.window: list[list[float]] = []  # per-step results since the last log record
         self.window_layout = (0, 0)  # (losses, divergences) per row of the window
         self.validation_pending = False
         self.last_validation: dict = {}
+
+    def _make_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        o = self.config.optim
+        return build_optimizer(model, self.base_lr, o.momentum, o.nesterov, o.weight_decay)
+
+    def _set_precision(self, state: dict | None) -> None:
+        """Resolve ``config.precision`` (`resolve_precision`), once per run: a resumed ``auto`` run keeps
+        what its checkpoint's run chose (the same arithmetic as the uninterrupted run), and a timed choice
+        is rank 0's on every process."""
+        requested, saved = self.config.precision, (state or {}).get("precision")
+        kept = requested == "auto" and saved in DTYPES
+        if kept:
+            resolve_precision(saved, self.ctx.device)  # still possible here (fp16 needs CUDA)
+            chosen = Precision(saved, requested, state.get("precision_reason") or "",
+                               state.get("precision_timings") or {})
+        else:
+            local = resolve_precision(requested, self.ctx.device, lambda: time_precisions(self._probe_step))
+            chosen = distributed.broadcast_or_raise(lambda: local, "choosing the training precision")
+        self.precision = chosen
+        self.amp_dtype, self.grad_scaler = chosen.autocast_dtype, chosen.grad_scaler(self.ctx.device)
+        if self.ctx.is_main:  # a choice made for the user is said once; what was asked for, only when debugging
+            log.log(logging.INFO if requested == "auto" else logging.DEBUG, "training precision: %s%s",
+                    chosen.describe(), ", as when the run started" if kept else "")
+
+    def _probe_step(self, dtype: torch.dtype | None) -> Callable[[], Any]:
+        """One training step (`_step`) at autocast ``dtype`` of a copy of the model and optimizer, on a
+        batch of this run's shape (at most `PROBE_BATCH` images): the run's own weights, optimizer and
+        random state are left as they were."""
+        cfg, device = self.config, self.ctx.device
+        probe = copy.copy(self)
+        probe.model = copy.deepcopy(self.model)
+        probe.optimizer = self._make_optimizer(probe.model)
+        probe.amp_dtype, probe.grad_scaler = dtype, None
+        g = torch.Generator().manual_seed(cfg.seed)
+        n, side = min(cfg.data.batch_size, PROBE_BATCH), cfg.data.crop_size
+        images = model_input(torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=g).to(device),
+                             None)
+        targets = torch.randint(0, self.num_classes, (n,), generator=g).to(device)
+
+        def step() -> None:
+            with torch.random.fork_rng(devices=[]):  # the step seeds torch: the run's draws stay as they were
+                probe._step(images, targets)
+
+        return step
 
     def _make_model(self) -> torch.nn.Module:
         """The network to train, on the CPU (the supernet; `init` loaded when set)."""
@@ -271,8 +319,10 @@ class Trainer:
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def _find_checkpoint(self) -> tuple[dict, Path, str | None] | None:
-        """The checkpoint to resume from. The main process chooses (the newest readable one) and the
-        others read the same file, so every process resumes from the same state."""
+        """The checkpoint to resume from: the one asked for, or the main process chooses (the newest
+        readable one) and the others read the same file, so every process resumes from the same state."""
+        if self.resume_from is not None:
+            return load_checkpoint(self.resume_from), self.resume_from, None
         choice = torch.tensor([-1], dtype=torch.int64, device=self.ctx.device)
         found = None
         if self.ctx.is_main:
@@ -318,6 +368,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "grad_scaler": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "precision": self.precision.name, "precision_reason": self.precision.reason,
+            "precision_timings": dict(self.precision.timings),
             "epoch": self.epoch, "consumed": self.consumed, "global_step": self.global_step,
             "log_window": [list(row) for row in self.window], "log_window_layout": list(self.window_layout),
             "validation_pending": self.validation_pending,
@@ -394,10 +446,12 @@ class Trainer:
         self._build_data()
         self._build_model()
         found = self._find_checkpoint()
+        self._set_precision(found[0] if found is not None else None)
         fallback, discarded = None, 0
         if found is not None:
             state, path, fallback = found
-            if self.ctx.is_main and "log_offset" in state:  # first: what follows is logged after the cut
+            # first: what follows is logged after the cut (a checkpoint of another folder counts another log)
+            if self.ctx.is_main and "log_offset" in state and path.resolve().parent == self.out_dir.resolve():
                 discarded = self.log.cut(int(state["log_offset"]), self.out_dir / DISCARDED_LOG_NAME)
             self._restore(state, path)
         else:
@@ -409,7 +463,9 @@ class Trainer:
                        base_lr=self.base_lr, steps_per_epoch=self.steps_per_epoch, epoch=self.epoch,
                        consumed=self.consumed, global_step=self.global_step, num_classes=self.num_classes,
                        labels=self.data.labels, classes=self.data.classes[:20],
-                       amp=str(self.amp_dtype) if self.amp_dtype else None, config=self.config.to_dict())
+                       amp=str(self.amp_dtype) if self.amp_dtype else None, precision=self.precision.name,
+                       precision_reason=self.precision.reason, precision_timings=self.precision.timings,
+                       config=self.config.to_dict())
         self.started = True
         peer_watch.set_progress(self.global_step)
         self.tick = time.perf_counter()
