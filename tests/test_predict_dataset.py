@@ -284,3 +284,15 @@ def test_two_torchrun_processes_write_the_table_one_process_writes(images, weigh
         assert f"{COUNT} rows" in done.stdout
     assert tables[1] == tables[2]  # rows and probabilities, in the input order
     assert len(tables[1].splitlines()) == COUNT + 1
+
+
+def test_an_unfinished_run_of_another_command_is_refused_and_no_resume_starts_over(images, weights, tmp_path, capsys):
+    out = tmp_path / "t.jsonl"
+    parts_folder(out).mkdir()
+    (parts_folder(out) / "rank-00000-of-00001.jsonl").write_text(
+        '{"format": "alphanet_zoo.predict-journal/1", "settings": {"topk": 9}}\n')
+    argv = [str(images), "--weights", str(weights), "--out", str(out), "--batch-size", "4", "--workers", "0"]
+    assert predict_main(argv) == 2
+    assert "holds an unfinished run with other settings" in capsys.readouterr().err
+    assert predict_main(argv + ["--no-resume"]) == 0
+    assert len(lines(out)) == COUNT

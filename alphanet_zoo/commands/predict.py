@@ -45,6 +45,8 @@ def build_parser() -> flags.ArgumentParser:
          flags.workers_flags(None), flags.device_flags(), flags.threads_flags(),
          flags.output_flags("write the rows to this table (JSON lines, .csv or .parquet) as they are computed; "
                             "the same command continues an interrupted run"),
+         flags.resume_flags("with --out: continue the unfinished run of the same command (the default)",
+                            "with --out: discard an unfinished run's rows and start over"),
          flags.dist_flags(), flags.json_flags()])
     parser.add_argument("images", nargs="*", metavar="IMAGE",
                         help="image files, folders (walked recursively, image files only, sorted) or quoted glob "
@@ -62,8 +64,6 @@ def build_parser() -> flags.ArgumentParser:
     parser.add_argument("--output", choices=OUTPUTS,
                         help="with --out: also save each image's logits, or its pooled features (PyTorch weights), "
                              "as .npy shards in a folder beside the table, named in its rows")
-    parser.add_argument("--restart", action="store_true",
-                        help="with --out: discard an interrupted run's rows and start over (default: continue it)")
     parser.add_argument("--skip-bad-images", action="store_true",
                         help="accepted for older scripts: an unreadable image is always a row with an error")
     return parser
@@ -96,6 +96,8 @@ def _identity(args, subject: Subject) -> str:
 @running.cli_main(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if isinstance(args.resume, str):  # "--resume photo.jpg": the journal is --out's, so the value is an input
+        args.images.append(args.resume)
     if not args.images and not args.files_from:
         raise UsageError("name images, folders or patterns, or give --files-from LIST")
     if not args.out:
@@ -175,7 +177,7 @@ def _to_table(args, subject: Subject, paths: list[str], topk: int, workers: int,
                 "output": args.output,
                 "inputs_sha256": hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()}
     journal = Journal(out, settings, rank, world)
-    done = journal.open(share, restart=args.restart)
+    done = journal.open(share, restart=args.resume is False)
     shards = shard_folder(out, args.output) if args.output else None
     if shards is not None:
         if not journal.resumed and rank == 0:
