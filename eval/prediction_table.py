@@ -97,14 +97,18 @@ class Journal:
         if restart:
             self.path.unlink(missing_ok=True)
         self.resumed = self.path.exists()
-        if self.resumed:
-            keep, done = self._read_back(batches)
-            with open(self.path, "rb+") as f:
-                f.truncate(keep)
-        else:
-            with atomic_path(self.path) as tmp:
-                tmp.write_text(json.dumps({"format": JOURNAL_FORMAT, "settings": self.settings}) + "\n")
-        self._file = open(self.path, "a", encoding="utf-8")
+        try:
+            if self.resumed:
+                keep, done = self._read_back(batches)
+                with open(self.path, "rb+") as f:
+                    f.truncate(keep)
+            else:
+                with atomic_path(self.path) as tmp:
+                    tmp.write_text(json.dumps({"format": JOURNAL_FORMAT, "settings": self.settings}) + "\n")
+            self._file = open(self.path, "a", encoding="utf-8")
+        except BaseException:
+            self.lock.release()
+            raise
         return done
 
     def _read_back(self, batches: Sequence[Sequence[int]]) -> tuple[int, set[int]]:

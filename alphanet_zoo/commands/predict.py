@@ -178,6 +178,16 @@ def _to_table(args, subject: Subject, paths: list[str], topk: int, workers: int,
                 "inputs_sha256": hashlib.sha256("\n".join(paths).encode("utf-8", "surrogateescape")).hexdigest()}
     journal = Journal(out, settings, rank, world)
     done = journal.open(share, restart=args.resume is False)
+    try:
+        return _label_into(args, subject, paths, topk, workers, console, journal, share, done)
+    finally:
+        journal.close()
+
+
+def _label_into(args, subject: Subject, paths: list[str], topk: int, workers: int, console, journal: Journal,
+                share: list[list[int]], done: set[int]) -> int:
+    rank, world = distributed.rank_and_world()
+    out, bs = Path(args.out), args.batch_size
     shards = shard_folder(out, args.output) if args.output else None
     if shards is not None:
         if not journal.resumed and rank == 0:
@@ -200,7 +210,6 @@ def _to_table(args, subject: Subject, paths: list[str], topk: int, workers: int,
             bar.update(len(batch.rows))
     except KeyboardInterrupt:
         bar.close()
-        journal.close()
         console.status(f"stopped after {len(done) + counts['labelled']} of {mine} images"
                        + (f" (rank {rank})" if world > 1 else "") + ": the same command continues")
         raise
