@@ -74,7 +74,10 @@ def own_throughput(backend: str, folder: Path, weights: Path, onnx: Path, batch:
     from alphanet_zoo.eval.loop import Subject, file_subject
     from alphanet_zoo.preprocessing import EvalCrop, model_input
 
+    from alphanet_zoo.allocator import keep_freed_memory
+
     torch.set_num_threads(threads)
+    keep_freed_memory()  # as alphanet-predict runs on CPU
     if backend == "pytorch":
         subject = Subject.of_model(alphanet_zoo.load(str(weights)), torch.device("cpu"))
     else:
