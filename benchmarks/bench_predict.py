@@ -2,7 +2,7 @@
 tensors and against timm's ``inference.py`` running the same model, with the same threads, batch and workers.
 
     python benchmarks/bench_predict.py --images 2000 --rounds 3 --workers 0,2 --backends pytorch,onnxruntime
-    python benchmarks/bench_predict.py --memory 2000,20000       # peak RSS of the command at each size
+    python benchmarks/bench_predict.py --memory 2000,20000 --backends onnxruntime   # peak RSS at each size
 
 Sides run interleaved, round after round, each in a process of its own (wall time of the whole process,
 start-up included, and of the labelling loop where the side reports it). The folder holds JPEGs of mixed
@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -178,7 +179,9 @@ def main() -> None:
             listing.write_text("\n".join(paths) + "\n")
             out = args.workdir / f"mem{n}.jsonl"
             out.unlink(missing_ok=True)
-            cmd = [str(BIN / "alphanet-predict"), "--files-from", str(listing), "--weights", str(weights), "--out",
+            shutil.rmtree(out.with_name(out.name + ".parts"), ignore_errors=True)  # a stopped run: start over
+            model = ["--weights", str(weights)] if args.backends.split(",")[0] == "pytorch" else ["--model", str(onnx)]
+            cmd = [str(BIN / "alphanet-predict"), "--files-from", str(listing), *model, "--out",
                    str(out), "--batch-size", str(args.batch_size), "--workers", "0", "--threads", str(args.threads),
                    "--json"]
             # each size in a fresh process tree: ru_maxrss of children is a running maximum, so measure via /usr/bin/time
