@@ -16,7 +16,6 @@ import csv
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -94,15 +93,14 @@ def own_throughput(backend: str, folder: Path, weights: Path, onnx: Path, batch:
     return len(crops) / (time.perf_counter() - start)
 
 
-def run(cmd: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess, int]:
-    """Wall seconds, the finished process, and its peak RSS in KiB (ru_maxrss of the child)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def run(cmd: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
+    """Wall seconds and the finished process."""
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{cmd[:3]} failed:\n{done.stderr[-3000:]}")
-    return wall, done, max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return wall, done
 
 
 def ours(backend: str, folder: Path, weights: Path, onnx: Path, out: Path, batch: int, workers: int, threads: int,
@@ -112,7 +110,7 @@ def ours(backend: str, folder: Path, weights: Path, onnx: Path, out: Path, batch
     model = ["--weights", str(weights)] if backend == "pytorch" else ["--model", str(onnx)]
     cmd = [str(BIN / "alphanet-predict"), *source, *model, "--out", str(out), "--batch-size", str(batch),
            "--workers", str(workers), "--threads", str(threads), "--json"]
-    wall, done, _ = run(cmd, env)
+    wall, done = run(cmd, env)
     return wall, json.loads(done.stdout)["images_per_s"], done
 
 
@@ -123,7 +121,7 @@ def timm_side(folder: Path, ckpt: Path, out_dir: Path, batch: int, workers: int,
            "--img-size", "224", "-b", str(batch), "-j", str(workers), "--topk", "5", "--results-dir", str(out_dir),
            "--results-file", "timm", "--results-format", "csv", "--fullname", "--include-index",
            "--results-separate-col", "--no-console-results"]
-    wall, _, _ = run(cmd, env)
+    wall, _ = run(cmd, env)
     return wall
 
 

@@ -124,7 +124,8 @@ def predict_dataset(model_or_file: Any, inputs: Iterable[str | os.PathLike] | st
     subject = subject_for(model_or_file, device, threads)
     paths = collect_images(inputs, files_from).paths
     share = shard(len(paths), batch_size) or batch_indices(len(paths), batch_size)
-    todo = [b for b in share if not set(b) <= set(done)]
+    done = set(done)
+    todo = [b for b in share if not done.issuperset(b)]
     for batch in label_batches(subject, paths, topk=topk, batch_size=batch_size, workers=workers, batches=todo,
                                output=output):
         rows = iter(batch.array if batch.array is not None else ())

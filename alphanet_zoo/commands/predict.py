@@ -186,8 +186,9 @@ def _to_table(args, subject: Subject, paths: list[str], topk: int, workers: int,
 
 def _label_into(args, subject: Subject, paths: list[str], topk: int, workers: int, console, journal: Journal,
                 share: list[list[int]], done: set[int]) -> int:
+    """Label this process's ``share`` less what is ``done`` into ``journal``; rank 0 writes the table."""
     rank, world = distributed.rank_and_world()
-    out, bs = Path(args.out), args.batch_size
+    out, bs = journal.out, args.batch_size
     shards = shard_folder(out, args.output) if args.output else None
     if shards is not None:
         if not journal.resumed and rank == 0:

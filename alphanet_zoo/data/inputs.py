@@ -16,7 +16,6 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterable, Iterator, TextIO
 
 from ..errors import InputError
@@ -186,10 +185,3 @@ def collect_images(inputs: Iterable[str | os.PathLike] = (), files_from: str | o
             expand(line, True)
     return out
 
-
-def common_root(paths: Iterable[str]) -> Path | None:
-    """The deepest folder holding every path (None when they share none)."""
-    try:
-        return Path(os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths]))
-    except ValueError:
-        return None
