@@ -261,7 +261,8 @@ def test_a_latency_budget_search_end_to_end(small_table, tmp_path, official_chec
 
     table, table_file, _ = small_table
     train, heldout = make_search_data(tmp_path / "data", official_checkpoint)
-    budget = round(LatencyPredictor(table)(MODELS["a0"].arch) * 1.3, 3)
+    # held in the machine's slower state, which a parallel test run's load is part of: room enough for that
+    budget = round(LatencyPredictor(table)(MODELS["a0"].arch) * 2.5, 3)
     out, history, plot = tmp_path / "best.json", tmp_path / "h.jsonl", tmp_path / "p.png"
     assert main(["--supernet", str(official_checkpoint), "--flops", "260", "--data", str(heldout), "--calib-data",
                  str(train), "--calib-batches", "2", "--calib-batch-size", "4", "--workers", "0", "--crop-size", "64",
@@ -286,12 +287,13 @@ def test_a_latency_budget_search_end_to_end(small_table, tmp_path, official_chec
     fallback = [t["predicted_ms"] for t in lat["tried"] if t["order"] == "fastest"]  # after the misses, if any
     assert fallback == sorted(fallback) and [t["order"] for t in lat["tried"]] == \
         ["merit"] * len(positions) + ["fastest"] * len(fallback)
-    meeting = [t for t in lat["tried"] if t["measured_ms"] <= budget]
+    meeting = [t for t in lat["tried"] if t["held_ms"] <= budget]  # in the machine's slower state
     assert meeting == lat["tried"][-1:] or not meeting  # measuring stops at the first that meets it
+    assert all(t["held_ms"] >= t["measured_ms"] for t in lat["tried"])
     if meeting:
         assert best["architecture"] == meeting[0]["arch"] and lat["meets_budget"]
     else:
-        assert lat["measured_ms"] == min(t["measured_ms"] for t in lat["tried"])
+        assert lat["held_ms"] == min(t["held_ms"] for t in lat["tried"])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # what a user measures on the exported best: near what the search measured (a sanity bound)
     mine = _export_and_time(ArchConfig.from_dict(best["architecture"]), tmp_path / "best.onnx")

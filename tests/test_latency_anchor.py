@@ -59,7 +59,8 @@ class TableRuntime(Runtime):
 
     name = "fake"
     timed: list = []
-    load = 1.0  # the median of a subnet's calls over its quietest turn's (1: a quiet machine)
+    load = 1.0  # how much slower than quiet the machine is after the first turn of each timing (1: a quiet machine)
+    states: list | None = None  # per timing, in order: the machine's load through all its turns (overrides load)
 
     @property
     def version(self) -> str:
@@ -76,19 +77,23 @@ class TableRuntime(Runtime):
 
 
 def _time_in_turns(runs, *, rounds, **_):
-    """Turns of 5 calls (seconds) of runs that 'take' ``run.ms``: the first turn quiet, the others `TableRuntime.load`
-    times as long, spread 2 % either way (so the median of the calls is the load's, the quietest turn's the run's)."""
+    """Turns of 5 calls (seconds) of runs that 'take' ``run.ms`` times the machine's load of the turn, spread
+    2 % either way: the first turn quiet and the others `TableRuntime.load`, or all turns at the next of
+    `TableRuntime.states` (the machine's state of the moment)."""
     TableRuntime.timed.append(len(runs))
+    if TableRuntime.states:
+        loads = [TableRuntime.states[min(len(TableRuntime.timed), len(TableRuntime.states)) - 1]] * rounds
+    else:
+        loads = [1.0] + [TableRuntime.load] * (rounds - 1)
 
     def turns(ms):
-        busy = ms * TableRuntime.load / 1e3
-        return [[ms / 1e3] * 5] + [[0.98 * busy, 0.98 * busy, busy, 1.02 * busy, 1.02 * busy]] * (rounds - 1)
+        return [[ms * f * load / 1e3 for f in (0.98, 0.98, 1.0, 1.02, 1.02)] for load in loads]
     return [turns(r.ms) for r in runs]
 
 
 @pytest.fixture
 def fake_machine(monkeypatch):
-    TableRuntime.timed, TableRuntime.load = [], 1.0
+    TableRuntime.timed, TableRuntime.load, TableRuntime.states = [], 1.0, None
     monkeypatch.setattr(latency_search, "make_runtime", lambda name, threads, batch: TableRuntime(threads, batch))
     monkeypatch.setattr(timing, "time_in_turns", _time_in_turns)
 
@@ -127,8 +132,9 @@ def test_a_table_built_under_load_gives_the_quiet_tables_answer(tmp_path, fake_m
         lat = best["latency"]
         assert lat["measured_ms"] == pytest.approx(true_ms(ArchConfig.from_dict(best["architecture"])), abs=1e-3)
         assert lat["measured_ms"] <= budget and lat["meets_budget"]
+        assert lat["held_ms"] == pytest.approx(lat["measured_ms"], abs=1e-3)  # one state: held = measured
         assert lat["spread_ms"] > 0 and lat["prediction_error"] == pytest.approx(
-            lat["predicted_ms"] / lat["measured_ms"] - 1, abs=1e-3)
+            lat["predicted_ms"] / lat["held_ms"] - 1, abs=1e-3)
         anchor = lat["anchor"]
         assert [r["name"] for r in anchor["references"]] == ["smallest", "middle", "largest"]
         for ref in anchor["references"]:
@@ -148,6 +154,7 @@ def test_a_budget_below_the_smallest_measured_is_refused_with_the_measured_figur
     err = capsys.readouterr().err
     assert code == 2 and best is None
     assert f"the smallest measures {smallest:.2f} ms" in err and len(err.strip().splitlines()) == 1
+    assert "would hold only while" not in err  # one speed: below a0 at its fastest
 
 
 def test_a_budget_the_stale_table_calls_infeasible_is_searched_and_met(tmp_path, fake_machine, capsys):
@@ -182,21 +189,53 @@ def test_a_front_in_milliseconds_is_searched_on_the_re_anchored_table(tmp_path, 
     assert [r["name"] for r in anchor["references"]] == ["smallest", "middle", "largest"]
 
 
-def test_on_a_busy_machine_the_quietest_turns_anchor_and_decide_feasibility(tmp_path, fake_machine, capsys):
-    """Load that comes and goes inflates the medians by 30 %: the anchor, like the table, takes the quietest
-    turns, so a budget a0 meets in them is searched (the answer is still checked on medians)."""
+def test_on_a_machine_that_changes_speed_budgets_are_held_at_its_slower_state(tmp_path, fake_machine, capsys):
+    """The machine runs 30 % slower in all turns but the first: a deployer times it at a moment of their
+    own, so the anchor and the check take the slower state; a budget a0 meets only in the faster one is
+    refused with both figures."""
     TableRuntime.load = 1.3
     table = tmp_path / "table.json"
     _table(table, 1.0)
     a0 = SEARCH_SPACE.smallest()
-    budget = 1.2 * true_ms(a0)
+    code, best = _search(tmp_path, table, 1.6 * true_ms(a0))
+    assert code == 0, capsys.readouterr().err
+    assert "the machine changed speed while it was timed" in capsys.readouterr().out
+    lat = best["latency"]
+    smallest = lat["anchor"]["references"][0]
+    assert smallest["measured_ms"] == pytest.approx(1.3 * true_ms(a0), abs=1e-3)
+    assert smallest["fastest_ms"] == pytest.approx(true_ms(a0), abs=1e-3)
+    assert lat["meets_budget"] and lat["held_ms"] <= 1.6 * true_ms(a0)
+    assert 1.3 * true_ms(ArchConfig.from_dict(best["architecture"])) <= 1.6 * true_ms(a0) * 1.001
+    code, _ = _search(tmp_path, table, 1.2 * true_ms(a0), "refused.json")
+    err = capsys.readouterr().err
+    assert code == 2 and f"measures {1.3 * true_ms(a0):.2f} ms" in err and f"{true_ms(a0):.2f} ms in its fastest" in err
+    assert "would hold only while it is fast" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_check_timed_in_the_faster_state_is_held_to_the_slower_state_the_anchor_saw(tmp_path, fake_machine,
+                                                                                      capsys):
+    """The machine is 50 % slower while the anchor is timed and quiet while the best candidates are: each
+    candidate's ratio to a0 in its turns times a0's slower state still decides, so the answer holds when
+    the machine is slow again (timed on the quiet machine alone, a subnet of up to the budget would pass)."""
+    table = tmp_path / "table.json"
+    _table(table, 1.0)
+    a0 = SEARCH_SPACE.smallest()
+    budget = 1.8 * true_ms(a0)
+    TableRuntime.states = [1.5, 1.0]  # the anchor's timing, then every check's
     code, best = _search(tmp_path, table, budget)
     assert code == 0, capsys.readouterr().err
-    smallest = best["latency"]["anchor"]["references"][0]
-    assert smallest["measured_ms"] == pytest.approx(true_ms(a0), abs=1e-3)
-    assert smallest["median_ms"] == pytest.approx(1.3 * true_ms(a0), abs=1e-3)
-    lat = best["latency"]  # searched; the answer is still checked on medians, which none meets here
-    assert not lat["meets_budget"] and lat["measured_ms"] == min(t["measured_ms"] for t in lat["tried"])
-    code, _ = _search(tmp_path, table, 0.95 * true_ms(a0), "refused.json")
-    err = capsys.readouterr().err
-    assert code == 2 and f"measures {true_ms(a0):.2f} ms" in err and f"{1.3 * true_ms(a0):.2f} ms" in err
+    lat, winner = best["latency"], true_ms(ArchConfig.from_dict(best["architecture"]))
+    assert lat["measured_ms"] == pytest.approx(winner, abs=1e-3)  # timed quiet
+    assert lat["held_ms"] == pytest.approx(1.5 * winner, rel=1e-3) and lat["held_ms"] <= budget
+    assert lat["reference"]["held_ms"] == pytest.approx(1.5 * true_ms(a0), rel=1e-3)
+    assert all(t["held_ms"] == pytest.approx(1.5 * t["measured_ms"], rel=1e-3) for t in lat["tried"])
+    assert lat["prediction_error"] == pytest.approx(lat["predicted_ms"] / lat["held_ms"] - 1, abs=1e-3)
+
+
+def test_the_slower_state_must_last_two_turns_and_ratios_cancel_the_state():
+    from alphanet_zoo.search.latency_anchor import ratio_to, slower_state_ms
+
+    assert slower_state_ms([4.0, 4.1, 9.0, 4.0]) == 4.1  # one slow turn is a blip
+    assert slower_state_ms([4.0, 6.0, 6.1, 4.0]) == 6.0
+    assert slower_state_ms([5.0]) == 5.0
+    assert ratio_to([6.0, 9.0, 6.3], [4.0, 6.0, 4.0]) == pytest.approx(1.5)

@@ -376,8 +376,9 @@ def _search(args: argparse.Namespace, device) -> int:
         console.result(line)
     what = f"{chosen.mflops:.2f} MFLOPs"
     if checked:
-        what += (f", {checked['measured_ms']:.2f} ms measured (quartiles {checked['spread_ms']:.2f} ms apart), "
-                 f"{checked['predicted_ms']:.2f} ms predicted ({100 * checked['prediction_error']:+.1f} %)")
+        what += (f", {checked['measured_ms']:.2f} ms measured (quartiles {checked['spread_ms']:.2f} ms apart; "
+                 f"{checked['held_ms']:.2f} ms in the machine's slower state), {checked['predicted_ms']:.2f} ms "
+                 f"predicted ({100 * checked['prediction_error']:+.1f} %)")
     on = f"on {real.heldout_images} held-out images" if real else "(surrogate)"
     console.status(f"best: {what}, top-1 {chosen.top1:.2f} % {on} "
                    f"-> {args.out}" + (f" (plot: {args.plot})" if args.plot else ""))

@@ -183,10 +183,12 @@ def _ms(turns: Sequence[Sequence[float]]) -> list[list[float]]:
 
 def summary(turns: Sequence[Sequence[float]]) -> dict[str, float]:
     """A subnet's timed turns (seconds, `timing.time_in_turns`) in milliseconds: ``ms`` (`robust_ms` of its
-    turns), ``median_ms`` (of all its calls) and their quartiles ``p25_ms``, ``p75_ms``."""
+    turns), ``median_ms`` (of all its calls), their quartiles ``p25_ms``, ``p75_ms``, and ``turns_ms``
+    (each turn's median, in order)."""
     ms = _ms(turns)
     calls = timing.flat(ms)
-    return {"ms": robust_ms(ms), "median_ms": statistics.median(calls), **_quartiles(calls)}
+    return {"ms": robust_ms(ms), "median_ms": statistics.median(calls), **_quartiles(calls),
+            "turns_ms": [statistics.median(t) for t in ms if t]}
 
 
 def _quartiles(values: Sequence[float]) -> dict[str, float]:

@@ -13,8 +13,12 @@
       "heldout_images": 5000, "calibration": {"data", "num_batches", "batch_size", "seed", "crop_size", "recipe"},
       "latency": null | {"budget_ms", "backend", "version", "threads", "batch_size", "machine", "table",
                          "predicted_ms", "measured_ms" (the median of its calls, timed in turns with the
-                         reference), "fastest_turn_ms", "meets_budget",
-                         "reference": {"name": "a0", "measured_ms", "predicted_ms"},
+                         reference), "spread_ms", "held_ms" (in the machine's slower state: what the
+                         budget is checked on), "prediction_error" (predicted / held - 1),
+                         "fastest_turn_ms", "meets_budget",
+                         "reference": {"name": "a0", "measured_ms", "held_ms", "fastest_turn_ms", "predicted_ms"},
+                         "anchor": {"scale", "method", "references": [{"name", "predicted_ms", "measured_ms",
+                                    "fastest_ms", "median_ms", "turns_ms", ...}]},
                          "predictor": {"scale", "offset_ms", "median_rel_error", "worst_rel_error", ...},
                          "tried": [{"top1", "mflops", "predicted_ms", "measured_ms", ..., "arch"}]},
       "seconds": 812.3
