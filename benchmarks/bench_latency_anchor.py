@@ -133,18 +133,18 @@ def main() -> int:
                 lat = best["latency"]
                 own, beside = own_process_ms(best["architecture"], args.threads, args.calls, a0)
                 smallest = lat["anchor"]["references"][0]
-                a0_after = beside["median_ms"]
+                a0_beside = beside["median_ms"]
                 same_state = statistics.median(w / r for w, r in zip(own["blocks_ms"], beside["blocks_ms"]))
                 row.update(scale=lat["anchor"]["scale"], predicted_ms=lat["predicted_ms"], meets=lat["meets_budget"],
                            a0_search_ms=smallest["measured_ms"], a0_search_fastest_ms=smallest["fastest_ms"],
                            search_measured_ms=lat["measured_ms"], held_ms=lat["held_ms"], own_ms=own["median_ms"],
                            own_quartiles_ms=own["quartiles_ms"], ratio=own["median_ms"] / budget,
-                           a0_beside_ms=a0_after, same_state=same_state / args.factor, mflops=best["mflops"],
+                           a0_beside_ms=a0_beside, same_state=same_state / args.factor, mflops=best["mflops"],
                            architecture=best["architecture"],
                            latency=lat)
                 print(f"{run:>3} {a0_ms:7.3f} {budget:7.3f} {row['a0_search_ms']:7.3f} {row['scale']:6.3f} "
                       f"{row['predicted_ms']:7.3f} {row['search_measured_ms']:7.3f} {row['held_ms']:7.3f} "
-                      f"{str(row['meets']):>5} {row['own_ms']:7.3f} {row['ratio']:8.3f} {a0_after:7.3f} "
+                      f"{str(row['meets']):>5} {row['own_ms']:7.3f} {row['ratio']:8.3f} {a0_beside:7.3f} "
                       f"{row['same_state']:7.3f}", flush=True)
             rows.append(row)
     done = [r for r in rows if not r["refused"]]

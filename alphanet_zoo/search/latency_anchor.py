@@ -49,6 +49,14 @@ def ratio_to(turns_ms: Sequence[float], reference_turns_ms: Sequence[float]) -> 
     return statistics.median(t / r for t, r in zip(turns_ms, reference_turns_ms))
 
 
+def held_ms(timed: dict[str, Any], reference: dict[str, Any], reference_turns_ms: Sequence[float]) -> float:
+    """A subnet's latency in the machine's slower state: its `ratio_to` the reference it was timed beside
+    (both `latency.summary` dicts) times the reference's `slower_state_ms` over ``reference_turns_ms``
+    (every turn the reference was timed in), and at least the median of its own calls."""
+    return max(ratio_to(timed["turns_ms"], reference["turns_ms"]) * slower_state_ms(reference_turns_ms),
+               timed["median_ms"])
+
+
 def reference_subnets(space: SearchSpace = SEARCH_SPACE,
                       max_mflops: float | None = None) -> list[tuple[str, ArchConfig]]:
     """(name, subnet): the smallest, a middle one and the largest of the space up to ``max_mflops``
@@ -139,9 +147,8 @@ def measure_anchor(runtime, predictor: Callable[[ArchConfig], float], references
     timed = measure_models(runtime, list(archs), num_classes, rounds=rounds)
     flops = [count_flops(arch, num_classes) for arch in archs]
     smallest = timed[flops.index(min(flops))]
-    slower = slower_state_ms(smallest["turns_ms"])
     rows = [{"name": name, "mflops": round(mflops, 2), "predicted_ms": predictor(arch),
-             "measured_ms": max(ratio_to(t["turns_ms"], smallest["turns_ms"]) * slower, t["median_ms"]),
+             "measured_ms": held_ms(t, smallest, smallest["turns_ms"]),
              "fastest_ms": t["ms"], "median_ms": t["median_ms"],
              "spread_ms": t.get("p75_ms", t["median_ms"]) - t.get("p25_ms", t["median_ms"]),
              "turns_ms": t["turns_ms"], "arch": arch.to_dict()}

@@ -17,7 +17,8 @@ from ..export import timing
 from ..registry import MODELS
 from .evolution import Candidate, SearchResult, rank_key
 from .latency import SUBNET_ROUNDS, SUBNET_TURNS, LatencyPredictor, LatencyTable, load_or_build, summary
-from .latency_anchor import Anchor, AnchoredPredictor, measure_anchor, ratio_to, reference_subnets, slower_state_ms
+from .latency_anchor import (Anchor, AnchoredPredictor, held_ms, measure_anchor, ratio_to, reference_subnets,
+                             slower_state_ms)
 from .latency_runtimes import Runtime, make_runtime
 
 log = logging.getLogger("alphanet_zoo")
@@ -127,8 +128,8 @@ class LatencySetup:
         held/predicted ratio above the budget) are skipped."""
         assert self.runtime is not None
         reference = MODELS[REFERENCE].arch
-        reference_turns = list(self.anchor.smallest().get("turns_ms", [])) \
-            if self.anchor is not None and self.anchor.smallest()["arch"] == reference.to_dict() else []
+        smallest = self.anchor.smallest() if self.anchor is not None else {}
+        reference_turns = list(smallest.get("turns_ms", [])) if smallest.get("arch") == reference.to_dict() else []
         with self.runtime.active():
             reference_run = self.runtime.model(reference, self.num_classes)
         tried: list[dict[str, Any]] = []
@@ -142,8 +143,7 @@ class LatencySetup:
                                              rounds=SUBNET_ROUNDS, **SUBNET_TURNS)
             timed, ref = map(summary, turns)
             reference_turns.extend(ref["turns_ms"])
-            ratio = ratio_to(timed["turns_ms"], ref["turns_ms"])
-            held = max(ratio * slower_state_ms(reference_turns), timed["median_ms"])
+            ratio, held = ratio_to(timed["turns_ms"], ref["turns_ms"]), held_ms(timed, ref, reference_turns)
             bar.update(1)
             tried.append({"top1": c.top1, "mflops": round(c.mflops, 4), "predicted_ms": round(c.latency_ms, 4),
                           "table_ms": round(self.table_ms(c.arch), 4), "measured_ms": round(timed["median_ms"], 4),
